@@ -1,0 +1,24 @@
+"""hf_unlearn: machine unlearning as a Hugging Face `Trainer` plugin."""
+
+from .config import UnlearningConfig
+from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
+from .methods import (
+    GAConfig,
+    GATrainer,
+    GradDiffConfig,
+    GradDiffTrainer,
+    NPOConfig,
+    NPOTrainer,
+    SimNPOConfig,
+    SimNPOTrainer,
+)
+from .registry import METHODS, get_method, register_method
+from .trainer import NonFiniteLossError, UnlearningTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
+    "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
+    "UnlearningConfig", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
+]  # fmt: skip

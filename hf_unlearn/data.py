@@ -1,0 +1,242 @@
+"""Forget/retain data: checks, tokenisation of question/answer rows, pairing, collation, and TOFU loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .losses import IGNORE_INDEX
+
+TOFU_SPLITS = (
+    "full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
+    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
+    "holdout01", "holdout05", "holdout10",
+    "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed",
+)  # fmt: skip
+TOFU_HUB_ID = "locuslab/TOFU"
+
+
+def load_tofu(split: str, path: str | Path | None = None):
+    """Load one TOFU split (Maini et al. 2024) as a `datasets.Dataset`.
+
+    With `path`, read `<path>/<split>.jsonl` (the published JSON Lines files, e.g. a local copy for offline use);
+    otherwise `datasets.load_dataset("locuslab/TOFU", split)`.
+    """
+    import datasets
+
+    if split not in TOFU_SPLITS:
+        raise ValueError(f"Unknown TOFU split {split!r}: use one of {list(TOFU_SPLITS)}.")
+    if path is None:
+        return datasets.load_dataset(TOFU_HUB_ID, split, split="train")
+    file = Path(path) / f"{split}.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"TOFU split file {file} does not exist: pass the folder that holds {split}.jsonl.")
+    return datasets.Dataset.from_list(read_jsonl(file))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSON Lines file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def column_names(dataset) -> list[str]:
+    """Column names of a `datasets.Dataset` or of the first row of a sequence of dicts."""
+    names = getattr(dataset, "column_names", None)
+    if names is not None:
+        return list(names)
+    return list(dataset[0].keys()) if len(dataset) else []
+
+
+def row_format(dataset, name: str) -> str:
+    """'qa' for question/answer text rows, 'tokenized' for input_ids/labels rows; a clear error otherwise."""
+    columns = column_names(dataset)
+    if {"question", "answer"} <= set(columns):
+        return "qa"
+    if {"input_ids", "labels"} <= set(columns):
+        return "tokenized"
+    raise ValueError(
+        f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows) or "
+        "'input_ids' and 'labels' (already tokenised rows). Rename the columns or tokenise the rows first."
+    )
+
+
+def _row_key(row: dict, fmt: str) -> str:
+    if fmt == "qa":
+        content = f"{row['question']}\x1f{row['answer']}"
+    else:
+        content = json.dumps([list(map(int, row["input_ids"])), _as_list(row["labels"])])
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+
+
+def check_forget_retain(forget, retain) -> None:
+    """Fail before training on an empty forget set or forget examples that also appear in the retain set."""
+    if forget is None or len(forget) == 0:
+        raise ValueError("forget_dataset is empty: pass at least one example to forget.")
+    forget_format = row_format(forget, "forget_dataset")
+    if retain is None:
+        return
+    if len(retain) == 0:
+        raise ValueError("retain_dataset is empty: pass retain examples, or set alpha=0 to drop the retain term.")
+    retain_format = row_format(retain, "retain_dataset")
+    if retain_format != forget_format:
+        return
+    retain_keys = {_row_key(row, retain_format) for row in retain}
+    shared = [i for i, row in enumerate(forget) if _row_key(row, forget_format) in retain_keys]
+    if shared:
+        shown = shared[:10]
+        raise ValueError(
+            f"{len(shared)} forget example(s) also appear in retain_dataset (forget rows {shown}"
+            f"{' ...' if len(shared) > 10 else ''}): remove them from retain_dataset, or the retain term would "
+            "train the model on exactly what it is asked to forget."
+        )
+
+
+def tokenize_qa_row(row: dict, tokenizer, prompt_template: str, max_length: int) -> dict:
+    """Tokenise one question/answer row: prompt tokens are masked (-100) in `labels`, answer tokens end with EOS."""
+    prompt = prompt_template.format(question=row["question"])
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    answer_ids = tokenizer(" " + str(row["answer"]), add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_length: int):
+    """Return rows ready for the collator: question/answer rows are tokenised, tokenised rows pass through.
+
+    Raises before training when a row has every label masked (no answer token left to learn or forget).
+    """
+    if dataset is None:
+        return None
+    fmt = row_format(dataset, name)
+    if fmt == "qa":
+        if tokenizer is None:
+            raise ValueError(
+                f"{name} holds question/answer text but no tokenizer was given: pass processing_class=tokenizer."
+            )
+        rows = [tokenize_qa_row(row, tokenizer, prompt_template, max_length) for row in dataset]
+    else:
+        rows = dataset
+    for index in range(len(rows)):
+        labels = torch.as_tensor(rows[index]["labels"])
+        if labels.numel() > 0 and (labels != IGNORE_INDEX).any():
+            continue
+        hint = (
+            f"raise max_length (now {max_length}) or shorten the prompt template" if fmt == "qa"
+            else "give it at least one label that is not -100"
+        )
+        raise ValueError(f"{name} row {index} has every label masked (-100), so it has nothing to learn: {hint}.")
+    return rows
+
+
+def check_vocabulary(rows, name: str, tokenizer, model) -> None:
+    """Fail when token ids do not fit the model's input embedding (a tokenizer from another model, say)."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embedding is None or not hasattr(embedding, "num_embeddings"):
+        return
+    size = embedding.num_embeddings
+    if tokenizer is not None and hasattr(tokenizer, "__len__") and len(tokenizer) > size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has {size} rows: pass the tokenizer "
+            "the model was trained with, or call model.resize_token_embeddings(len(tokenizer)) and fine-tune first."
+        )
+    largest = max((max(row["input_ids"], default=0) for row in rows), default=0)
+    if largest >= size:
+        raise ValueError(
+            f"{name} holds token id {int(largest)} but the model's embedding has {size} rows: the rows were "
+            "tokenised with another vocabulary; re-tokenise them with the model's tokenizer."
+        )
+
+
+def pairing_seed(seed: int, epoch: int, rank: int) -> int:
+    """A generator seed that depends on (seed, epoch, process rank) and nothing else."""
+    digest = hashlib.sha256(f"hf-unlearn-pairing:{seed}:{epoch}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class ForgetRetainDataset(torch.utils.data.Dataset):
+    """One epoch is one pass over the forget set; each forget example is paired with one retain example.
+
+    The retain example for forget index `i` in epoch `e` on process `rank` is `retain_indices(e)[i]`, drawn without
+    replacement (cycling when the forget set is larger) by a generator seeded by (seed, e, rank) only. So processes
+    draw different retain examples, and a run resumed from a checkpoint draws exactly what the uninterrupted run did.
+    """
+
+    def __init__(self, forget, retain=None, seed: int = 0, rank: int = 0):
+        self.forget, self.retain, self.seed, self.rank = forget, retain, seed, rank
+        self.epoch = 0
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def retain_indices(self, epoch: int) -> torch.Tensor:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        generator = torch.Generator().manual_seed(pairing_seed(self.seed, epoch, self.rank))
+        n, m = len(self.forget), len(self.retain)
+        draws = [torch.randperm(m, generator=generator) for _ in range(math.ceil(n / m))]
+        indices = torch.cat(draws)[:n]
+        self._cache = (epoch, indices)
+        return indices
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"forget": self.forget[index], "forget_index": index}
+        if self.retain is not None:
+            retain_index = int(self.retain_indices(self.epoch)[index])
+            item["retain"] = self.retain[retain_index]
+            item["retain_index"] = retain_index
+        return item
+
+
+_PAD_VALUES = {"labels": IGNORE_INDEX, "attention_mask": 0, "token_type_ids": 0}
+
+
+class UnlearningCollator:
+    """Pads forget and retain parts separately (input ids with the pad token, labels with -100, masks with 0).
+
+    Rows of a `ForgetRetainDataset` become `{"forget": {...}, "retain": {...}, "forget_index": ..., ...}`; plain rows
+    (evaluation) become one padded batch. Scalar fields (a classifier's label) are stacked.
+    """
+
+    def __init__(self, pad_token_id: int = 0):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        if "forget" not in features[0]:
+            return self.pad([dict(f) for f in features])
+        batch = {"forget": self.pad([f["forget"] for f in features])}
+        batch["forget_index"] = torch.tensor([f["forget_index"] for f in features])
+        if "retain" in features[0]:
+            batch["retain"] = self.pad([f["retain"] for f in features])
+            batch["retain_index"] = torch.tensor([f["retain_index"] for f in features])
+        return batch
+
+    def pad(self, rows: list[dict]) -> dict:
+        batch = {}
+        for key in rows[0]:
+            values = [torch.as_tensor(row[key]) for row in rows]
+            if values[0].dim() == 0:
+                batch[key] = torch.stack(values)
+                continue
+            value = _PAD_VALUES.get(key, self.pad_token_id)
+            batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True, padding_value=value)
+        return batch

@@ -1,0 +1,61 @@
+"""Shared maths of every method: answer-token log-probabilities and the baselines' losses as pure functions.
+
+Each function is tested once against numbers worked out by hand (tests/test_losses.py). Methods call these; they
+never recompute log-probabilities themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from trl.trainer.utils import selective_log_softmax
+
+IGNORE_INDEX = -100
+
+
+def align_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair each logit row with the label it predicts.
+
+    Causal LM (`labels` is `[B, T]`): position t predicts token t+1, so logits drop the last position and labels the
+    first. Classifier (`labels` is `[B]`): one prediction per example, returned as `[B, 1, C]` and `[B, 1]`.
+    """
+    if labels.dim() == 1:
+        return logits.unsqueeze(1), labels.unsqueeze(1)
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example sum of answer-token log-probabilities and the number of answer tokens.
+
+    Positions whose label is -100 (prompt, padding) are not counted. Returns `(sum_logps [B], num_tokens [B])`.
+    """
+    logits, labels = align_logits_and_labels(logits, labels)
+    mask = labels != IGNORE_INDEX
+    token_logps = selective_log_softmax(logits, labels.masked_fill(~mask, 0))
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def mean_nll(sum_logps: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
+    """Per-example mean answer-token negative log-likelihood, ℓ(x) = −log p(y|x) / |y|."""
+    return -sum_logps / num_tokens.clamp(min=1)
+
+
+def npo_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO forget loss (Zhang et al. 2024, arXiv 2404.05868): −(2/β)·mean log σ(−β·(log p_θ(y|x) − log p_θ0(y|x)))."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (policy_logps - reference_logps)).mean()
+
+
+def simnpo_loss(mean_token_logps: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """SimNPO forget loss (Fan et al. 2024, arXiv 2410.07163): −(2/β)·mean log σ(−β·(log p_θ(y|x)/|y|) − δ)."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * mean_token_logps - delta).mean()
+
+
+def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example KL(p_ref ‖ p_θ) averaged over answer positions (those whose label is not -100). Returns `[B]`."""
+    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
+    logits, _ = align_logits_and_labels(logits, labels)
+    mask = aligned != IGNORE_INDEX
+    ref_logp = reference_logits.float().log_softmax(-1)
+    logp = logits.float().log_softmax(-1)
+    token_kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    return (token_kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)

@@ -1,0 +1,31 @@
+"""GradDiff: gradient ascent on the forget set plus descent on the retain set (NLL or KL to the reference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import UnlearningConfig
+from ..losses import mean_nll
+from ..registry import register_method
+from ..trainer import UnlearningTrainer
+
+
+@dataclass
+class GradDiffConfig(UnlearningConfig):
+    """Config of GradDiff: loss `−gamma·ℓ(D_f) + alpha·R(D_r)`, `R` the retain NLL or `KL(p_θ0 ‖ p_θ)` per
+    `retain_loss`. Defaults γ = α = 1, as in TOFU and open-unlearning."""
+
+
+class GradDiffTrainer(UnlearningTrainer):
+    """Gradient difference (Liu et al. 2022, "Continual learning and private unlearning"; TOFU's GradDiff/KL)."""
+
+    config_class = GradDiffConfig
+    _name = "GradDiff"
+    _tag_names = UnlearningTrainer._tag_names + ["grad_diff"]
+
+    def compute_unlearning_loss(self, model, inputs):
+        forget_nll = mean_nll(*self.answer_logps(model, inputs["forget"])).mean()
+        return {"forget": -self.args.gamma * forget_nll, "retain": self.retain_term(model, inputs["retain"])}
+
+
+register_method("grad_diff", GradDiffConfig, GradDiffTrainer)

@@ -1,0 +1,35 @@
+"""The open registry of unlearning methods: name -> (config class, trainer class)."""
+
+from __future__ import annotations
+
+from .config import UnlearningConfig
+from .trainer import UnlearningTrainer
+
+
+class MethodRegistry(dict):
+    """A dict of `name -> (ConfigClass, TrainerClass)` whose missing-key error lists the known names."""
+
+    def __missing__(self, name):
+        raise KeyError(f"Unknown unlearning method {name!r}: use one of {sorted(self)}, or add yours with "
+                       "hf_unlearn.register_method(name, config_cls, trainer_cls).")
+
+
+METHODS: MethodRegistry = MethodRegistry()
+
+
+def register_method(name: str, config_cls: type, trainer_cls: type, overwrite: bool = False) -> None:
+    """Make a method selectable by name (`METHODS[name]`, `hf-unlearn run` configs) without editing the package."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Method name {name!r} is not a non-empty string.")
+    if not (isinstance(config_cls, type) and issubclass(config_cls, UnlearningConfig)):
+        raise TypeError(f"config_cls {config_cls!r} for {name!r} must subclass hf_unlearn.UnlearningConfig.")
+    if not (isinstance(trainer_cls, type) and issubclass(trainer_cls, UnlearningTrainer)):
+        raise TypeError(f"trainer_cls {trainer_cls!r} for {name!r} must subclass hf_unlearn.UnlearningTrainer.")
+    if name in METHODS and not overwrite and METHODS[name] != (config_cls, trainer_cls):
+        raise ValueError(f"Method {name!r} is already registered: pick another name or pass overwrite=True.")
+    METHODS[name] = (config_cls, trainer_cls)
+
+
+def get_method(name: str) -> tuple[type, type]:
+    """`(ConfigClass, TrainerClass)` of a registered method; a `KeyError` naming the known methods otherwise."""
+    return METHODS[name]

@@ -1,0 +1,279 @@
+"""`UnlearningTrainer`: a `transformers.Trainer` whose loss is a method's named forget/retain terms."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections import defaultdict
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .config import UnlearningConfig
+from .data import ForgetRetainDataset, UnlearningCollator, check_forget_retain, check_vocabulary, prepare_dataset
+from .losses import kl_divergence, mean_nll, sequence_logps
+
+
+class NonFiniteLossError(RuntimeError):
+    """The unlearning loss became NaN or infinite; training stopped before that step changed the weights."""
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The batch without `labels`, so the model does not compute a loss we do not use."""
+    return {key: value for key, value in batch.items() if key != "labels"}
+
+
+class _PairingEpochCallback(TrainerCallback):
+    """Tells the pairing dataset which epoch starts, so retain draws depend on (seed, epoch, rank) only."""
+
+    def __init__(self, dataset: ForgetRetainDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor(state.epoch + 1e-6))
+
+
+class UnlearningTrainer(Trainer):
+    """A `Trainer` for unlearning: one epoch is one pass over `forget_dataset`, each forget example paired with a
+    retain example; a method subclass returns named loss terms from `compute_unlearning_loss`, which this class sums,
+    logs one by one (`loss/forget`, `loss/retain`, ...) and returns as the loss.
+
+    Everything else is `Trainer`'s: callbacks, `report_to`, checkpoints and `resume_from_checkpoint`, gradient
+    accumulation, mixed precision, gradient checkpointing, PEFT models and multi-process launches.
+
+    Args:
+        model: a model or a model id / local path (loaded with `AutoModelForCausalLM`).
+        args: the method's config (a `UnlearningConfig` subclass); a plain `TrainingArguments` is converted.
+        forget_dataset: rows to forget: `question`/`answer` text, or tokenised `input_ids`/`labels`.
+        retain_dataset: rows to keep, same format; needed when the method's retain term is on (`alpha > 0`).
+        processing_class: the tokenizer (needed for text rows).
+        reference_model: the frozen model `θ_0` for methods that need one; by default a frozen copy of `model`, or,
+            for a PEFT model, the same weights with the adapter disabled (no second copy in memory).
+        peft_config: a `peft.PeftConfig` to wrap `model` with before training.
+    """
+
+    config_class: type[UnlearningConfig] = UnlearningConfig
+    _name = "Unlearning"
+    _tag_names: list[str] = ["hf-unlearn", "unlearning"]
+    _paper: dict[str, str] | None = None
+    # Our loss is a mean over examples, not normalised by `num_items_in_batch`: let `training_step` divide it by the
+    # number of accumulation steps, exactly as a plain `Trainer` loss.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model=None,
+        args: UnlearningConfig | None = None,
+        forget_dataset=None,
+        retain_dataset=None,
+        data_collator=None,
+        eval_dataset=None,
+        processing_class=None,
+        reference_model=None,
+        peft_config=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        **kwargs,
+    ):
+        args = self._as_config(args, model)
+        if isinstance(model, str):
+            processing_class = processing_class or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if model is None:
+            raise ValueError(f"{type(self).__name__} needs a model: pass a model object, a model id or a local path.")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
+            tokenizer.pad_token = tokenizer.eos_token  # the usual choice for causal LMs; padding is masked anyway
+
+        if not args.uses_retain:
+            retain_dataset = None
+        elif retain_dataset is None:
+            raise ValueError(
+                f"{type(self).__name__}'s retain term is on (alpha={args.alpha}) but no retain_dataset was given: "
+                "pass retain_dataset, or set alpha=0 to unlearn without one."
+            )
+        check_forget_retain(forget_dataset, retain_dataset)
+        prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
+        forget_rows = prepare_dataset(forget_dataset, "forget_dataset", **prepare)
+        retain_rows = prepare_dataset(retain_dataset, "retain_dataset", **prepare)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: prepare_dataset(v, f"eval_dataset[{k!r}]", **prepare) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = prepare_dataset(eval_dataset, "eval_dataset", **prepare)
+        for name, rows in (("forget_dataset", forget_rows), ("retain_dataset", retain_rows)):
+            if rows is not None:
+                check_vocabulary(rows, name, tokenizer, model)
+
+        self.forget_dataset, self.retain_dataset = forget_rows, retain_rows
+        self.pairing = ForgetRetainDataset(forget_rows, retain_rows, seed=args.seed, rank=args.process_index)
+        pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator if data_collator is not None else UnlearningCollator(pad_token_id),
+            train_dataset=self.pairing,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False
+        self.add_callback(_PairingEpochCallback(self.pairing))
+        self._pad = UnlearningCollator(pad_token_id).pad
+        self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.reference_model = None
+        self.reference_logps: torch.Tensor | None = None
+        if self.needs_reference_model:
+            self._prepare_reference_model(reference_model)
+
+    # ---- construction helpers ----
+
+    def _as_config(self, args, model) -> UnlearningConfig:
+        if args is None:
+            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+            name = os.path.basename(str(name).rstrip("/")) or "model"
+            return self.config_class(output_dir=f"{name}-{self._name}")
+        if isinstance(args, self.config_class):
+            return args
+        if isinstance(args, TrainingArguments):
+            values = args.to_dict()
+            values["hub_token"] = args.hub_token  # to_dict masks it
+            return self.config_class(**{k: v for k, v in values.items() if k in self.config_class.__dataclass_fields__})
+        raise TypeError(f"args is a {type(args).__name__}: pass a {self.config_class.__name__}(output_dir=..., ...).")
+
+    @property
+    def needs_reference_model(self) -> bool:
+        """Whether a reference model `θ_0` must run during training (the KL retain term; NPO adds its own)."""
+        return self.args.uses_retain and self.args.retain_loss == "kl"
+
+    def _prepare_reference_model(self, reference_model) -> None:
+        if reference_model is None and is_peft_model(self.accelerator.unwrap_model(self.model)):
+            return  # the adapter-disabled base is θ_0: no second copy
+        if reference_model is None:
+            # A frozen copy in eval mode; trl.experimental.create_reference_model does the same but is unstable API.
+            reference_model = copy.deepcopy(self.accelerator.unwrap_model(self.model)).requires_grad_(False).eval()
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            self.reference_model = prepare_deepspeed(reference_model, self.accelerator)
+        else:
+            self.reference_model = self.accelerator.prepare_model(reference_model, evaluation_mode=True)
+
+    # ---- the maths a method composes ----
+
+    def answer_logps(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example sum of answer-token log-probs under `model`, and the answer-token counts."""
+        logits = model(**model_inputs(batch)).logits
+        return sequence_logps(logits, batch["labels"])
+
+    @torch.no_grad()
+    def reference_logits(self, model, batch: dict) -> torch.Tensor:
+        """Logits of the reference model `θ_0` (for a PEFT model: the adapter disabled, in eval mode)."""
+        if self.reference_model is not None:
+            return self.reference_model(**model_inputs(batch)).logits
+        from trl.trainer.utils import use_adapter
+
+        was_training = model.training
+        model.eval()
+        try:
+            with use_adapter(self.accelerator.unwrap_model(self.model), None):
+                return model(**model_inputs(batch)).logits
+        finally:
+            model.train(was_training)
+
+    def reference_answer_logps(self, model, batch: dict, forget_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example answer log-probs under `θ_0`: from the precomputed cache when there is one."""
+        if self.reference_logps is not None and forget_index is not None:
+            return self.reference_logps[forget_index.cpu()].to(batch["labels"].device)
+        return sequence_logps(self.reference_logits(model, batch), batch["labels"])[0]
+
+    def retain_term(self, model, retain: dict) -> torch.Tensor:
+        """`alpha` × the retain loss: mean answer-token NLL, or KL(p_θ0 ‖ p_θ) per `retain_loss`."""
+        if self.args.retain_loss == "kl":
+            logits = model(**model_inputs(retain)).logits
+            loss = kl_divergence(self.reference_logits(model, retain), logits, retain["labels"]).mean()
+        else:
+            loss = mean_nll(*self.answer_logps(model, retain)).mean()
+        return self.args.alpha * loss
+
+    @torch.no_grad()
+    def precompute_reference_logps(self) -> torch.Tensor:
+        """One pass of `θ_0` (the model as it is now) over the forget set; cached so no reference model is held."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        size = self.args.per_device_eval_batch_size
+        chunks = []
+        for start in range(0, len(self.forget_dataset), size):
+            rows = [self.forget_dataset[i] for i in range(start, min(start + size, len(self.forget_dataset)))]
+            batch = self._prepare_inputs(self._pad(rows))
+            chunks.append(self.answer_logps(model, batch)[0].float().cpu())
+        model.train(was_training)
+        self.reference_logps = torch.cat(chunks)
+        return self.reference_logps
+
+    def compute_unlearning_loss(self, model, inputs: dict) -> dict[str, torch.Tensor]:
+        """Return the method's named loss terms, each a scalar already weighted (`gamma`, `alpha`).
+
+        `inputs["forget"]` and `inputs["retain"]` are padded batches (`input_ids`, `attention_mask`, `labels`);
+        `inputs["forget_index"]` indexes the forget set. Subclasses implement this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_unlearning_loss.")
+
+    # ---- Trainer hooks ----
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "forget" not in inputs:  # plain rows, e.g. an eval_dataset of question/answer pairs
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        terms = self.compute_unlearning_loss(model, inputs)
+        loss = torch.stack([value.float() for value in terms.values()]).sum()
+        if not torch.isfinite(loss):
+            self._stop_on_non_finite(loss, terms)
+        mode = "train" if model.training else "eval"
+        for name, value in terms.items():
+            self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
+        return (loss, {}) if return_outputs else loss
+
+    def _stop_on_non_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        step = self.state.global_step + 1
+        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+        raise NonFiniteLossError(
+            f"The unlearning loss became {loss.item()} at step {step} ({values}). Training stopped before this step "
+            f"updated the weights, so the model holds step {step - 1}'s weights (trainer.save_model() keeps them); "
+            f"{kept}. Lower learning_rate, set max_grad_norm, or lower gamma."
+        )
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if "forget" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, values in self._loss_terms[mode].items():
+            mean = torch.stack(values).mean().to(self.args.device)
+            logs[prefix + name] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
+        self._loss_terms[mode].clear()
+        super().log(logs, start_time)
