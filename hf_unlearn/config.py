@@ -72,18 +72,18 @@ class UnlearningConfig(TrainingArguments):
         return self.alpha > 0
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """Every init field as YAML (the form `hf-unlearn run` reads); written to `path` when given."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=True)
+        """Every init field as YAML (the form `hf-unlearn run` reads), tokens left out; written to `path` if given."""
+        values = {k: (None if k.endswith("_token") else v) for k, v in self.to_dict().items()}
+        text = yaml.safe_dump(values, sort_keys=True)
         if path is not None:
             Path(path).write_text(text)
         return text
 
     @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> UnlearningConfig:
-        """Build a config from `to_yaml`'s output (a YAML string or a file path)."""
-        source = Path(text_or_path) if not str(text_or_path).lstrip().startswith(("{", "\n")) else None
-        text = source.read_text() if source is not None and source.is_file() else str(text_or_path)
-        values: dict[str, Any] = yaml.safe_load(text) or {}
+    def from_yaml(cls, source: str | Path) -> UnlearningConfig:
+        """Build a config from `to_yaml`'s output: a YAML file path, or the YAML text itself."""
+        is_file = isinstance(source, Path) or ("\n" not in source and Path(source).is_file())
+        values: dict[str, Any] = yaml.safe_load(Path(source).read_text() if is_file else source) or {}
         names = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(values) - names)
         if unknown:

@@ -18,7 +18,7 @@ from .losses import kl_divergence, mean_nll, sequence_logps
 
 
 class NonFiniteLossError(RuntimeError):
-    """The unlearning loss became NaN or infinite; training stopped before that step changed the weights."""
+    """The unlearning loss or its gradients became NaN/inf; training stopped before that step changed the weights."""
 
 
 def is_peft_model(model: Any) -> bool:
@@ -42,6 +42,20 @@ class _PairingEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.dataset.set_epoch(math.floor(state.epoch + 1e-6))
+
+
+class _FiniteUpdateCallback(TrainerCallback):
+    """Stops training before an optimizer step whose gradients are NaN/inf: the loss can be finite while they are."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not torch.isfinite(norm):
+                self.trainer._stop_on_non_finite(f"gradient norm became {norm.item()}")
 
 
 class UnlearningTrainer(Trainer):
@@ -135,6 +149,7 @@ class UnlearningTrainer(Trainer):
         )
         self.model_accepts_loss_kwargs = False
         self.add_callback(_PairingEpochCallback(self.pairing))
+        self.add_callback(_FiniteUpdateCallback(self))
         self._pad = UnlearningCollator(pad_token_id).pad
         self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.reference_model = None
@@ -244,21 +259,21 @@ class UnlearningTrainer(Trainer):
         terms = self.compute_unlearning_loss(model, inputs)
         loss = torch.stack([value.float() for value in terms.values()]).sum()
         if not torch.isfinite(loss):
-            self._stop_on_non_finite(loss, terms)
+            values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+            self._stop_on_non_finite(f"loss became {loss.item()} ({values})")
         mode = "train" if model.training else "eval"
         for name, value in terms.items():
             self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
         return (loss, {}) if return_outputs else loss
 
-    def _stop_on_non_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+    def _stop_on_non_finite(self, what: str) -> None:
         step = self.state.global_step + 1
         last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
-        values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
         raise NonFiniteLossError(
-            f"The unlearning loss became {loss.item()} at step {step} ({values}). Training stopped before this step "
-            f"updated the weights, so the model holds step {step - 1}'s weights (trainer.save_model() keeps them); "
-            f"{kept}. Lower learning_rate, set max_grad_norm, or lower gamma."
+            f"The unlearning {what} at step {step}. Training stopped before this step updated the weights, so the "
+            f"model holds step {step - 1}'s weights (trainer.save_model() keeps them); {kept}. Lower learning_rate, "
+            "set max_grad_norm, or lower gamma."
         )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny in-process models on the package's fictitious people; no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hf_unlearn.pipeline import finetune  # noqa: E402
+from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer  # noqa: E402
+
+# Tiny models run fastest on one thread, and a second thread contends with anything else on a 2-core machine.
+torch.set_num_threads(1)
+
+TOFU_PATH = Path(os.environ.get("HF_UNLEARN_TOFU_PATH", Path(__file__).resolve().parents[2] / "shared/data/tofu"))
+
+
+def training_args(tmp_path, **overrides) -> dict:
+    """Quiet, fast, CPU-only arguments for a few unlearning steps."""
+    args = {
+        "output_dir": str(tmp_path), "report_to": "none", "save_strategy": "no", "disable_tqdm": True,
+        "use_cpu": True, "logging_steps": 1, "per_device_train_batch_size": 4, "seed": 0,
+    }  # fmt: skip
+    args.update(overrides)
+    return args
+
+
+@pytest.fixture(scope="session")
+def qa_data():
+    rows = make_fictitious_qa(num_people=10, facts_per_person=4, seed=0)
+    return split_forget_retain(rows, forget_fraction=0.2)  # 8 forget rows (2 people), 32 retain rows
+
+
+@pytest.fixture(scope="session")
+def tokenizer(qa_data):
+    forget, retain = qa_data
+    return train_tokenizer([f"{r['question']} {r['answer']}" for r in forget + retain], vocab_size=500)
+
+
+@pytest.fixture
+def make_model(tokenizer):
+    def make(seed: int = 0):
+        return build_tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=seed)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def memorised_state(tokenizer, qa_data, tmp_path_factory):
+    """Weights of a tiny LM fine-tuned on forget + retain until it has memorised them."""
+    forget, retain = qa_data
+    model = build_tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
+    finetune(model, tokenizer, forget + retain, tmp_path_factory.mktemp("finetune"), num_train_epochs=100,
+             learning_rate=5e-3, per_device_train_batch_size=8, use_cpu=True)  # fmt: skip
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def memorised_model(make_model, memorised_state):
+    model = make_model()
+    model.load_state_dict(memorised_state)
+    return model

@@ -1,0 +1,66 @@
+"""Each loss against numbers worked out by hand (in the docstrings)."""
+
+import math
+
+import pytest
+import torch
+
+from hf_unlearn.losses import kl_divergence, mean_nll, npo_loss, sequence_logps, simnpo_loss
+
+LN3 = math.log(3.0)
+
+
+def test_sequence_logps_counts_answer_tokens_only():
+    """Causal LM, labels [-100, 0, 1]: position 0 predicts label 0 with p = 1/2 (logits [0, 0]), position 1 predicts
+    label 1 with p = 3/4 (logits [0, ln 3]); position 2's logits predict nothing. Sum = ln(1/2) + ln(3/4) = −0.98083,
+    2 tokens, mean NLL 0.490415."""
+    logits = torch.tensor([[[0.0, 0.0], [0.0, LN3], [5.0, -5.0]]])
+    labels = torch.tensor([[-100, 0, 1]])
+    sum_logps, num_tokens = sequence_logps(logits, labels)
+    assert sum_logps.item() == pytest.approx(math.log(0.5) + math.log(0.75), abs=1e-6)
+    assert num_tokens.tolist() == [2]
+    assert mean_nll(sum_logps, num_tokens).item() == pytest.approx(0.490415, abs=1e-6)
+
+
+def test_sequence_logps_ignores_prompt_and_padding():
+    """The prompt's label (-100) and the padding label (-100) add nothing: only ln(3/4) is left."""
+    logits = torch.tensor([[[9.0, 1.0], [0.0, LN3], [3.0, 3.0], [1.0, 2.0]]])
+    labels = torch.tensor([[5, -100, 1, -100]])
+    sum_logps, num_tokens = sequence_logps(logits, labels)
+    assert sum_logps.item() == pytest.approx(math.log(0.75), abs=1e-6) and num_tokens.item() == 1
+
+
+def test_sequence_logps_classifier():
+    """Classifier logits [0, ln 3], label 1: log p = ln(3/4), one 'token'."""
+    sum_logps, num_tokens = sequence_logps(torch.tensor([[0.0, LN3]]), torch.tensor([1]))
+    assert sum_logps.item() == pytest.approx(math.log(0.75), abs=1e-6) and num_tokens.item() == 1
+
+
+def test_npo_loss_by_hand():
+    """log p_θ = −2, log p_θ0 = −1, β = 0.1:
+    −(2/0.1)·log σ(−0.1·(−1)) = −20·log σ(0.1) = −20·(−0.6443967) = 12.88793."""
+    loss = npo_loss(torch.tensor([-2.0]), torch.tensor([-1.0]), beta=0.1)
+    assert loss.item() == pytest.approx(12.887934, abs=1e-5)
+
+
+def test_npo_loss_starts_at_2_ln2_over_beta():
+    """At θ = θ_0 the log-ratio is 0, so the loss is −(2/β)·ln(1/2) = 2·ln 2/β; averaged over examples."""
+    loss = npo_loss(torch.tensor([-3.0, -7.0]), torch.tensor([-3.0, -7.0]), beta=0.5)
+    assert loss.item() == pytest.approx(4 * math.log(2), abs=1e-6)
+
+
+def test_simnpo_loss_by_hand():
+    """Mean-token log p = −1, β = 2, δ = 0.5: −(2/2)·log σ(2·1 − 0.5) = −log σ(1.5) = −ln 0.8175745 = 0.2014133."""
+    loss = simnpo_loss(torch.tensor([-1.0]), beta=2.0, delta=0.5)
+    assert loss.item() == pytest.approx(0.2014133, abs=1e-6)
+
+
+def test_kl_divergence_by_hand():
+    """p_ref = (1/2, 1/2), p_θ = (1/4, 3/4) at the one answer position:
+    KL = ½ ln(½/¼) + ½ ln(½/¾) = ½(ln 2 + ln 2/3) = 0.1438410. The masked position adds nothing."""
+    reference = torch.tensor([[[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]]])
+    policy = torch.tensor([[[0.0, LN3], [0.0, 9.0], [0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, -100]])
+    kl = kl_divergence(reference, policy, labels)
+    assert kl.item() == pytest.approx(0.5 * (math.log(2) + math.log(2 / 3)), abs=1e-6)
+    assert kl_divergence(policy, policy, labels).item() == pytest.approx(0.0, abs=1e-7)

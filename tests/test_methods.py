@@ -1,0 +1,85 @@
+"""One matrix runs the same checks on every registered method: a new method adds one row to METHOD_CASES."""
+
+from dataclasses import fields
+
+import pytest
+import torch
+from conftest import training_args
+
+import hf_unlearn
+from hf_unlearn.evaluation import answer_nll
+
+# (registry name, config overrides); every registered method must appear at least once.
+METHOD_CASES = [
+    ("ga", {}),
+    ("grad_diff", {}),
+    ("grad_diff", {"retain_loss": "kl"}),
+    ("npo", {}),
+    ("npo", {"precompute_reference": True}),
+    ("npo", {"retain_loss": "kl"}),
+    ("simnpo", {}),
+]
+KEEPS_RETAIN = {"grad_diff", "npo", "simnpo"}
+
+
+def test_every_registered_method_is_in_the_matrix():
+    assert {name for name, _ in METHOD_CASES} >= set(hf_unlearn.METHODS) - {"toy_method"}
+
+
+CASE_IDS = ["-".join([name, *map(str, overrides.values())]) for name, overrides in METHOD_CASES]
+
+
+@pytest.mark.parametrize(("name", "overrides"), METHOD_CASES, ids=CASE_IDS)
+def test_method(name, overrides, tmp_path, memorised_model, tokenizer, qa_data):
+    forget, retain = qa_data
+    config_cls, trainer_cls = hf_unlearn.METHODS[name]
+    config = config_cls(**training_args(tmp_path, learning_rate=1e-3, num_train_epochs=5, **overrides))
+
+    # the config round-trips through YAML, every field equal
+    again = config_cls.from_yaml(config.to_yaml())
+    for field in fields(config_cls):
+        if field.init and field.name not in {"hub_token", "logging_dir"}:
+            assert getattr(again, field.name) == getattr(config, field.name), field.name
+
+    trainer = trainer_cls(
+        model=memorised_model, args=config, forget_dataset=forget,
+        retain_dataset=retain if config.uses_retain else None, processing_class=tokenizer,
+    )  # fmt: skip
+    forget_rows = trainer.forget_dataset
+    retain_rows = hf_unlearn.data.prepare_dataset(retain, "retain", tokenizer, config.prompt_template, 512)
+    forget_before = answer_nll(memorised_model, forget_rows).mean()
+    retain_before = answer_nll(memorised_model, retain_rows).mean()
+    start = {k: v.clone() for k, v in memorised_model.named_parameters()}
+    trainer.train()
+
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logged)
+    assert all("loss/forget" in entry for entry in logged)
+    assert ("loss/retain" in logged[0]) == config.uses_retain
+    changed = [n for n, p in memorised_model.named_parameters() if not torch.equal(p, start[n])]
+    assert len(changed) == len(start)
+
+    forget_rise = answer_nll(memorised_model, forget_rows).mean() - forget_before
+    retain_rise = answer_nll(memorised_model, retain_rows).mean() - retain_before
+    assert forget_rise > 0.3, f"forget NLL rose only {forget_rise:.3f}"
+    if name in KEEPS_RETAIN:
+        assert retain_rise < 0.25 * forget_rise, f"retain NLL rose {retain_rise:.3f} vs forget {forget_rise:.3f}"
+    if trainer.needs_reference_model:
+        assert trainer.reference_model is not None and not trainer.reference_model.training
+    else:
+        assert trainer.reference_model is None
+
+
+def test_register_method_without_editing_the_package(tmp_path):
+    class ToyTrainer(hf_unlearn.GATrainer):
+        pass
+
+    hf_unlearn.register_method("toy_method", hf_unlearn.GAConfig, ToyTrainer)
+    try:
+        assert hf_unlearn.METHODS["toy_method"] == (hf_unlearn.GAConfig, ToyTrainer)
+        with pytest.raises(ValueError, match="'toy_method' is already registered"):
+            hf_unlearn.register_method("toy_method", hf_unlearn.NPOConfig, ToyTrainer)
+        with pytest.raises(TypeError, match="must subclass hf_unlearn.UnlearningTrainer"):
+            hf_unlearn.register_method("bad", hf_unlearn.GAConfig, object)
+    finally:
+        del hf_unlearn.METHODS["toy_method"]
