@@ -26,8 +26,8 @@ DEFAULT_RUN: dict[str, Any] = {
     "method": "npo",
     "model": None,  # a model id or local path; None builds a tiny Llama and trains a tokenizer in-process
     "data": {"source": "synthetic", "num_people": 40, "facts_per_person": 5, "forget_fraction": 0.1},
-    "finetune": {"num_train_epochs": 40, "learning_rate": 3e-3, "per_device_train_batch_size": 16},
-    "unlearn": {"num_train_epochs": 5, "learning_rate": 1e-4, "per_device_train_batch_size": 4},
+    "finetune": {"num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 16},
+    "unlearn": {"num_train_epochs": 20, "learning_rate": 2e-4, "per_device_train_batch_size": 4},
     "output_dir": "hf-unlearn-output",
     "seed": 0,
 }
@@ -86,8 +86,9 @@ def load_model(config: dict[str, Any], forget: list[dict], retain: list[dict]):
         return AutoModelForCausalLM.from_pretrained(config["model"]), tokenizer
     from .synthetic import build_tiny_causal_lm, train_tokenizer
 
-    texts = [f"{row['question']} {row['answer']}" for row in forget + retain]
-    tokenizer = train_tokenizer(texts)
+    # Trained on retain text only: the tokenizer is saved with the model, and its vocabulary must not carry
+    # strings learned from the forget set. Byte-level BPE still encodes every forget row.
+    tokenizer = train_tokenizer([f"{row['question']} {row['answer']}" for row in retain])
     return build_tiny_causal_lm(tokenizer, seed=config["seed"]), tokenizer
 
 

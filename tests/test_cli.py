@@ -1,0 +1,101 @@
+"""`hf-unlearn run`: the offline default, a YAML config with the user's model and data, and clean artefacts."""
+
+import json
+
+import pytest
+import yaml
+from conftest import TOFU_PATH
+
+from hf_unlearn import load_tofu
+from hf_unlearn.cli import main
+from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer
+
+
+def assert_no_forget_text(output_dir, forget_rows):
+    """No file the run wrote holds a forget question, answer or person."""
+    needles = set()
+    for row in forget_rows:
+        needles |= {row["question"], row["answer"], row.get("person", row["question"])}
+    files = [path for path in output_dir.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        leaked = [needle for needle in needles if needle in text]
+        assert not leaked, f"{path} holds forget-set text: {leaked[:2]}"
+
+
+def test_default_run_unlearns_offline(tmp_path, capsys):
+    assert main(["run", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "forget  probability" in printed and "retain  probability" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["method"] == "npo" and summary["num_forget_examples"] == 20
+    before, after = summary["before"], summary["after"]
+    assert before["forget"]["probability"] > 0.9  # the fine-tune memorised the fictitious people
+    assert after["forget"]["probability"] < 0.1 * before["forget"]["probability"]
+    assert after["retain"]["probability"] > 0.5 * before["retain"]["probability"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / name).is_file(), name
+    forget, _ = split_forget_retain(make_fictitious_qa())
+    assert_no_forget_text(tmp_path, forget)
+
+
+def test_config_with_a_local_model_and_tofu_splits(tmp_path):
+    retain = load_tofu("retain99", TOFU_PATH)
+    tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain.select(range(500))], 1000)
+    build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    config = {
+        "method": "simnpo",
+        "model": str(tmp_path / "base"),
+        "data": {"source": "tofu", "forget": "forget01", "retain": "retain99", "path": str(TOFU_PATH)},
+        "unlearn": {"max_steps": 2, "per_device_train_batch_size": 2, "beta": 2.5},
+        "output_dir": str(tmp_path / "out"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["num_forget_examples"], summary["num_retain_examples"], summary["global_steps"]) == (40, 3960, 2)
+    assert summary["wall_time_seconds"]["finetune"] is None  # a user's model is not fine-tuned again
+    assert summary["unlearn_config"]["beta"] == 2.5
+    assert_no_forget_text(tmp_path / "out", list(load_tofu("forget01", TOFU_PATH)))
+
+
+def test_config_with_jsonl_files_and_a_method_override(tmp_path):
+    forget, retain = split_forget_retain(make_fictitious_qa(num_people=5, facts_per_person=2), 0.2)
+    for name, rows in (("forget", forget), ("retain", retain)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"data": {"source": "jsonl", "forget": str(tmp_path / "forget.jsonl"),
+                       "retain": str(tmp_path / "retain.jsonl")},
+              "finetune": {"num_train_epochs": 1}, "unlearn": {"max_steps": 1}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--method", "grad_diff", "--output-dir", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["method"] == "grad_diff" and summary["num_forget_examples"] == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"method": "npo2"}, "Unknown unlearning method 'npo2'"),
+        ({"data": {"source": "csv"}}, "data.source 'csv' is unknown"),
+        ({"modle": "x"}, "unknown key(s) ['modle']"),
+        ({"data": {"source": "jsonl"}}, "data.source 'jsonl' needs file paths for ['forget', 'retain']"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, capsys, config, message):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_load_tofu_from_a_local_folder():
+    forget = load_tofu("forget10", TOFU_PATH)
+    assert len(forget) == 400 and {"question", "answer"} <= set(forget.column_names)
+    perturbed = load_tofu("forget10_perturbed", TOFU_PATH)
+    assert len(perturbed[0]["perturbed_answer"]) == 5
+    assert forget[0]["question"] == load_tofu("full", TOFU_PATH)[3600]["question"]  # forget10 = last 400 of full
+    with pytest.raises(ValueError, match=r"Unknown TOFU split 'forget20': use one of"):
+        load_tofu("forget20", TOFU_PATH)
+    with pytest.raises(FileNotFoundError, match="pass the folder that holds forget10.jsonl"):
+        load_tofu("forget10", TOFU_PATH.parent)

@@ -1,0 +1,30 @@
+"""A 2-process CPU run (torchrun, gloo) finishes, and the two ranks draw different retain examples."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_pairing.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_run_draws_different_retain_examples(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(SCRIPT), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # 8 forget examples, batch 2 per rank: one epoch is 2 steps, in which each rank sees its own half of the forget set
+    first_epoch = [set(r["forget"][:4]) for r in ranks]
+    assert first_epoch[0].isdisjoint(first_epoch[1]) and first_epoch[0] | first_epoch[1] == set(range(8))
+    assert ranks[0]["retain"] != ranks[1]["retain"]
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # DDP keeps the replicas in step
+    assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 4  # logged terms are all-reduced
