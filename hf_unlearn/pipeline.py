@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -138,8 +139,9 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
     finetune_seconds = None
     if config.get("finetune"):
         log("fine-tuning on forget + retain ...")
-        finetune_seconds = finetune(model, tokenizer, forget + retain, output_dir / "finetune", config["seed"],
-                                    **config["finetune"])  # fmt: skip
+        with tempfile.TemporaryDirectory() as scratch:  # the fine-tune's Trainer leaves nothing we keep
+            rows = forget + retain
+            finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"], **config["finetune"])
 
     unlearn_args = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
     unlearn_args.update(config.get("unlearn") or {})
