@@ -1,5 +1,7 @@
 """hf_unlearn: machine unlearning as a Hugging Face `Trainer` plugin."""
 
+__version__ = "0.1.0"
+
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
 from .methods import (
@@ -14,8 +16,6 @@ from .methods import (
 )
 from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "METHODS", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",

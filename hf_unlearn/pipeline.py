@@ -11,14 +11,15 @@ import json
 import platform
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
+from . import __version__
 from .data import UnlearningCollator, load_tofu, prepare_dataset, read_jsonl
 from .evaluation import answer_stats
 from .registry import METHODS
@@ -173,7 +174,7 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
         "global_steps": train_output.global_step,
         "wall_time_seconds": {"finetune": finetune_seconds, "unlearn": unlearn_seconds,
                               "total": time.perf_counter() - start},  # fmt: skip
-        "versions": {name: version(name) for name in ("hf-unlearn", "torch", "transformers")},
+        "versions": {"hf-unlearn": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "python": platform.python_version(),
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -45,17 +45,13 @@ class _PairingEpochCallback(TrainerCallback):
 
 
 class _FiniteUpdateCallback(TrainerCallback):
-    """Stops training before an optimizer step whose gradients are NaN/inf: the loss can be finite while they are."""
+    """Before each optimizer step, stops training if a micro-batch loss or the gradients are NaN/inf."""
 
     def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads)
-            if not torch.isfinite(norm):
-                self.trainer._stop_on_non_finite(f"gradient norm became {norm.item()}")
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._check_finite_update()
 
 
 class UnlearningTrainer(Trainer):
@@ -152,6 +148,7 @@ class UnlearningTrainer(Trainer):
         self.add_callback(_FiniteUpdateCallback(self))
         self._pad = UnlearningCollator(pad_token_id).pad
         self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._step_losses: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         self.reference_model = None
         self.reference_logps: torch.Tensor | None = None
         if self.needs_reference_model:
@@ -258,13 +255,31 @@ class UnlearningTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         terms = self.compute_unlearning_loss(model, inputs)
         loss = torch.stack([value.float() for value in terms.values()]).sum()
-        if not torch.isfinite(loss):
-            values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
-            self._stop_on_non_finite(f"loss became {loss.item()} ({values})")
+        if model.training:
+            self._step_losses.append((loss.detach(), {name: value.detach() for name, value in terms.items()}))
+        else:
+            self._step_losses = [(loss.detach(), terms)]
+            self._check_finite_update(check_gradients=False)
         mode = "train" if model.training else "eval"
         for name, value in terms.items():
             self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
         return (loss, {}) if return_outputs else loss
+
+    def _check_finite_update(self, check_gradients: bool = True) -> None:
+        """One device sync per optimizer step (not per micro-batch): are this step's losses and gradients finite?"""
+        losses, self._step_losses = self._step_losses, []
+        checks = [torch.isfinite(torch.stack([loss for loss, _ in losses])).all()] if losses else []
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None] if check_gradients else []
+        norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        if norm is not None:
+            checks.append(torch.isfinite(norm).to(checks[0].device if checks else norm.device))
+        finite = torch.stack(checks).tolist() if checks else []
+        if losses and not finite[0]:
+            loss, terms = next((loss, terms) for loss, terms in losses if not torch.isfinite(loss))
+            values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+            self._stop_on_non_finite(f"loss became {loss.item()} ({values})")
+        if norm is not None and not finite[-1]:
+            self._stop_on_non_finite(f"gradient norm became {norm.item()}")
 
     def _stop_on_non_finite(self, what: str) -> None:
         step = self.state.global_step + 1
