@@ -99,3 +99,12 @@ def test_load_tofu_from_a_local_folder():
         load_tofu("forget20", TOFU_PATH)
     with pytest.raises(FileNotFoundError, match="pass the folder that holds forget10.jsonl"):
         load_tofu("forget10", TOFU_PATH.parent)
+
+
+def test_load_tofu_without_a_path_asks_the_hub(monkeypatch):
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or "hub rows")
+    assert load_tofu("retain90") == "hub rows"
+    assert calls == [(("locuslab/TOFU", "retain90"), {"split": "train"})]
