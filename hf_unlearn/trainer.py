@@ -215,6 +215,12 @@ class UnlearningTrainer(Trainer):
             return self.reference_logps[forget_index.cpu()].to(batch["labels"].device)
         return sequence_logps(self.reference_logits(model, batch), batch["labels"])[0]
 
+    def add_retain_term(self, model, inputs: dict, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`terms` plus `"retain"` when the retain term is on (`alpha > 0`)."""
+        if self.args.uses_retain:
+            terms["retain"] = self.retain_term(model, inputs["retain"])
+        return terms
+
     def retain_term(self, model, retain: dict) -> torch.Tensor:
         """`alpha` × the retain loss: mean answer-token NLL, or KL(p_θ0 ‖ p_θ) per `retain_loss`."""
         if self.args.retain_loss == "kl":

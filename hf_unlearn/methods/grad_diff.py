@@ -25,7 +25,7 @@ class GradDiffTrainer(UnlearningTrainer):
 
     def compute_unlearning_loss(self, model, inputs):
         forget_nll = mean_nll(*self.answer_logps(model, inputs["forget"])).mean()
-        return {"forget": -self.args.gamma * forget_nll, "retain": self.retain_term(model, inputs["retain"])}
+        return self.add_retain_term(model, inputs, {"forget": -self.args.gamma * forget_nll})
 
 
 register_method("grad_diff", GradDiffConfig, GradDiffTrainer)

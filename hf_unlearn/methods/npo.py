@@ -53,10 +53,8 @@ class NPOTrainer(UnlearningTrainer):
         forget = inputs["forget"]
         policy_logps = self.answer_logps(model, forget)[0]
         reference_logps = self.reference_answer_logps(model, forget, inputs["forget_index"])
-        terms = {"forget": self.args.gamma * npo_loss(policy_logps, reference_logps, self.args.beta)}
-        if self.args.uses_retain:
-            terms["retain"] = self.retain_term(model, inputs["retain"])
-        return terms
+        forget_term = self.args.gamma * npo_loss(policy_logps, reference_logps, self.args.beta)
+        return self.add_retain_term(model, inputs, {"forget": forget_term})
 
 
 register_method("npo", NPOConfig, NPOTrainer)

@@ -35,10 +35,8 @@ class SimNPOTrainer(UnlearningTrainer):
     def compute_unlearning_loss(self, model, inputs):
         sum_logps, num_tokens = self.answer_logps(model, inputs["forget"])
         mean_logps = sum_logps / num_tokens.clamp(min=1)
-        terms = {"forget": self.args.gamma * simnpo_loss(mean_logps, self.args.beta, self.args.delta)}
-        if self.args.uses_retain:
-            terms["retain"] = self.retain_term(model, inputs["retain"])
-        return terms
+        forget_term = self.args.gamma * simnpo_loss(mean_logps, self.args.beta, self.args.delta)
+        return self.add_retain_term(model, inputs, {"forget": forget_term})
 
 
 register_method("simnpo", SimNPOConfig, SimNPOTrainer)
