@@ -1,5 +1,25 @@
-"""Evaluation as plain functions."""
+"""Evaluation as plain functions: answer probability/loss, and the leaderboards' metrics (`metrics`)."""
 
+from . import metrics
+from .metrics import (
+    exact_memorization,
+    extraction_strength,
+    forget_quality,
+    harmonic_mean,
+    mia_auc,
+    min_k_plus_plus_z,
+    min_k_score,
+    model_utility,
+    normalised_probability,
+    privleak,
+    rouge_l_recall,
+    truth_ratio,
+    truth_ratio_score,
+)
 from .probability import answer_nll, answer_stats
 
-__all__ = ["answer_nll", "answer_stats"]
+__all__ = [
+    "answer_nll", "answer_stats", "exact_memorization", "extraction_strength", "forget_quality", "harmonic_mean",
+    "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak",
+    "rouge_l_recall", "truth_ratio", "truth_ratio_score",
+]  # fmt: skip

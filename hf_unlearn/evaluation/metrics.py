@@ -1,0 +1,170 @@
+"""The leaderboards' metrics as pure functions on per-example numbers (TOFU, MUSE, open-unlearning definitions).
+
+Conventions, as the leaderboards compute them:
+- log-probabilities are of answer tokens only; `mean_logps` are length-normalised (mean over answer tokens);
+- MIA scores are "membership scores": higher means the example looks more like training data, and AUC is computed
+  with forget examples as the positive class against holdout examples, so 1.0 = the forget set looks far more
+  familiar than never-seen data, 0.5 = indistinguishable.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+def _non_empty(values, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: a metric needs at least one example.")
+    return array
+
+
+def truth_ratio(paraphrased_mean_logps: torch.Tensor, perturbed_mean_logps: torch.Tensor) -> torch.Tensor:
+    """Per-question truth ratio `P̄(perturbed) / P̄(paraphrased)` (TOFU, Maini et al. 2024).
+
+    `P̄` is the length-normalised answer probability `exp(mean token log-prob)`; the perturbed side is the geometric
+    mean over the K perturbed answers. Shapes: `[N]` and `[N, K]` → `[N]`.
+    """
+    return torch.exp(perturbed_mean_logps.mean(-1) - paraphrased_mean_logps)
+
+
+def truth_ratio_score(ratios: torch.Tensor, split: str) -> float:
+    """TOFU's reported truth ratio: `mean min(TR, 1/TR)` on a forget split, `mean max(0, 1 − TR)` on the others."""
+    ratios = torch.as_tensor(_non_empty(ratios, "truth ratios"))
+    if split == "forget":
+        return torch.minimum(ratios, 1 / ratios).mean().item()
+    return (1 - ratios).clamp(min=0).mean().item()
+
+
+def forget_quality(unlearned_truth_ratios, gold_truth_ratios) -> float:
+    """p-value of the two-sample Kolmogorov–Smirnov test between the forget-set truth ratios of the unlearned model
+    and of the retain-only ("gold") model. High (≥ 0.05) = indistinguishable from never having seen the data."""
+    from scipy.stats import ks_2samp
+
+    unlearned = _non_empty(unlearned_truth_ratios, "unlearned_truth_ratios")
+    gold = _non_empty(gold_truth_ratios, "gold_truth_ratios")
+    return float(ks_2samp(unlearned, gold).pvalue)
+
+
+def harmonic_mean(values: Sequence[float] | Mapping[str, float]) -> float:
+    """Harmonic mean; 0 when any value is 0 (TOFU's model utility is 0 once one of its nine numbers is)."""
+    array = _non_empty(list(values.values()) if isinstance(values, Mapping) else values, "values")
+    if (array < 0).any() or not np.isfinite(array).all():
+        raise ValueError(f"harmonic_mean needs finite values >= 0, got {array.tolist()}.")
+    if (array == 0).any():
+        return 0.0
+    return float(array.size / np.sum(1.0 / array))
+
+
+def model_utility(values: Mapping[str, float]) -> float:
+    """TOFU model utility: the harmonic mean of {probability, ROUGE-L recall, truth ratio} × {retain, real authors,
+    world facts} — nine numbers, named e.g. `retain_probability`."""
+    if len(values) != 9:
+        raise ValueError(f"model_utility takes the 9 TOFU numbers, got {len(values)}: {sorted(values)}.")
+    return harmonic_mean(values)
+
+
+def normalised_probability(correct_mean_logps: torch.Tensor, perturbed_mean_logps: torch.Tensor) -> torch.Tensor:
+    """`P̄(correct) / (P̄(correct) + Σ P̄(perturbed))` per question (TOFU's probability on real authors/world facts)."""
+    correct = correct_mean_logps.unsqueeze(-1)
+    return torch.softmax(torch.cat([correct, perturbed_mean_logps], dim=-1), dim=-1)[..., 0]
+
+
+def mia_auc(forget_scores, holdout_scores) -> float:
+    """ROC AUC of a membership score, forget examples positive and holdout examples negative."""
+    from sklearn.metrics import roc_auc_score
+
+    forget = _non_empty(forget_scores, "forget_scores")
+    holdout = _non_empty(holdout_scores, "holdout_scores")
+    scores = np.concatenate([forget, holdout])
+    if not np.isfinite(scores).all():
+        raise ValueError("MIA scores hold NaN or inf (a log-probability of −inf?): clamp or drop those examples.")
+    labels = np.concatenate([np.ones(forget.size), np.zeros(holdout.size)])
+    return float(roc_auc_score(labels, scores))
+
+
+def privleak(auc_unlearned: float, auc_gold: float) -> float:
+    """MUSE's PrivLeak `(AUC_unlearned − AUC_gold) / AUC_gold × 100`: 0 = leaks like never training on the data,
+    positive = under-unlearned (forget data still looks familiar), negative = over-unlearned."""
+    if not auc_gold > 0:
+        raise ValueError(f"privleak needs the gold model's AUC > 0, got {auc_gold}: check its MIA evaluation.")
+    return (auc_unlearned - auc_gold) / auc_gold * 100
+
+
+def loss_score(mean_nll: torch.Tensor) -> torch.Tensor:
+    """LOSS attack membership score: the negative mean answer-token NLL."""
+    return -mean_nll
+
+
+def zlib_score(mean_nll: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """ZLib attack (Carlini et al. 2021): NLL relative to the text's zlib-compressed length; score = −NLL / zlib."""
+    lengths = torch.tensor([len(zlib.compress(text.encode("utf-8"))) for text in texts], dtype=mean_nll.dtype)
+    return -mean_nll / lengths
+
+
+def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> torch.Tensor:
+    """Per row, the mean of the lowest `ceil(k·n)` of its `n` unmasked values (at least one)."""
+    if not 0 < k <= 1:
+        raise ValueError(f"k={k} must be in (0, 1].")
+    counts = mask.sum(-1)
+    if (counts == 0).any():
+        raise ValueError("a row has no answer token: every label is masked.")
+    ordered = values.masked_fill(~mask, math.inf).sort(dim=-1).values
+    keep = (counts.float() * k).ceil().clamp(min=1).long()
+    taken = torch.arange(values.shape[-1], device=values.device) < keep.unsqueeze(-1)
+    return (ordered.masked_fill(~taken, 0)).sum(-1) / keep
+
+
+def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> torch.Tensor:
+    """Min-K% Prob (Shi et al. 2024): the mean of the lowest k% answer-token log-probs."""
+    return lowest_k_mean(token_logps, mask, k)
+
+
+def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Min-K%++ token scores (Zhang et al. 2024): `(log p(y_t) − μ_t) / σ_t`, with μ_t and σ_t the mean and standard
+    deviation of `log p(·)` under the model's own next-token distribution. `logits` `[..., V]`, `labels` `[...]`."""
+    logp = logits.float().log_softmax(-1)
+    p = logp.exp()
+    mu = (p * logp).sum(-1)
+    sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
+    chosen = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (chosen - mu) / sigma
+
+
+def reference_score(mean_nll: torch.Tensor, reference_mean_nll: torch.Tensor) -> torch.Tensor:
+    """Reference attack: `−(NLL_target − NLL_reference)`; calibrates away how hard each text is in general."""
+    return -(mean_nll - reference_mean_nll)
+
+
+def extraction_strength(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per example `1 − k/|y|`, k the shortest answer prefix after which teacher-forced greedy predictions match
+    every remaining answer token (Carlini et al. 2021; MUSE/open-unlearning). `correct`, `mask`: `[B, T]` bools."""
+    counts = mask.sum(-1)
+    if (counts == 0).any():
+        raise ValueError("a row has no answer token: every label is masked.")
+    position = mask.long().cumsum(-1)  # 1-based index among answer tokens
+    last_wrong = (position * (mask & ~correct)).amax(-1)
+    return 1 - last_wrong.float() / counts
+
+
+def exact_memorization(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per example, the share of answer tokens whose teacher-forced argmax equals the label."""
+    counts = mask.sum(-1)
+    if (counts == 0).any():
+        raise ValueError("a row has no answer token: every label is masked.")
+    return (correct & mask).sum(-1).float() / counts
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L recall of each generation against its reference answer (Porter stemmer, as TOFU)."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one of each.")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]

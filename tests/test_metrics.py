@@ -1,0 +1,103 @@
+"""Each leaderboard metric against a hand-worked example (numbers in the docstrings)."""
+
+import math
+import zlib
+
+import pytest
+import torch
+
+from hf_unlearn.evaluation import metrics as M
+
+LN = math.log
+
+
+def test_truth_ratio_two_question_toy():
+    """Q1: P̄(paraphrased) = 0.5, perturbed 0.25 and 0.25 (geometric mean 0.25) → TR = 0.5.
+    Q2: P̄(paraphrased) = 0.2, perturbed 0.4 and 0.1 (geometric mean 0.2) → TR = 1.0.
+    Forget score: mean(min(0.5, 2), min(1, 1)) = 0.75; other splits: mean(max(0, 0.5), max(0, 0)) = 0.25."""
+    ratios = M.truth_ratio(torch.tensor([LN(0.5), LN(0.2)]), torch.tensor([[LN(0.25), LN(0.25)], [LN(0.4), LN(0.1)]]))
+    assert ratios.tolist() == pytest.approx([0.5, 1.0], abs=1e-6)
+    assert M.truth_ratio_score(ratios, "forget") == pytest.approx(0.75, abs=1e-6)
+    assert M.truth_ratio_score(ratios, "retain") == pytest.approx(0.25, abs=1e-6)
+
+
+def test_forget_quality_identical_and_disjoint():
+    """Identical samples: KS statistic 0, p = 1. Two disjoint samples of 10: D = 1 and the exact two-sided
+    p-value is 2 / C(20, 10) = 2 / 184756 = 1.0825e-5."""
+    same = [0.1 * i for i in range(10)]
+    assert M.forget_quality(same, same) == pytest.approx(1.0)
+    assert M.forget_quality(same, [10 + x for x in same]) == pytest.approx(2 / math.comb(20, 10), rel=1e-6)
+    with pytest.raises(ValueError, match="gold_truth_ratios is empty"):
+        M.forget_quality(same, [])
+
+
+def test_mia_auc_extremes():
+    """Forget all above holdout: 1.0; all below: 0.0; the same scores on both sides: 0.5."""
+    assert M.mia_auc([3, 4], [1, 2]) == 1.0
+    assert M.mia_auc([1, 2], [3, 4]) == 0.0
+    assert M.mia_auc([1, 2], [1, 2]) == 0.5
+    with pytest.raises(ValueError, match="holdout_scores is empty"):
+        M.mia_auc([1, 2], [])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        M.mia_auc([-math.inf, 1], [0, 1])
+
+
+def test_min_k_plus_plus_standardisation():
+    """Logits [0, 0, ln 2] give p = (1/4, 1/4, 1/2). μ = Σ p log p = −1.0397208, E[(log p)²] = 1.2011325, so
+    σ = sqrt(1.2011325 − 1.0397208²) = ln 2 / 2 = 0.3465736; for label 2, z = (ln ½ − μ)/σ = 0.3465736/0.3465736 = 1."""
+    z = M.min_k_plus_plus_z(torch.tensor([[0.0, 0.0, LN(2)]]), torch.tensor([2]))
+    assert z.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_min_k_takes_the_lowest_share_of_answer_tokens():
+    """Answer log-probs −1, −5, −3, −2 (a fifth, masked position holds 99): k = 0.4 keeps ceil(1.6) = 2 tokens,
+    −5 and −3, mean −4."""
+    values = torch.tensor([[-1.0, -5.0, -3.0, -2.0, 99.0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    assert M.min_k_score(values, mask, k=0.4).item() == pytest.approx(-4.0)
+
+
+def test_extraction_strength_on_a_planted_prefix():
+    """A prompt token (masked) then 4 answer tokens predicted [wrong, right, wrong, right]: the last wrong one is the
+    3rd, so k = 3 and ES = 1 − 3/4 = 0.25; all right gives 1; the last one wrong gives 0. Exact memorisation is the
+    share right: 2/4, 4/4, 3/4."""
+    mask = torch.tensor([[False, True, True, True, True]] * 3)
+    correct = torch.tensor([[True, False, True, False, True], [False, True, True, True, True],
+                            [True, True, True, True, False]])  # fmt: skip
+    assert M.extraction_strength(correct, mask).tolist() == pytest.approx([0.25, 1.0, 0.0])
+    assert M.exact_memorization(correct, mask).tolist() == pytest.approx([0.5, 1.0, 0.75])
+
+
+def test_harmonic_mean_with_one_zero():
+    """H(1, ½) = 2 / (1 + 2) = ⅔; any zero makes the harmonic mean 0 (the utility of a model that lost one skill)."""
+    assert M.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert M.harmonic_mean([1.0, 0.0, 0.5]) == 0.0
+    names = [f"{s}_{m}" for s in ("retain", "real_authors", "world_facts") for m in ("probability", "rouge", "tr")]
+    assert M.model_utility(dict.fromkeys(names, 0.5)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="takes the 9 TOFU numbers, got 2"):
+        M.model_utility({"a": 1.0, "b": 1.0})
+
+
+def test_normalised_probability_and_privleak():
+    """P̄(correct) ½ against perturbed ¼ and ¼: ½ / (½ + ¼ + ¼) = ½. PrivLeak (0.6 − 0.5)/0.5 × 100 = 20."""
+    p = M.normalised_probability(torch.tensor([LN(0.5)]), torch.tensor([[LN(0.25), LN(0.25)]]))
+    assert p.item() == pytest.approx(0.5)
+    assert M.privleak(0.6, 0.5) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="gold model's AUC > 0"):
+        M.privleak(0.6, 0.0)
+
+
+def test_loss_zlib_and_reference_scores():
+    nll = torch.tensor([2.0, 1.0])
+    texts = ["aaaaaaaaaaaaaaaa", "a quick brown fox"]
+    assert M.loss_score(nll).tolist() == [-2.0, -1.0]
+    expected = [-2.0 / len(zlib.compress(texts[0].encode())), -1.0 / len(zlib.compress(texts[1].encode()))]
+    assert M.zlib_score(nll, texts).tolist() == pytest.approx(expected)
+    assert M.reference_score(nll, torch.tensor([1.5, 1.5])).tolist() == [-0.5, 0.5]
+
+
+def test_rouge_l_recall():
+    """'the cat sat' against 'the cat sat on the mat': LCS 3 of the reference's 6 tokens → recall 0.5."""
+    assert M.rouge_l_recall(["the cat sat"], ["the cat sat on the mat"]) == [pytest.approx(0.5)]
+    with pytest.raises(ValueError, match="1 predictions but 2 references"):
+        M.rouge_l_recall(["a"], ["a", "b"])
