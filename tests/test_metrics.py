@@ -5,6 +5,7 @@ import zlib
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from hf_unlearn.evaluation import metrics as M
 
@@ -101,3 +102,26 @@ def test_rouge_l_recall():
     assert M.rouge_l_recall(["the cat sat"], ["the cat sat on the mat"]) == [pytest.approx(0.5)]
     with pytest.raises(ValueError, match="1 predictions but 2 references"):
         M.rouge_l_recall(["a"], ["a", "b"])
+
+
+def test_token_statistics_matches_the_training_maths(memorised_model, tokenizer, qa_data):
+    """One batched pass gives the same answer log-probs as the training loss, in any batch size, and a memorised
+    model predicts (nearly) every answer token: exact memorisation and extraction strength close to 1."""
+    from hf_unlearn.data import prepare_dataset
+    from hf_unlearn.evaluation import token_statistics
+    from hf_unlearn.losses import sequence_logps
+
+    rows = prepare_dataset(qa_data[0], "forget", tokenizer, "Question: {question}\nAnswer:", 512)
+    stats = token_statistics(memorised_model, rows, batch_size=3, pad_token_id=tokenizer.pad_token_id)
+    again = token_statistics(memorised_model, rows, batch_size=8, pad_token_id=tokenizer.pad_token_id)
+    assert torch.allclose(stats["sum_logps"], again["sum_logps"], atol=1e-5)
+    # right padding needs no attention mask in a causal LM: padded positions come after every answer token
+    batch = pad_sequence([torch.tensor(r["input_ids"]) for r in rows], batch_first=True)
+    labels = pad_sequence([torch.tensor(r["labels"]) for r in rows], batch_first=True, padding_value=-100)
+    with torch.no_grad():
+        expected = sequence_logps(memorised_model(input_ids=batch).logits, labels)
+    assert torch.allclose(stats["sum_logps"], expected[0], atol=1e-4)
+    assert stats["num_tokens"].tolist() == expected[1].tolist()
+    assert M.exact_memorization(stats["correct"], stats["mask"]).mean() > 0.9
+    assert M.extraction_strength(stats["correct"], stats["mask"]).mean() > 0.8
+    assert stats["min_k_plus_plus"].shape == stats["mask"].shape

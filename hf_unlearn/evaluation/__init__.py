@@ -16,10 +16,10 @@ from .metrics import (
     truth_ratio,
     truth_ratio_score,
 )
-from .probability import answer_nll, answer_stats
+from .probability import answer_nll, answer_stats, token_statistics
 
 __all__ = [
     "answer_nll", "answer_stats", "exact_memorization", "extraction_strength", "forget_quality", "harmonic_mean",
     "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak",
-    "rouge_l_recall", "truth_ratio", "truth_ratio_score",
+    "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

@@ -128,7 +128,11 @@ def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -
 def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Min-K%++ token scores (Zhang et al. 2024): `(log p(y_t) − μ_t) / σ_t`, with μ_t and σ_t the mean and standard
     deviation of `log p(·)` under the model's own next-token distribution. `logits` `[..., V]`, `labels` `[...]`."""
-    logp = logits.float().log_softmax(-1)
+    return standardised_logps(logits.float().log_softmax(-1), labels)
+
+
+def standardised_logps(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`min_k_plus_plus_z` from log-probabilities already computed (so an evaluation pass takes the softmax once)."""
     p = logp.exp()
     mu = (p * logp).sum(-1)
     sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()

@@ -1,28 +1,57 @@
-"""Answer probability and loss of question/answer rows (TOFU's "probability": exp of minus the mean token NLL)."""
+"""One batched, teacher-forced pass of a model over tokenised rows, and the per-example numbers built on it.
+
+Answer tokens are masked exactly as in training (`labels` of -100 are prompt or padding; position t predicts the
+label at t+1). Everything is vectorised over the batch: no per-token Python loops.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..data import UnlearningCollator
-from ..losses import mean_nll, sequence_logps
+from ..losses import IGNORE_INDEX, align_logits_and_labels
+from .metrics import standardised_logps
 
 
 @torch.no_grad()
-def answer_nll(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> torch.Tensor:
-    """Per-example mean answer-token NLL of tokenised rows (`input_ids`, `labels`) under `model`, in eval mode."""
+def token_statistics(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """Per answer position, padded to `[N, T]`: `token_logps` (log p of the label), `mask` (answer positions),
+    `correct` (teacher-forced argmax equals the label) and `min_k_plus_plus` (standardised log-prob); per example:
+    `sum_logps` and `num_tokens`. The model runs in eval mode and is put back as it was."""
+    if len(rows) == 0:
+        raise ValueError("token_statistics got no rows: pass at least one tokenised example.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad = UnlearningCollator(pad_token_id).pad
-    values = []
-    for start in range(0, len(rows), batch_size):
-        batch = pad([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        batch = {key: value.to(device) for key, value in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-        values.append(mean_nll(*sequence_logps(logits, batch["labels"])).float().cpu())
-    model.train(was_training)
-    return torch.cat(values)
+    parts: dict[str, list[torch.Tensor]] = {"token_logps": [], "mask": [], "correct": [], "min_k_plus_plus": []}
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = pad([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            batch = {key: value.to(device) for key, value in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+            logits, labels = align_logits_and_labels(logits, batch["labels"])
+            mask = labels != IGNORE_INDEX
+            logp = logits.float().log_softmax(-1)
+            index = labels.masked_fill(~mask, 0)
+            parts["token_logps"].append((logp.gather(-1, index.unsqueeze(-1)).squeeze(-1) * mask).cpu())
+            parts["mask"].append(mask.cpu())
+            parts["correct"].append(((logits.argmax(-1) == labels) & mask).cpu())
+            parts["min_k_plus_plus"].append((standardised_logps(logp, index) * mask).cpu())
+    finally:
+        model.train(was_training)
+    width = max(part.shape[-1] for part in parts["mask"])
+    stats = {name: torch.cat([F.pad(p, (0, width - p.shape[-1])) for p in values]) for name, values in parts.items()}
+    stats["sum_logps"] = stats["token_logps"].sum(-1)
+    stats["num_tokens"] = stats["mask"].sum(-1)
+    return stats
+
+
+def answer_nll(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> torch.Tensor:
+    """Per-example mean answer-token NLL of tokenised rows (`input_ids`, `labels`) under `model`."""
+    stats = token_statistics(model, rows, batch_size, pad_token_id)
+    return -stats["sum_logps"] / stats["num_tokens"].clamp(min=1)
 
 
 def answer_stats(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> dict[str, float]:
