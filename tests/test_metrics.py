@@ -125,3 +125,18 @@ def test_token_statistics_matches_the_training_maths(memorised_model, tokenizer,
     assert M.exact_memorization(stats["correct"], stats["mask"]).mean() > 0.9
     assert M.extraction_strength(stats["correct"], stats["mask"]).mean() > 0.8
     assert stats["min_k_plus_plus"].shape == stats["mask"].shape
+
+
+def test_greedy_answers_recall_memorised_facts(memorised_model, make_model, tokenizer, qa_data):
+    """Batched, left-padded greedy generation: a model that memorised the rows answers them (ROUGE-L recall near 1),
+    an untrained one does not; batch size does not change the answers."""
+    from hf_unlearn.evaluation import greedy_answers
+
+    forget = qa_data[0]
+    questions, references = [r["question"] for r in forget], [r["answer"] for r in forget]
+    answers = greedy_answers(memorised_model, tokenizer, questions, max_new_tokens=32, batch_size=3)
+    assert answers == greedy_answers(memorised_model, tokenizer, questions, max_new_tokens=32, batch_size=8)
+    assert sum(M.rouge_l_recall(answers, references)) / len(answers) > 0.9
+    untrained = greedy_answers(make_model(), tokenizer, questions, max_new_tokens=32)
+    assert sum(M.rouge_l_recall(untrained, references)) / len(untrained) < 0.5
+    assert tokenizer.padding_side == "right"  # restored

@@ -1,6 +1,7 @@
 """Evaluation as plain functions: answer probability/loss, and the leaderboards' metrics (`metrics`)."""
 
 from . import metrics
+from .generation import greedy_answers
 from .metrics import (
     exact_memorization,
     extraction_strength,
@@ -19,7 +20,7 @@ from .metrics import (
 from .probability import answer_nll, answer_stats, token_statistics
 
 __all__ = [
-    "answer_nll", "answer_stats", "exact_memorization", "extraction_strength", "forget_quality", "harmonic_mean",
-    "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak",
-    "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
+    "answer_nll", "answer_stats", "exact_memorization", "extraction_strength", "forget_quality", "greedy_answers",
+    "harmonic_mean", "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility",
+    "normalised_probability", "privleak", "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

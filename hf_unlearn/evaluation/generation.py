@@ -1,0 +1,42 @@
+"""Batched greedy generation of answers (left-padded prompts, KV cache), for ROUGE-L recall."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@torch.no_grad()
+def greedy_answers(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    prompt_template: str = "Question: {question}\nAnswer:",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 32,
+) -> list[str]:
+    """Greedy (no sampling) answers to `questions`, prompted exactly as in training, at most `max_new_tokens` each."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token first.")
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # generation continues every prompt from its last token
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    try:
+        for start in range(0, len(questions), batch_size):
+            prompts = [prompt_template.format(question=q) for q in questions[start:start + batch_size]]
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
+            output = model.generate(
+                **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+            new_tokens = output[:, batch["input_ids"].shape[1]:]
+            answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return answers
