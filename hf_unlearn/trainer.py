@@ -110,6 +110,7 @@ class UnlearningTrainer(Trainer):
         if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token  # the usual choice for causal LMs; padding is masked anyway
 
+        check_forget_retain(forget_dataset, None)  # an empty forget set is the first thing to report
         if not args.uses_retain:
             retain_dataset = None
         elif retain_dataset is None:

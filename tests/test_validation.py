@@ -97,3 +97,8 @@ def test_nan_loss_is_reported_with_its_terms(tmp_path, make_model, tokenizer, qa
                          forget_dataset=qa_data[0], retain_dataset=qa_data[1], processing_class=tokenizer)  # fmt: skip
     with pytest.raises(hf_unlearn.NonFiniteLossError, match=r"loss became nan \(forget=nan, retain=nan\) at step 1"):
         trainer.train()
+
+
+def test_empty_forget_set_is_reported_before_a_missing_retain_set(tmp_path, make_model, tokenizer):
+    with pytest.raises(ValueError, match="forget_dataset is empty"):
+        make(tmp_path, make_model(), [], None, tokenizer)
