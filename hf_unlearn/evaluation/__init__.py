@@ -18,9 +18,10 @@ from .metrics import (
     truth_ratio_score,
 )
 from .probability import answer_nll, answer_stats, token_statistics
+from .tofu import evaluate_tofu
 
 __all__ = [
-    "answer_nll", "answer_stats", "exact_memorization", "extraction_strength", "forget_quality", "greedy_answers",
-    "harmonic_mean", "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility",
+    "answer_nll", "answer_stats", "evaluate_tofu", "exact_memorization", "extraction_strength", "forget_quality",
+    "greedy_answers", "harmonic_mean", "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility",
     "normalised_probability", "privleak", "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

@@ -1,0 +1,118 @@
+"""The TOFU suite (Maini et al. 2024) as one function: forget / retain / real authors / world facts, MIA on forget
+vs holdout, extraction, and — given the gold (retain-only) model's numbers — forget quality and PrivLeak."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import load_tofu, prepare_dataset
+from . import metrics as M
+from .generation import DEFAULT_MAX_NEW_TOKENS, greedy_answers
+from .probability import token_statistics
+
+TEMPLATE = "Question: {question}\nAnswer:"
+UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
+
+
+def _statistics(model, tokenizer, questions, answers, batch_size):
+    rows = prepare_dataset([{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)],
+                           "evaluation rows", tokenizer, TEMPLATE, 512)  # fmt: skip
+    return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0)
+
+
+def _mean_logps(model, tokenizer, questions, answers, batch_size) -> torch.Tensor:
+    stats = _statistics(model, tokenizer, questions, answers, batch_size)
+    return stats["sum_logps"] / stats["num_tokens"]
+
+
+def _perturbed_mean_logps(model, tokenizer, rows, batch_size) -> torch.Tensor:
+    k = min(len(row["perturbed_answer"]) for row in rows)
+    questions = [row["question"] for row in rows for _ in range(k)]
+    answers = [answer for row in rows for answer in row["perturbed_answer"][:k]]
+    return _mean_logps(model, tokenizer, questions, answers, batch_size).view(len(rows), k)
+
+
+def evaluate_tofu(
+    model,
+    tokenizer,
+    forget_split: str = "forget10",
+    path=None,
+    gold_forget_truth_ratios=None,
+    gold_mia_auc: float | None = None,
+    reference_model=None,
+    privleak_attack: str = "min_k",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 32,
+    limit: int | None = None,
+) -> dict:
+    """Every TOFU number for `model`, as a flat dict with the leaderboards' keys.
+
+    `forget_quality` needs the gold model's forget truth ratios (`result["forget_truth_ratios"]` of an
+    `evaluate_tofu` run on it) and `privleak` its MIA AUC; without them those keys are absent and `missing` says why.
+    `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row).
+    """
+    if not forget_split.startswith("forget"):
+        raise ValueError(f"forget_split={forget_split!r}: use forget01, forget05 or forget10.")
+
+    def rows_of(split):
+        data = [dict(row) for row in load_tofu(split, path)]
+        return data[:limit] if limit else data
+
+    results: dict = {"missing": {}}
+    splits = {
+        "forget": rows_of(f"{forget_split}_perturbed"), "retain": rows_of("retain_perturbed"),
+        "real_authors": rows_of("real_authors_perturbed"), "world_facts": rows_of("world_facts_perturbed"),
+    }  # fmt: skip
+    for name, rows in splits.items():
+        questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
+        correct = _mean_logps(model, tokenizer, questions, answers, batch_size)
+        perturbed = _perturbed_mean_logps(model, tokenizer, rows, batch_size)
+        if name in ("forget", "retain"):
+            results[f"{name}_probability"] = correct.exp().mean().item()
+            paraphrased = _mean_logps(model, tokenizer, questions, [r["paraphrased_answer"] for r in rows], batch_size)
+        else:
+            results[f"{name}_probability"] = M.normalised_probability(correct, perturbed).mean().item()
+            paraphrased = correct  # real authors / world facts have no paraphrase: the answer itself is the truth
+        ratios = M.truth_ratio(paraphrased, perturbed)
+        results[f"{name}_truth_ratio"] = M.truth_ratio_score(ratios, "forget" if name == "forget" else name)
+        generated = greedy_answers(model, tokenizer, questions, TEMPLATE, max_new_tokens, batch_size)
+        results[f"{name}_rouge"] = sum(M.rouge_l_recall(generated, answers)) / len(answers)
+        if name == "forget":
+            results["forget_truth_ratios"] = ratios.tolist()
+
+    results["model_utility"] = M.model_utility({f"{s}_{m}": results[f"{s}_{m}"] for s in UTILITY_SPLITS
+                                                for m in ("probability", "rouge", "truth_ratio")})  # fmt: skip
+    if gold_forget_truth_ratios is not None:
+        results["forget_quality"] = M.forget_quality(results["forget_truth_ratios"], gold_forget_truth_ratios)
+    else:
+        results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
+
+    holdout = rows_of(forget_split.replace("forget", "holdout"))
+    member = _statistics(model, tokenizer, [r["question"] for r in splits["forget"]],
+                         [r["answer"] for r in splits["forget"]], batch_size)  # fmt: skip
+    nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout],
+                            batch_size)  # fmt: skip
+    scores = {}
+    for side, stats, rows in (("forget", member, splits["forget"]), ("holdout", nonmember, holdout)):
+        nll = -stats["sum_logps"] / stats["num_tokens"]
+        scores[side] = {
+            "loss": M.loss_score(nll),
+            "zlib": M.zlib_score(nll, [r["answer"] for r in rows]),
+            "min_k": M.min_k_score(stats["token_logps"], stats["mask"]),
+            "min_k_plus_plus": M.lowest_k_mean(stats["min_k_plus_plus"], stats["mask"]),
+        }
+        if reference_model is not None:
+            ref = _statistics(reference_model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows],
+                              batch_size)  # fmt: skip
+            scores[side]["reference"] = M.reference_score(nll, -ref["sum_logps"] / ref["num_tokens"])
+    for attack in scores["forget"]:
+        results[f"mia_{attack}_auc"] = M.mia_auc(scores["forget"][attack], scores["holdout"][attack])
+    if reference_model is None:
+        results["missing"]["mia_reference_auc"] = "no reference model was given"
+    if gold_mia_auc is not None:
+        results["privleak"] = M.privleak(results[f"mia_{privleak_attack}_auc"], gold_mia_auc)
+    else:
+        results["missing"]["privleak"] = "no gold (retain-only) model's MIA AUC was given"
+    results["extraction_strength"] = M.extraction_strength(member["correct"], member["mask"]).mean().item()
+    results["exact_memorization"] = M.exact_memorization(member["correct"], member["mask"]).mean().item()
+    return results

@@ -1,0 +1,51 @@
+"""`evaluate_tofu` on real TOFU rows (first rows of each split) with a tiny model: every key, sane ranges, and the
+gold-dependent numbers absent — with the reason — until the gold model's numbers are given."""
+
+import copy
+
+import pytest
+from conftest import TOFU_PATH
+
+from hf_unlearn.data import load_tofu
+from hf_unlearn.evaluation import evaluate_tofu, harmonic_mean
+from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
+
+KEYS = [
+    "forget_probability", "forget_rouge", "forget_truth_ratio", "retain_probability", "retain_rouge",
+    "retain_truth_ratio", "real_authors_probability", "real_authors_rouge", "real_authors_truth_ratio",
+    "world_facts_probability", "world_facts_rouge", "world_facts_truth_ratio", "model_utility", "mia_loss_auc",
+    "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "extraction_strength", "exact_memorization",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tofu_model():
+    retain = load_tofu("retain90", TOFU_PATH).select(range(300))
+    tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain], vocab_size=800)
+    return build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2), tokenizer
+
+
+def test_every_key_and_the_missing_reasons(tofu_model):
+    model, tokenizer = tofu_model
+    results = evaluate_tofu(model, tokenizer, "forget01", TOFU_PATH, max_new_tokens=8, limit=6)
+    for key in KEYS:
+        assert 0.0 <= results[key] <= 1.0, key
+    utility = [results[f"{s}_{m}"] for s in ("retain", "real_authors", "world_facts")
+               for m in ("probability", "rouge", "truth_ratio")]  # fmt: skip
+    assert results["model_utility"] == pytest.approx(harmonic_mean(utility))
+    assert "forget_quality" not in results and "privleak" not in results and "mia_reference_auc" not in results
+    assert set(results["missing"]) == {"forget_quality", "privleak", "mia_reference_auc"}
+    assert len(results["forget_truth_ratios"]) == 6
+
+    gold = evaluate_tofu(model, tokenizer, "forget01", TOFU_PATH, max_new_tokens=8, limit=6,
+                         gold_forget_truth_ratios=results["forget_truth_ratios"], gold_mia_auc=results["mia_min_k_auc"],
+                         reference_model=copy.deepcopy(model))  # fmt: skip
+    assert gold["forget_quality"] == pytest.approx(1.0)  # the same model as its own gold: indistinguishable
+    assert gold["privleak"] == pytest.approx(0.0)
+    assert gold["mia_reference_auc"] == pytest.approx(0.5)  # target = reference: every score is 0
+    assert gold["missing"] == {}
+
+
+def test_bad_forget_split(tofu_model):
+    with pytest.raises(ValueError, match="forget_split='retain90': use forget01"):
+        evaluate_tofu(*tofu_model, "retain90", TOFU_PATH)
