@@ -1,0 +1,61 @@
+"""Tables of evaluation results: which direction is good, and why a number is absent."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+# (key, what good looks like after unlearning), in the order the table prints them
+TOFU_ROWS = [
+    ("forget_quality", "higher (>= 0.05: like never trained)"),
+    ("model_utility", "keep (original's)"),
+    ("forget_probability", "lower"),
+    ("forget_rouge", "lower"),
+    ("forget_truth_ratio", "higher"),
+    ("retain_probability", "keep"),
+    ("retain_rouge", "keep"),
+    ("retain_truth_ratio", "keep"),
+    ("real_authors_probability", "keep"),
+    ("real_authors_rouge", "keep"),
+    ("real_authors_truth_ratio", "keep"),
+    ("world_facts_probability", "keep"),
+    ("world_facts_rouge", "keep"),
+    ("world_facts_truth_ratio", "keep"),
+    ("mia_loss_auc", "0.5 (1 = forget set looks familiar)"),
+    ("mia_zlib_auc", "0.5"),
+    ("mia_min_k_auc", "0.5"),
+    ("mia_min_k_plus_plus_auc", "0.5"),
+    ("mia_reference_auc", "0.5"),
+    ("privleak", "0 (> 0: under-unlearned, < 0: over-unlearned)"),
+    ("extraction_strength", "lower"),
+    ("exact_memorization", "lower"),
+]
+
+
+def flat_numbers(results: Mapping) -> dict[str, float]:
+    """The scalar results only (what `eval_results.json` holds); lists and reasons are left out."""
+    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def format_table(columns: Mapping[str, Mapping], rows=TOFU_ROWS) -> str:
+    """Metrics down, models across (e.g. original / gold / unlearned), with the goal; an absent number shows as
+    `n/a` and its reason is listed under the table, never as 0."""
+    names = list(columns)
+    header = f"{'metric':<26}" + "".join(f"{name:>12}" for name in names) + "   goal"
+    lines, reasons = [header, "-" * len(header)], {}
+    for key, goal in rows:
+        if not any(key in col or key in col.get("missing", {}) for col in columns.values()):
+            continue
+        cells = []
+        for name, col in columns.items():
+            value = col.get(key)
+            if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                cells.append(f"{value:>12.4f}")
+            else:
+                cells.append(f"{'n/a':>12}")
+                if key in col.get("missing", {}):
+                    reasons[f"{key} ({name})"] = col["missing"][key]
+        lines.append(f"{key:<26}" + "".join(cells) + f"   {goal}")
+    for where, reason in reasons.items():
+        lines.append(f"n/a: {where}: {reason}")
+    return "\n".join(lines)

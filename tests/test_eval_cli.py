@@ -1,0 +1,50 @@
+"""`hf-unlearn eval --suite tofu`: a table and flat JSON; forget quality and PrivLeak only with a gold model."""
+
+import json
+
+import pytest
+from conftest import TOFU_PATH
+
+from hf_unlearn.cli import main
+from hf_unlearn.data import load_tofu
+from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    retain = load_tofu("retain90", TOFU_PATH).select(range(300))
+    tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain], vocab_size=800)
+    for name, seed in (("unlearned", 0), ("gold", 1)):
+        build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2, seed=seed).save_pretrained(
+            root / name
+        )
+        tokenizer.save_pretrained(root / name)
+    return root
+
+
+def run_eval(model_dirs, tmp_path, *extra):
+    output = tmp_path / "eval_results.json"
+    argv = ["eval", "--model", str(model_dirs / "unlearned"), "--suite", "tofu", "--forget-split", "forget01",
+            "--tofu-path", str(TOFU_PATH), "--limit", "5", "--max-new-tokens", "6", "--output", str(output), *extra]
+    assert main(argv) == 0
+    return json.loads(output.read_text())
+
+
+def test_without_gold_the_table_says_why(model_dirs, tmp_path, capsys):
+    results = run_eval(model_dirs, tmp_path)
+    printed = capsys.readouterr().out
+    assert "forget_quality" not in results and "privleak" not in results
+    assert "n/a: forget_quality (model): no gold (retain-only) model's forget truth ratios were given" in printed
+    for key in ("model_utility", "forget_truth_ratio", "mia_min_k_plus_plus_auc", "extraction_strength"):
+        assert 0 <= results[key] <= 1
+    assert all(isinstance(value, float) for value in results.values())
+
+
+def test_with_gold_and_reference(model_dirs, tmp_path, capsys):
+    results = run_eval(model_dirs, tmp_path, "--gold-model", str(model_dirs / "gold"),
+                       "--reference-model", str(model_dirs / "gold"))  # fmt: skip
+    printed = capsys.readouterr().out
+    assert 0 <= results["forget_quality"] <= 1 and "privleak" in results and "mia_reference_auc" in results
+    header = printed.splitlines()[0]
+    assert "model" in header and "gold" in header and "n/a" not in printed
