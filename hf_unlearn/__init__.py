@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .callbacks import UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
 from .methods import (
@@ -20,5 +21,5 @@ from .trainer import NonFiniteLossError, UnlearningTrainer
 __all__ = [
     "METHODS", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
     "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
-    "UnlearningConfig", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
+    "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
 ]  # fmt: skip

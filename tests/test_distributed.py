@@ -1,4 +1,5 @@
-"""A 2-process CPU run (torchrun, gloo) finishes, and the two ranks draw different retain examples."""
+"""A 2-process CPU run (torchrun, gloo) finishes, the two ranks draw different retain examples, and in-training
+evaluation stops both ranks at the same step."""
 
 import json
 import socket
@@ -27,4 +28,8 @@ def test_two_process_run_draws_different_retain_examples(tmp_path):
     assert first_epoch[0].isdisjoint(first_epoch[1]) and first_epoch[0] | first_epoch[1] == set(range(8))
     assert ranks[0]["retain"] != ranks[1]["retain"]
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # DDP keeps the replicas in step
-    assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 4  # logged terms are all-reduced
+    assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 2  # logged terms are all-reduced
+    # the evaluation callback ran on both ranks, agreed, and stopped both at its first evaluation
+    assert ranks[0]["chosen_step"] == ranks[1]["chosen_step"] == 2
+    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 1
+    assert (tmp_path / "checkpoint-2").is_dir() and (tmp_path / "unlearning_eval.json").is_file()

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: a short GradDiff run on CPU (gloo) that
-writes, per rank, which forget and retain examples it drew and the final weights' checksum."""
+writes, per rank, which forget and retain examples it drew, the final weights' checksum, and where the evaluation
+callback stopped it (a target every rank meets at its first evaluation, step 2)."""
 
 import json
 import sys
@@ -7,7 +8,7 @@ import sys
 import torch
 from transformers import TrainerCallback
 
-from hf_unlearn import GradDiffConfig, GradDiffTrainer, UnlearningCollator
+from hf_unlearn import GradDiffConfig, GradDiffTrainer, UnlearningCollator, UnlearningEvalCallback
 from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer
 
 torch.set_num_threads(1)
@@ -37,12 +38,14 @@ class LogTerms(TrainerCallback):
 
 args = GradDiffConfig(output_dir=output_dir, max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3,
                       logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True)
+evaluation = UnlearningEvalCallback(eval_steps=2, stop_when={"forget_loss": (">=", 0.0)})
 trainer = GradDiffTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                           processing_class=tokenizer, data_collator=Recorder(tokenizer.pad_token_id),
-                          callbacks=[LogTerms()])
+                          callbacks=[LogTerms(), evaluation])
 trainer.train()
 rank = args.process_index
 checksum = sum(p.double().sum().item() for p in trainer.model.parameters())
-record = {"rank": rank, "world_size": args.world_size, "checksum": checksum, "terms": LogTerms.terms, **Recorder.drawn}
+record = {"rank": rank, "world_size": args.world_size, "checksum": checksum, "terms": LogTerms.terms,
+          "chosen_step": evaluation.chosen_step, "history": evaluation.history, **Recorder.drawn}
 with open(f"{output_dir}/rank{rank}.json", "w") as handle:
     json.dump(record, handle)
