@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_parser = commands.add_parser("eval", help="Evaluate a model with the leaderboards' metrics.")
     eval_parser.add_argument("--model", required=True, help="Model folder or id to evaluate.")
-    eval_parser.add_argument("--suite", default="tofu", choices=["tofu"], help="Which metrics (default: tofu).")
+    eval_parser.add_argument("--suite", default="tofu", choices=["tofu", "classifier"], help="Which metrics.")
     eval_parser.add_argument("--forget-split", default="forget10", help="TOFU forget split (forget01/05/10).")
     eval_parser.add_argument("--gold-model", help="The retain-only model: gives forget_quality and privleak.")
     eval_parser.add_argument("--reference-model", help="A reference model for the Reference MIA (e.g. the base).")
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("--max-new-tokens", type=int, default=64, help="Greedy generation length for ROUGE.")
     eval_parser.add_argument("--batch-size", type=int, default=32)
     eval_parser.add_argument("--limit", type=int, help="Keep the first N rows of each split (quick checks only).")
+    for split in ("forget", "retain", "test", "heldout"):
+        eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label).")
     args = parser.parse_args(argv)
 
     from . import METHODS
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args) -> int:
+    if args.suite == "classifier":
+        return _evaluate_classifier(args)
     import json
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,6 +86,40 @@ def _evaluate(args) -> int:
     print(format_table(columns))
     with open(args.output, "w") as handle:
         json.dump(flat_numbers(results), handle, indent=2)
+    print(f"written to {args.output}")
+    return 0
+
+
+def _evaluate_classifier(args) -> int:
+    import json
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .data import read_jsonl
+    from .evaluation import evaluate_classifier
+    from .evaluation.report import CLASSIFIER_ROWS, format_table
+
+    missing = [f"--{name}" for name in ("forget", "retain", "test") if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"--suite classifier needs {missing}: JSONL files with a text column and a label column.")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model)
+
+    def rows(path):
+        data = read_jsonl(path)[: args.limit] if args.limit else read_jsonl(path)
+        text_key = next((k for k in ("text", "sentence") if data and k in data[0]), None)
+        label_key = next((k for k in ("label", "labels") if data and k in data[0]), None)
+        if text_key is None or label_key is None:
+            raise ValueError(f"{path}: rows need a 'text' (or 'sentence') and a 'label' column.")
+        encoded = tokenizer([row[text_key] for row in data], truncation=True, max_length=512)
+        return [{**{k: v[i] for k, v in encoded.items()}, "labels": int(row[label_key])} for i, row in enumerate(data)]
+
+    heldout = rows(args.heldout) if args.heldout else None
+    results = evaluate_classifier(model, rows(args.forget), rows(args.retain), rows(args.test), heldout,
+                                  args.batch_size, tokenizer.pad_token_id or 0)  # fmt: skip
+    print(format_table({"model": results}, CLASSIFIER_ROWS))
+    with open(args.output, "w") as handle:
+        json.dump(results, handle, indent=2)
     print(f"written to {args.output}")
     return 0
 

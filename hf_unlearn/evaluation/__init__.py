@@ -1,6 +1,13 @@
 """Evaluation as plain functions: answer probability/loss, and the leaderboards' metrics (`metrics`)."""
 
 from . import metrics
+from .classifier import (
+    accuracy_and_macro_f1,
+    classifier_mia_auc,
+    classifier_outputs,
+    evaluate_classifier,
+    membership_score,
+)
 from .generation import greedy_answers
 from .metrics import (
     exact_memorization,
@@ -21,6 +28,7 @@ from .probability import answer_nll, answer_stats, token_statistics
 from .tofu import evaluate_tofu
 
 __all__ = [
+    "accuracy_and_macro_f1", "classifier_mia_auc", "classifier_outputs", "evaluate_classifier", "membership_score",
     "answer_nll", "answer_stats", "evaluate_tofu", "exact_memorization", "extraction_strength", "forget_quality",
     "greedy_answers", "harmonic_mean", "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility",
     "normalised_probability", "privleak", "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",

@@ -31,6 +31,16 @@ TOFU_ROWS = [
     ("exact_memorization", "lower"),
 ]
 
+CLASSIFIER_ROWS = [
+    ("forget_accuracy", "lower, toward test accuracy"),
+    ("forget_macro_f1", "lower, toward test"),
+    ("retain_accuracy", "keep"),
+    ("retain_macro_f1", "keep"),
+    ("test_accuracy", "keep"),
+    ("test_macro_f1", "keep"),
+    ("mia_auc", "0.5 (forget vs held-out)"),
+]
+
 
 def flat_numbers(results: Mapping) -> dict[str, float]:
     """The scalar results only (what `eval_results.json` holds); lists and reasons are left out."""
