@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("--limit", type=int, help="Keep the first N rows of each split (quick checks only).")
     for split in ("forget", "retain", "test", "heldout"):
         eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label).")
+
+    board = commands.add_parser("leaderboard", help="Rank several runs' eval_results.json in one table.")
+    board.add_argument("runs", nargs="+", help="Run folders, each with eval_results.json (and summary.json).")
+    board.add_argument("--output", default="leaderboard.md", help="Markdown table to write.")
+    board.add_argument("--csv", default="leaderboard.csv", help="CSV table to write.")
     args = parser.parse_args(argv)
 
     from . import METHODS
@@ -40,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return _evaluate(args)
+        if args.command == "leaderboard":
+            from .leaderboard import leaderboard
+
+            markdown, table = leaderboard(args.runs)
+            print(markdown)
+            Path(args.output).write_text(markdown)
+            Path(args.csv).write_text(table)
+            return 0
         config = load_run_config(args.config)
         if args.output_dir:
             config["output_dir"] = args.output_dir
