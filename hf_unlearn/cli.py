@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -30,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("forget", "retain", "test", "heldout"):
         eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label).")
 
+    gold = commands.add_parser("gold", help="Train the retain-only (gold) model with the run's fine-tune recipe.")
+    gold.add_argument("--model", required=True, help="The base model (before fine-tuning): an id or a local path.")
+    gold.add_argument("--retain-split", default="retain90", help="TOFU retain split, or a JSONL file of rows.")
+    gold.add_argument("--tofu-path", help="Local folder of TOFU JSONL files (default: the Hub).")
+    gold.add_argument("--config", help="Run config whose `finetune` section is the recipe (default: the demo's).")
+    gold.add_argument("--output-dir", default="gold-model", help="Where to save the gold model and tokenizer.")
+
     board = commands.add_parser("leaderboard", help="Rank several runs' eval_results.json in one table.")
     board.add_argument("runs", nargs="+", help="Run folders, each with eval_results.json (and summary.json).")
     board.add_argument("--output", default="leaderboard.md", help="Markdown table to write.")
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return _evaluate(args)
+        if args.command == "gold":
+            return _gold(args)
         if args.command == "leaderboard":
             from .leaderboard import leaderboard
 
@@ -64,6 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"hf-unlearn: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _gold(args) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data import load_tofu, read_jsonl
+    from .pipeline import finetune, load_run_config
+
+    recipe = load_run_config(args.config).get("finetune") or load_run_config(None)["finetune"]
+    if args.retain_split.endswith(".jsonl"):
+        rows = read_jsonl(args.retain_split)
+    else:
+        rows = [dict(row) for row in load_tofu(args.retain_split, args.tofu_path)]
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    print(f"training the gold model on {len(rows)} retain rows with {recipe}")
+    with tempfile.TemporaryDirectory() as scratch:
+        seconds = finetune(model, tokenizer, rows, scratch, **recipe)
+    model.save_pretrained(args.output_dir)
+    tokenizer.save_pretrained(args.output_dir)
+    print(f"gold model written to {args.output_dir} ({seconds:.1f} s)")
     return 0
 
 

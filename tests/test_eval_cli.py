@@ -48,3 +48,18 @@ def test_with_gold_and_reference(model_dirs, tmp_path, capsys):
     assert 0 <= results["forget_quality"] <= 1 and "privleak" in results and "mia_reference_auc" in results
     header = printed.splitlines()[0]
     assert "model" in header and "gold" in header and "n/a" not in printed
+
+
+def test_gold_trains_on_the_retain_split_with_the_recipe(model_dirs, tmp_path):
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"finetune": {"max_steps": 3, "learning_rate": 1e-3,
+                                                                    "per_device_train_batch_size": 4}}))  # fmt: skip
+    argv = ["gold", "--model", str(model_dirs / "unlearned"), "--retain-split", "retain99", "--tofu-path",
+            str(TOFU_PATH), "--config", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "gold")]
+    assert main(argv) == 0
+    base = AutoModelForCausalLM.from_pretrained(model_dirs / "unlearned")
+    gold = AutoModelForCausalLM.from_pretrained(tmp_path / "gold")
+    changed = [n for n, p in gold.named_parameters() if not p.equal(base.get_parameter(n))]
+    assert changed and (tmp_path / "gold" / "tokenizer.json").is_file()
