@@ -1,0 +1,96 @@
+"""Membership-inference AUC (and MUSE's PrivLeak) as an `evaluate` metric: a thin wrapper over
+`hf_unlearn.evaluation.metrics`."""
+
+import datasets
+import evaluate
+
+from hf_unlearn.evaluation import metrics as M
+
+_CITATION = """\
+@inproceedings{shi2024detecting,
+  title     = {Detecting Pretraining Data from Large Language Models},
+  author    = {Shi, Weijia and Ajith, Anirudh and Xia, Mengzhou and Huang, Yangsibo and Liu, Daogao and Blevins, Terra
+               and Chen, Danqi and Zettlemoyer, Luke},
+  booktitle = {The Twelfth International Conference on Learning Representations (ICLR)},
+  year      = {2024},
+  url       = {https://arxiv.org/abs/2310.16789}
+}
+@article{shi2024muse,
+  title         = {{MUSE}: Machine Unlearning Six-Way Evaluation for Language Models},
+  author        = {Shi, Weijia and Lee, Jaechan and Huang, Yangsibo and Malladi, Sadhika and Zhao, Jieyu and
+                   Holtzman, Ari and Liu, Daogao and Zettlemoyer, Luke and Smith, Noah A. and Zhang, Chiyuan},
+  journal       = {arXiv preprint arXiv:2407.06460},
+  year          = {2024},
+  eprint        = {2407.06460},
+  archivePrefix = {arXiv},
+  url           = {https://arxiv.org/abs/2407.06460}
+}
+"""
+
+_DESCRIPTION = """\
+Membership-inference AUC: the ROC AUC of a membership score (LOSS, zlib, Min-K% Prob (Shi et al. 2024), Min-K%++,
+reference...) at telling forget examples (positive class) from holdout examples the model never saw (negative class).
+Scores are "membership scores": higher means the example looks more like training data. 1.0 = the forget set looks
+far more familiar than unseen data; 0.5 = indistinguishable.
+
+Given the AUC of the gold (retain-only) model on the same forget/holdout data, the module also returns MUSE's
+PrivLeak (Shi et al. 2024, arXiv 2407.06460): (AUC_unlearned - AUC_gold) / AUC_gold * 100. 0 = leaks like a model
+never trained on the forget data; positive = under-unlearned; negative = over-unlearned.
+
+Input shape: evaluate stores a metric's inputs as the columns of one table, so every input column must have the same
+length, but the forget and holdout sets usually differ in size. The forget scores are therefore the metric's input
+column (one row per forget example; they can be streamed with `add` / `add_batch`), and the holdout scores a
+`compute` argument of any length.
+
+The maths lives in `hf_unlearn.evaluation.metrics.mia_auc` and `privleak`; this module only feeds them.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    forget_scores (`list` of `float`): the membership score of each forget example (higher = more member-like).
+    holdout_scores (`list` of `float`, required): the membership score of each holdout (never-trained-on) example,
+        computed the same way; its length may differ from `forget_scores`.
+    gold_auc (`float`, optional): the gold (retain-only) model's AUC with the same attack and data; when given, the
+        result also holds `privleak`.
+Returns:
+    auc (`float`): the ROC AUC, forget positive and holdout negative, in [0, 1].
+    privleak (`float`): MUSE's PrivLeak in percent, only when `gold_auc` is given.
+Examples:
+    >>> import os
+    >>> import evaluate
+    >>> import hf_unlearn
+    >>> mia_auc = evaluate.load(os.path.join(os.path.dirname(hf_unlearn.__file__), "metrics", "mia_auc"))
+    >>> # 3 of the 4 (forget, holdout) pairs rank the forget example higher: 0.9 > 0.5, 0.9 > 0.1, 0.3 > 0.1
+    >>> mia_auc.compute(forget_scores=[0.9, 0.3], holdout_scores=[0.5, 0.1])
+    {'auc': 0.75}
+    >>> # PrivLeak against a gold model at chance: (0.75 - 0.5) / 0.5 * 100 = 50
+    >>> mia_auc.compute(forget_scores=[0.9, 0.3], holdout_scores=[0.5, 0.1], gold_auc=0.5)
+    {'auc': 0.75, 'privleak': 50.0}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MiaAuc(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            module_type="metric",
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"forget_scores": datasets.Value("float64")}),
+            reference_urls=[
+                "https://arxiv.org/abs/2310.16789",
+                "https://arxiv.org/abs/2407.06460",
+                "https://muse-bench.github.io/",
+            ],
+            codebase_urls=["https://github.com/swj0419/detect-pretrain-code", "https://github.com/swj0419/muse_bench"],
+        )
+
+    def _compute(self, forget_scores, holdout_scores=None, gold_auc=None):
+        if holdout_scores is None:
+            raise ValueError("mia_auc needs holdout_scores=: the membership scores of examples the model never saw.")
+        auc = M.mia_auc(forget_scores, holdout_scores)
+        results = {"auc": auc}
+        if gold_auc is not None:
+            results["privleak"] = M.privleak(auc, gold_auc)
+        return results
