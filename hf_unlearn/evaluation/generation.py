@@ -25,17 +25,21 @@ def greedy_answers(
     model.eval()
     tokenizer.padding_side = "left"  # generation continues every prompt from its last token
     device = next(model.parameters()).device
-    answers: list[str] = []
+    prompts_all = [prompt_template.format(question=q) for q in questions]
+    order = sorted(range(len(prompts_all)), key=lambda i: len(prompts_all[i]))  # similar lengths: less padding
+    answers: list[str] = [""] * len(prompts_all)
     try:
-        for start in range(0, len(questions), batch_size):
-            prompts = [prompt_template.format(question=q) for q in questions[start:start + batch_size]]
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            prompts = [prompts_all[i] for i in indices]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
             output = model.generate(
                 **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             )  # fmt: skip
             new_tokens = output[:, batch["input_ids"].shape[1]:]
-            answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            for i, text in zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                answers[i] = text.strip()
     finally:
         model.train(was_training)
         tokenizer.padding_side = side

@@ -15,20 +15,25 @@ from .metrics import standardised_logps
 
 
 @torch.no_grad()
-def token_statistics(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+def token_statistics(
+    model, rows, batch_size: int = 32, pad_token_id: int = 0, min_k_plus_plus: bool = True
+) -> dict[str, torch.Tensor]:
     """Per answer position, padded to `[N, T]`: `token_logps` (log p of the label), `mask` (answer positions),
-    `correct` (teacher-forced argmax equals the label) and `min_k_plus_plus` (standardised log-prob); per example:
-    `sum_logps` and `num_tokens`. The model runs in eval mode and is put back as it was."""
+    `correct` (teacher-forced argmax equals the label) and, when asked, `min_k_plus_plus` (standardised log-prob);
+    per example: `sum_logps` and `num_tokens`. Rows are batched by length (less padding) and returned in their
+    order. The model runs in eval mode and is put back as it was."""
     if len(rows) == 0:
         raise ValueError("token_statistics got no rows: pass at least one tokenised example.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad = UnlearningCollator(pad_token_id).pad
-    parts: dict[str, list[torch.Tensor]] = {"token_logps": [], "mask": [], "correct": [], "min_k_plus_plus": []}
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    names = ["token_logps", "mask", "correct"] + (["min_k_plus_plus"] if min_k_plus_plus else [])
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     try:
         for start in range(0, len(rows), batch_size):
-            batch = pad([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            batch = pad([rows[i] for i in order[start:start + batch_size]])
             batch = {key: value.to(device) for key, value in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
             logits, labels = align_logits_and_labels(logits, batch["labels"])
@@ -38,11 +43,15 @@ def token_statistics(model, rows, batch_size: int = 32, pad_token_id: int = 0) -
             parts["token_logps"].append((logp.gather(-1, index.unsqueeze(-1)).squeeze(-1) * mask).cpu())
             parts["mask"].append(mask.cpu())
             parts["correct"].append(((logits.argmax(-1) == labels) & mask).cpu())
-            parts["min_k_plus_plus"].append((standardised_logps(logp, index) * mask).cpu())
+            if min_k_plus_plus:
+                parts["min_k_plus_plus"].append((standardised_logps(logp, index) * mask).cpu())
     finally:
         model.train(was_training)
     width = max(part.shape[-1] for part in parts["mask"])
-    stats = {name: torch.cat([F.pad(p, (0, width - p.shape[-1])) for p in values]) for name, values in parts.items()}
+    restore = torch.empty(len(order), dtype=torch.long)
+    restore[torch.tensor(order)] = torch.arange(len(order))
+    stats = {name: torch.cat([F.pad(p, (0, width - p.shape[-1])) for p in values])[restore]
+             for name, values in parts.items()}  # fmt: skip
     stats["sum_logps"] = stats["token_logps"].sum(-1)
     stats["num_tokens"] = stats["mask"].sum(-1)
     return stats
@@ -50,7 +59,7 @@ def token_statistics(model, rows, batch_size: int = 32, pad_token_id: int = 0) -
 
 def answer_nll(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> torch.Tensor:
     """Per-example mean answer-token NLL of tokenised rows (`input_ids`, `labels`) under `model`."""
-    stats = token_statistics(model, rows, batch_size, pad_token_id)
+    stats = token_statistics(model, rows, batch_size, pad_token_id, min_k_plus_plus=False)
     return -stats["sum_logps"] / stats["num_tokens"].clamp(min=1)
 
 

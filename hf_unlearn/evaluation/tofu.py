@@ -14,14 +14,14 @@ TEMPLATE = "Question: {question}\nAnswer:"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 
 
-def _statistics(model, tokenizer, questions, answers, batch_size):
+def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plus=False):
     rows = prepare_dataset([{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)],
                            "evaluation rows", tokenizer, TEMPLATE, 512)  # fmt: skip
-    return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0)
+    return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0, min_k_plus_plus)
 
 
-def _mean_logps(model, tokenizer, questions, answers, batch_size) -> torch.Tensor:
-    stats = _statistics(model, tokenizer, questions, answers, batch_size)
+def _mean_logps(model, tokenizer, questions, answers, batch_size, stats=None) -> torch.Tensor:
+    stats = stats or _statistics(model, tokenizer, questions, answers, batch_size)
     return stats["sum_logps"] / stats["num_tokens"]
 
 
@@ -59,13 +59,17 @@ def evaluate_tofu(
         return data[:limit] if limit else data
 
     results: dict = {"missing": {}}
+    forget_rows = rows_of(f"{forget_split}_perturbed")
+    # the forget answers' pass also serves the MIA and extraction numbers, so it computes Min-K%++ too
+    member = _statistics(model, tokenizer, [r["question"] for r in forget_rows], [r["answer"] for r in forget_rows],
+                         batch_size, min_k_plus_plus=True)  # fmt: skip
     splits = {
-        "forget": rows_of(f"{forget_split}_perturbed"), "retain": rows_of("retain_perturbed"),
+        "forget": forget_rows, "retain": rows_of("retain_perturbed"),
         "real_authors": rows_of("real_authors_perturbed"), "world_facts": rows_of("world_facts_perturbed"),
     }  # fmt: skip
     for name, rows in splits.items():
         questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
-        correct = _mean_logps(model, tokenizer, questions, answers, batch_size)
+        correct = _mean_logps(model, tokenizer, questions, answers, batch_size, member if name == "forget" else None)
         perturbed = _perturbed_mean_logps(model, tokenizer, rows, batch_size)
         if name in ("forget", "retain"):
             results[f"{name}_probability"] = correct.exp().mean().item()
@@ -88,10 +92,8 @@ def evaluate_tofu(
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
 
     holdout = rows_of(forget_split.replace("forget", "holdout"))
-    member = _statistics(model, tokenizer, [r["question"] for r in splits["forget"]],
-                         [r["answer"] for r in splits["forget"]], batch_size)  # fmt: skip
     nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout],
-                            batch_size)  # fmt: skip
+                            batch_size, min_k_plus_plus=True)  # fmt: skip
     scores = {}
     for side, stats, rows in (("forget", member, splits["forget"]), ("holdout", nonmember, holdout)):
         nll = -stats["sum_logps"] / stats["num_tokens"]
