@@ -1,0 +1,113 @@
+"""TOFU baselines end to end: fine-tune a small Llama on TOFU `full`, train the gold model on `retain90`, unlearn
+`forget10` with every registered method, and write one table (forget quality, model utility, MIA AUCs, wall time,
+steps) to `docs/results.md` with the command that produced it.
+
+    python bench/tofu_baselines.py --tofu-path ../shared/data/tofu [--device cuda] [--epochs 30]
+
+Expected ordering (a sanity check of the metrics): the original model has forget quality near 0 and MIA AUC well
+above 0.5 on forget vs holdout; the gold model has forget quality 1.0 by construction and MIA AUC near 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hf_unlearn import METHODS
+from hf_unlearn.data import load_tofu
+from hf_unlearn.evaluation import evaluate_tofu, forget_quality, privleak
+from hf_unlearn.pipeline import finetune
+from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_BEGIN, MARK_END = "<!-- tofu-baselines:begin -->", "<!-- tofu-baselines:end -->"
+COLUMNS = ["forget_quality", "model_utility", "forget_probability", "retain_probability", "mia_loss_auc",
+           "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak"]  # fmt: skip
+
+
+def rows(split, path):
+    return [dict(row) for row in load_tofu(split, path)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tofu-path", default=str(ROOT.parent / "shared" / "data" / "tofu"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=30, help="Fine-tune epochs (original and gold alike).")
+    parser.add_argument("--unlearn-epochs", type=float, default=5)
+    parser.add_argument("--unlearn-lr", type=float, default=1e-4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument("--limit", type=int, help="Evaluate only the first N rows of each split (smoke tests).")
+    args = parser.parse_args()
+    use_cpu = args.device == "cpu"
+
+    full, retain = rows("full", args.tofu_path), rows("retain90", args.tofu_path)
+    forget = rows("forget10", args.tofu_path)
+    tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain], vocab_size=8000)
+    recipe = {"num_train_epochs": args.epochs, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
+              "use_cpu": use_cpu, "lr_scheduler_type": "cosine", "warmup_steps": 50}  # fmt: skip
+
+    def fresh():
+        return build_tiny_causal_lm(tokenizer, hidden_size=args.hidden, num_layers=args.layers,
+                                    num_heads=max(1, args.hidden // 64), max_position_embeddings=512)  # fmt: skip
+
+    def evaluate(model, gold=None):
+        return evaluate_tofu(model.to(args.device), tokenizer, "forget10", args.tofu_path,
+                             gold_forget_truth_ratios=gold and gold["forget_truth_ratios"],
+                             gold_mia_auc=gold and gold["mia_min_k_auc"], max_new_tokens=args.max_new_tokens,
+                             limit=args.limit)  # fmt: skip
+
+    original = fresh()
+    seconds = {"original": finetune(original, tokenizer, full, "/tmp/tofu-original", **recipe)}
+    gold_model = fresh()
+    seconds["gold"] = finetune(gold_model, tokenizer, retain, "/tmp/tofu-gold", **recipe)
+    gold = evaluate(gold_model)
+    gold["forget_quality"] = forget_quality(gold["forget_truth_ratios"], gold["forget_truth_ratios"])
+    gold["privleak"] = privleak(gold["mia_min_k_auc"], gold["mia_min_k_auc"])
+    table = {"original (fine-tuned on full)": (evaluate(original, gold), seconds["original"], "-"),
+             "gold (retain90 only)": (gold, seconds["gold"], "-")}  # fmt: skip
+    for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
+        model = copy.deepcopy(original)
+        config = config_cls(output_dir=f"/tmp/tofu-{name}", learning_rate=args.unlearn_lr, use_cpu=use_cpu,
+                            num_train_epochs=args.unlearn_epochs, per_device_train_batch_size=8, report_to="none",
+                            save_strategy="no", logging_steps=50, disable_tqdm=True, seed=0)  # fmt: skip
+        kept = retain if config.uses_retain else None
+        trainer = trainer_cls(model=model, args=config, forget_dataset=forget, retain_dataset=kept,
+                              processing_class=tokenizer)  # fmt: skip
+        start = time.perf_counter()
+        output = trainer.train()
+        table[name] = (evaluate(trainer.model, gold), time.perf_counter() - start, output.global_step)
+
+    params = sum(p.numel() for p in original.parameters()) / 1e6
+    command = "python bench/tofu_baselines.py " + " ".join(sys.argv[1:])
+    header = ["model", *COLUMNS, "wall time (s)", "steps"]
+    lines = [f"Llama {params:.1f}M parameters (hidden {args.hidden} × {args.layers} layers), fine-tuned {args.epochs} "
+             f"epochs on TOFU full; unlearning forget10 for {args.unlearn_epochs:g} epochs at lr {args.unlearn_lr:g}, "
+             f"batch 8, retain90 paired. Device: {args.device}. Command: `{command}`", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    for name, (result, wall, steps) in table.items():
+        cells = [f"{result[c]:.4g}" if c in result else "n/a" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} | {steps} |")
+    block = "\n".join(lines)
+    print(block)
+    output = Path(args.output)
+    text = output.read_text() if output.exists() else ""
+    section = f"{MARK_BEGIN}\n{block}\n{MARK_END}"
+    if MARK_BEGIN in text:
+        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
+    else:
+        text += f"\n## TOFU baselines (`bench/tofu_baselines.py`)\n\n{section}\n"
+    output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
