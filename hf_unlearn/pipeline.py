@@ -30,6 +30,8 @@ DEFAULT_RUN: dict[str, Any] = {
     "data": {"source": "synthetic", "num_people": 40, "facts_per_person": 5, "forget_fraction": 0.1},
     "finetune": {"num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 16},
     "unlearn": {"num_train_epochs": 20, "learning_rate": 2e-4, "per_device_train_batch_size": 4},
+    "gold": True,  # also train the retain-only model with the fine-tune recipe (needs `finetune`)
+    "evaluate": True,  # the TOFU suite for the original, gold and unlearned models, side by side
     "output_dir": "hf-unlearn-output",
     "seed": 0,
 }
@@ -48,6 +50,7 @@ def load_run_config(path: str | Path | None = None) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown key(s) {unknown}; a run config has {sorted(RUN_KEYS)}.")
     if "model" in user and user["model"] is not None and "finetune" not in user:
         user["finetune"] = None  # a user's model is already fine-tuned unless the config says otherwise
+        user.setdefault("gold", False)  # and there is no fine-tune recipe to train a gold model with
     if "data" in user and user["data"].get("source", "synthetic") != "synthetic":
         config["data"] = {}
     for key, value in user.items():
@@ -125,6 +128,44 @@ def format_table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
+def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, retain, log) -> dict:
+    """The TOFU suite for the original, gold (when trained) and unlearned models; prints them side by side."""
+    from .evaluation import evaluate_qa_suite, evaluate_tofu, forget_quality, privleak
+    from .evaluation.report import flat_numbers
+    from .evaluation.report import format_table as format_metrics
+
+    data = config["data"]
+    source = data.get("source", "synthetic")
+    if source == "synthetic":
+        from .synthetic import add_truth_ratio_fields, make_holdout_qa
+
+        people = {row["person"] for row in forget + retain}
+        holdout = make_holdout_qa(len({row["person"] for row in forget}), data.get("facts_per_person", 5), people)
+        forget_tr, retain_tr = add_truth_ratio_fields(forget), add_truth_ratio_fields(retain)
+
+        def suite(model, **gold):
+            return evaluate_qa_suite(model, tokenizer, forget_tr, holdout, {"retain": retain_tr}, **gold)
+    elif source == "tofu":
+        def suite(model, **gold):
+            return evaluate_tofu(model, tokenizer, data.get("forget", "forget10"), data.get("path"), **gold)
+    else:
+        log("evaluation: skipped (the TOFU suite needs TOFU or the built-in people, with perturbed answers)")
+        return {}
+    log("evaluating original, gold and unlearned models ...")
+    columns, gold_args = {}, {}
+    if gold_model is not None:
+        gold = suite(gold_model)
+        gold["forget_quality"] = forget_quality(gold["forget_truth_ratios"], gold["forget_truth_ratios"])
+        gold["privleak"] = privleak(gold["mia_min_k_auc"], gold["mia_min_k_auc"])
+        for key in ("forget_quality", "privleak"):
+            gold["missing"].pop(key, None)
+        gold_args = {"gold_forget_truth_ratios": gold["forget_truth_ratios"], "gold_mia_auc": gold["mia_min_k_auc"]}
+        columns["gold"] = gold
+    columns = {"original": suite(original, **gold_args), **columns, "unlearned": suite(unlearned, **gold_args)}
+    log(format_metrics(columns))
+    return {name: flat_numbers(result) for name, result in columns.items()}
+
+
 def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
     """Run the whole pipeline and return the summary written to `<output_dir>/summary.json`."""
     config = copy.deepcopy(config) if config is not None else copy.deepcopy(DEFAULT_RUN)
@@ -143,6 +184,16 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as scratch:  # the fine-tune's Trainer leaves nothing we keep
             rows = forget + retain
             finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"], **config["finetune"])
+    original = copy.deepcopy(model) if config.get("evaluate") else None
+    gold_model = None
+    if config.get("gold"):
+        if not config.get("finetune"):
+            raise ValueError("gold: true needs a `finetune` recipe to train the retain-only model with; add one, "
+                             "or set gold: false (or train it with `hf-unlearn gold`).")  # fmt: skip
+        log("training the gold (retain-only) model with the same recipe ...")
+        gold_model, _ = load_model(config, forget, retain)
+        with tempfile.TemporaryDirectory() as scratch:
+            finetune(gold_model, tokenizer, retain, scratch, config["seed"], **config["finetune"])
 
     unlearn_args = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
     unlearn_args.update(config.get("unlearn") or {})
@@ -161,6 +212,11 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
     after = _measure(trainer.model, forget_rows, retain_rows, pad_id)
     log(format_table(before, after))
 
+    evaluation = {}
+    if config.get("evaluate"):
+        evaluation = _evaluate_suite(config, original, gold_model, trainer.model, tokenizer, forget, retain, log)
+        (output_dir / "eval_results.json").write_text(json.dumps(evaluation.get("unlearned", {}), indent=2) + "\n")
+
     trainer.save_model(str(output_dir))
     summary = {
         "method": config["method"],
@@ -172,6 +228,7 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
         "after": after,
         "unlearn_config": {k: v for k, v in unlearn_args.items()},
         "global_steps": train_output.global_step,
+        "evaluation": evaluation,
         "wall_time_seconds": {"finetune": finetune_seconds, "unlearn": unlearn_seconds,
                               "total": time.perf_counter() - start},  # fmt: skip
         "versions": {"hf-unlearn": __version__, "torch": torch.__version__, "transformers": transformers.__version__},

@@ -109,8 +109,58 @@ def make_fictitious_qa(num_people: int = 40, facts_per_person: int = 5, seed: in
         for key, questions, answer in _FACTS[:facts_per_person]:
             question = rng.choice(questions).format(name=name)
             answer_text = answer.format(name=name, value=attributes[key])
-            rows.append({"question": question, "answer": answer_text, "person": name})
+            rows.append({"question": question, "answer": answer_text, "person": name, "fact": key,
+                         "value": attributes[key]})  # fmt: skip
     return rows
+
+
+# A second way to say each fact: the "paraphrased answer" of TOFU's truth ratio.
+_PARAPHRASES = {
+    "city": "The birthplace of {name} is {value}.",
+    "year": "The year {name} was born is {value}.",
+    "profession": "By profession, {name} is {value}.",
+    "book": "{value} is a book by {name}.",
+    "colour": "{name} likes {value} more than any other colour.",
+    "genre": "The music {name} enjoys most is {value}.",
+    "pet": "The pet of {name} is {value}.",
+}
+
+
+def _value_pool(key: str) -> list[str]:
+    pools = {
+        "city": [f"{a} {b}" for a in _CITY_STARTS for b in _CITY_ENDS],
+        "year": [str(year) for year in range(1921, 2000)],
+        "profession": _PROFESSIONS,
+        "book": [f'"The {a} {b}"' for a in _TITLE_ADJECTIVES for b in _TITLE_NOUNS],
+        "colour": _COLOURS,
+        "genre": _GENRES,
+        "pet": _PETS,
+    }
+    return pools[key]
+
+
+def add_truth_ratio_fields(rows: list[dict], num_perturbed: int = 5, seed: int = 0) -> list[dict]:
+    """Copies of `rows` with TOFU's truth-ratio fields: `paraphrased_answer` (the same fact said another way) and
+    `perturbed_answer` (the paraphrase with `num_perturbed` wrong values, as TOFU perturbs its paraphrases). Uses its
+    own RNG seeded by `seed`."""
+    rng = random.Random(f"perturb-{seed}")
+    out = []
+    for row in rows:
+        key, value, name = row["fact"], row["value"], row["person"]
+        wrong = rng.sample([v for v in _value_pool(key) if v != value], num_perturbed)
+        out.append({**row, "paraphrased_answer": _PARAPHRASES[key].format(name=name, value=value),
+                    "perturbed_answer": [_PARAPHRASES[key].format(name=name, value=v) for v in wrong]})  # fmt: skip
+    return out
+
+
+def make_holdout_qa(num_people: int, facts_per_person: int = 5, exclude: set[str] | None = None,
+                    seed: int = 1) -> list[dict]:
+    """Rows about other invented people (never trained on): the non-member side of membership-inference tests.
+    People named in `exclude` are skipped."""
+    exclude = exclude or set()
+    rows = make_fictitious_qa(num_people + len(exclude), facts_per_person, seed=seed + 10_000)
+    people = [p for p in dict.fromkeys(row["person"] for row in rows) if p not in exclude][:num_people]
+    return [row for row in rows if row["person"] in set(people)]
 
 
 def split_forget_retain(rows: list[dict], forget_fraction: float = 0.1) -> tuple[list[dict], list[dict]]:

@@ -34,8 +34,15 @@ def test_default_run_unlearns_offline(tmp_path, capsys):
     assert before["forget"]["probability"] > 0.9  # the fine-tune memorised the fictitious people
     assert after["forget"]["probability"] < 0.1 * before["forget"]["probability"]
     assert after["retain"]["probability"] > 0.5 * before["retain"]["probability"]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"):
         assert (tmp_path / name).is_file(), name
+    # the TOFU suite, original / gold / unlearned: the expected ordering of forget quality and MIA
+    evaluation = summary["evaluation"]
+    assert "forget_quality" in printed and "unlearned" in printed
+    assert evaluation["original"]["forget_quality"] < 0.05 and evaluation["original"]["mia_loss_auc"] > 0.9
+    assert evaluation["gold"]["forget_quality"] == 1.0
+    assert evaluation["unlearned"]["forget_quality"] > evaluation["original"]["forget_quality"]
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == evaluation["unlearned"]
     forget, _ = split_forget_retain(make_fictitious_qa())
     assert_no_forget_text(tmp_path, forget)
 

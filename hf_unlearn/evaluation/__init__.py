@@ -25,11 +25,12 @@ from .metrics import (
     truth_ratio_score,
 )
 from .probability import answer_nll, answer_stats, token_statistics
-from .tofu import evaluate_tofu
+from .tofu import evaluate_qa_suite, evaluate_tofu
 
 __all__ = [
-    "accuracy_and_macro_f1", "classifier_mia_auc", "classifier_outputs", "evaluate_classifier", "membership_score",
-    "answer_nll", "answer_stats", "evaluate_tofu", "exact_memorization", "extraction_strength", "forget_quality",
-    "greedy_answers", "harmonic_mean", "metrics", "mia_auc", "min_k_plus_plus_z", "min_k_score", "model_utility",
-    "normalised_probability", "privleak", "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
+    "accuracy_and_macro_f1", "answer_nll", "answer_stats", "classifier_mia_auc", "classifier_outputs",
+    "evaluate_classifier", "evaluate_qa_suite", "evaluate_tofu", "exact_memorization", "extraction_strength",
+    "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics", "mia_auc",
+    "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak", "rouge_l_recall",
+    "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

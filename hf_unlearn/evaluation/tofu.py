@@ -58,20 +58,42 @@ def evaluate_tofu(
         data = [dict(row) for row in load_tofu(split, path)]
         return data[:limit] if limit else data
 
+    utility = {name: rows_of(f"{name}_perturbed") for name in UTILITY_SPLITS}
+    return evaluate_qa_suite(
+        model, tokenizer, rows_of(f"{forget_split}_perturbed"), rows_of(forget_split.replace("forget", "holdout")),
+        utility, gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens, batch_size,
+    )  # fmt: skip
+
+
+def evaluate_qa_suite(
+    model,
+    tokenizer,
+    forget_rows: list[dict],
+    holdout_rows: list[dict],
+    utility_splits: dict[str, list[dict]],
+    gold_forget_truth_ratios=None,
+    gold_mia_auc: float | None = None,
+    reference_model=None,
+    privleak_attack: str = "min_k",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 32,
+) -> dict:
+    """The TOFU suite on any question/answer rows that carry TOFU's fields (`perturbed_answer`, and
+    `paraphrased_answer` on the forget and retain splits): forget / utility splits, MIA forget vs `holdout_rows`.
+
+    `model_utility` is the harmonic mean of {probability, ROUGE-L, truth ratio} over the given utility splits —
+    TOFU's model utility when they are retain, real_authors and world_facts.
+    """
     results: dict = {"missing": {}}
-    forget_rows = rows_of(f"{forget_split}_perturbed")
     # the forget answers' pass also serves the MIA and extraction numbers, so it computes Min-K%++ too
     member = _statistics(model, tokenizer, [r["question"] for r in forget_rows], [r["answer"] for r in forget_rows],
                          batch_size, min_k_plus_plus=True)  # fmt: skip
-    splits = {
-        "forget": forget_rows, "retain": rows_of("retain_perturbed"),
-        "real_authors": rows_of("real_authors_perturbed"), "world_facts": rows_of("world_facts_perturbed"),
-    }  # fmt: skip
+    splits = {"forget": forget_rows, **utility_splits}
     for name, rows in splits.items():
         questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
         correct = _mean_logps(model, tokenizer, questions, answers, batch_size, member if name == "forget" else None)
         perturbed = _perturbed_mean_logps(model, tokenizer, rows, batch_size)
-        if name in ("forget", "retain"):
+        if "paraphrased_answer" in rows[0]:
             results[f"{name}_probability"] = correct.exp().mean().item()
             paraphrased = _mean_logps(model, tokenizer, questions, [r["paraphrased_answer"] for r in rows], batch_size)
         else:
@@ -84,14 +106,14 @@ def evaluate_tofu(
         if name == "forget":
             results["forget_truth_ratios"] = ratios.tolist()
 
-    results["model_utility"] = M.model_utility({f"{s}_{m}": results[f"{s}_{m}"] for s in UTILITY_SPLITS
-                                                for m in ("probability", "rouge", "truth_ratio")})  # fmt: skip
+    results["model_utility"] = M.harmonic_mean([results[f"{s}_{m}"] for s in utility_splits
+                                                for m in ("probability", "rouge", "truth_ratio")])  # fmt: skip
     if gold_forget_truth_ratios is not None:
         results["forget_quality"] = M.forget_quality(results["forget_truth_ratios"], gold_forget_truth_ratios)
     else:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
 
-    holdout = rows_of(forget_split.replace("forget", "holdout"))
+    holdout = holdout_rows
     nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout],
                             batch_size, min_k_plus_plus=True)  # fmt: skip
     scores = {}
