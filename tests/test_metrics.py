@@ -140,3 +140,14 @@ def test_greedy_answers_recall_memorised_facts(memorised_model, make_model, toke
     untrained = greedy_answers(make_model(), tokenizer, questions, max_new_tokens=32)
     assert sum(M.rouge_l_recall(untrained, references)) / len(untrained) < 0.5
     assert tokenizer.padding_side == "right"  # restored
+
+
+def test_probability_zero_is_a_documented_value_or_a_clear_error():
+    """A model that gives the paraphrased answer probability 0 (log-prob −inf): TR = inf, which scores 0 on both
+    the forget formula (min(inf, 1/inf) = 0) and the others (max(0, 1 − inf) = 0); a −inf MIA score is refused."""
+    ratios = M.truth_ratio(torch.tensor([-math.inf, LN(0.5)]), torch.tensor([[LN(0.25)], [LN(0.25)]]))
+    assert math.isinf(ratios[0]) and ratios[1].item() == pytest.approx(0.5)
+    assert M.truth_ratio_score(ratios, "forget") == pytest.approx(0.25)
+    assert M.truth_ratio_score(ratios, "retain") == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        M.mia_auc(M.loss_score(torch.tensor([math.inf, 1.0])), [0.5, 0.7])
