@@ -6,6 +6,8 @@ label at t+1). Everything is vectorised over the batch: no per-token Python loop
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -29,14 +31,20 @@ def token_statistics(
     device = next(model.parameters()).device
     pad = UnlearningCollator(pad_token_id).pad
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     names = ["token_logps", "mask", "correct"] + (["min_k_plus_plus"] if min_k_plus_plus else [])
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     try:
         for start in range(0, len(rows), batch_size):
             batch = pad([rows[i] for i in order[start:start + batch_size]])
             batch = {key: value.to(device) for key, value in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-            logits, labels = align_logits_and_labels(logits, batch["labels"])
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
+            width = batch["labels"].shape[-1]
+            if accepts_logits_to_keep:  # the vocabulary projection only where answers are predicted
+                first_answer = int((batch["labels"] != IGNORE_INDEX).float().argmax(-1).min())
+                inputs["logits_to_keep"] = min(width, width - first_answer + 1)
+            logits = model(**inputs).logits
+            logits, labels = align_logits_and_labels(logits, batch["labels"][:, width - logits.shape[1]:])
             mask = labels != IGNORE_INDEX
             logp = logits.float().log_softmax(-1)
             index = labels.masked_fill(~mask, 0)
