@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -29,7 +30,7 @@ def greedy_answers(
     order = sorted(range(len(prompts_all)), key=lambda i: len(prompts_all[i]))  # similar lengths: less padding
     answers: list[str] = [""] * len(prompts_all)
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="generating answers", leave=False, disable=None):
             indices = order[start:start + batch_size]
             prompts = [prompts_all[i] for i in indices]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)

@@ -10,6 +10,7 @@ import inspect
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..data import UnlearningCollator
 from ..losses import IGNORE_INDEX, align_logits_and_labels
@@ -35,7 +36,7 @@ def token_statistics(
     names = ["token_logps", "mask", "correct"] + (["min_k_plus_plus"] if min_k_plus_plus else [])
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     try:
-        for start in range(0, len(rows), batch_size):
+        for start in tqdm(range(0, len(rows), batch_size), desc="scoring answers", leave=False, disable=None):
             batch = pad([rows[i] for i in order[start:start + batch_size]])
             batch = {key: value.to(device) for key, value in batch.items()}
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
