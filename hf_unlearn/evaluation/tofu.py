@@ -113,11 +113,10 @@ def evaluate_qa_suite(
     else:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
 
-    holdout = holdout_rows
-    nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout],
-                            batch_size, min_k_plus_plus=True)  # fmt: skip
+    nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout_rows],
+                            [r["answer"] for r in holdout_rows], batch_size, min_k_plus_plus=True)  # fmt: skip
     scores = {}
-    for side, stats, rows in (("forget", member, splits["forget"]), ("holdout", nonmember, holdout)):
+    for side, stats, rows in (("forget", member, forget_rows), ("holdout", nonmember, holdout_rows)):
         nll = -stats["sum_logps"] / stats["num_tokens"]
         scores[side] = {
             "loss": M.loss_score(nll),
