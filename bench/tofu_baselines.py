@@ -21,7 +21,8 @@ import torch
 
 from hf_unlearn import METHODS
 from hf_unlearn.data import load_tofu
-from hf_unlearn.evaluation import evaluate_tofu, forget_quality, privleak
+from hf_unlearn.evaluation import evaluate_tofu
+from hf_unlearn.evaluation.tofu import score_gold
 from hf_unlearn.pipeline import finetune
 from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
 
@@ -60,20 +61,17 @@ def main():
         return build_tiny_causal_lm(tokenizer, hidden_size=args.hidden, num_layers=args.layers,
                                     num_heads=max(1, args.hidden // 64), max_position_embeddings=512)  # fmt: skip
 
-    def evaluate(model, gold=None):
+    def evaluate(model, **gold_args):
         return evaluate_tofu(model.to(args.device), tokenizer, "forget10", args.tofu_path,
-                             gold_forget_truth_ratios=gold and gold["forget_truth_ratios"],
-                             gold_mia_auc=gold and gold["mia_min_k_auc"], max_new_tokens=args.max_new_tokens,
-                             limit=args.limit)  # fmt: skip
+                             max_new_tokens=args.max_new_tokens, limit=args.limit, **gold_args)  # fmt: skip
 
     original = fresh()
     seconds = {"original": finetune(original, tokenizer, full, "/tmp/tofu-original", **recipe)}
     gold_model = fresh()
     seconds["gold"] = finetune(gold_model, tokenizer, retain, "/tmp/tofu-gold", **recipe)
     gold = evaluate(gold_model)
-    gold["forget_quality"] = forget_quality(gold["forget_truth_ratios"], gold["forget_truth_ratios"])
-    gold["privleak"] = privleak(gold["mia_min_k_auc"], gold["mia_min_k_auc"])
-    table = {"original (fine-tuned on full)": (evaluate(original, gold), seconds["original"], "-"),
+    gold_args = score_gold(gold)
+    table = {"original (fine-tuned on full)": (evaluate(original, **gold_args), seconds["original"], "-"),
              "gold (retain90 only)": (gold, seconds["gold"], "-")}  # fmt: skip
     for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
         model = copy.deepcopy(original)
@@ -85,7 +83,7 @@ def main():
                               processing_class=tokenizer)  # fmt: skip
         start = time.perf_counter()
         output = trainer.train()
-        table[name] = (evaluate(trainer.model, gold), time.perf_counter() - start, output.global_step)
+        table[name] = (evaluate(trainer.model, **gold_args), time.perf_counter() - start, output.global_step)
 
     params = sum(p.numel() for p in original.parameters()) / 1e6
     command = "python bench/tofu_baselines.py " + " ".join(sys.argv[1:])

@@ -108,8 +108,9 @@ def _evaluate(args) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .evaluation import evaluate_tofu, forget_quality, privleak
+    from .evaluation import evaluate_tofu
     from .evaluation.report import flat_numbers, format_table
+    from .evaluation.tofu import score_gold
 
     def load(name):
         return AutoModelForCausalLM.from_pretrained(name)
@@ -119,17 +120,12 @@ def _evaluate(args) -> int:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens,
                "batch_size": args.batch_size, "limit": args.limit}  # fmt: skip
-    columns, gold = {}, {}
+    columns, gold_args = {}, {}
     reference = load(args.reference_model) if args.reference_model else None
     if args.gold_model:
-        gold = evaluate_tofu(load(args.gold_model), tokenizer, reference_model=reference, **options)
-        gold["forget_quality"] = forget_quality(gold["forget_truth_ratios"], gold["forget_truth_ratios"])  # 1.0
-        gold["privleak"] = privleak(gold["mia_min_k_auc"], gold["mia_min_k_auc"])  # 0 by construction
-        for key in ("forget_quality", "privleak"):
-            gold["missing"].pop(key, None)
-        columns["gold"] = gold
-    results = evaluate_tofu(load(args.model), tokenizer, gold_forget_truth_ratios=gold.get("forget_truth_ratios"),
-                            gold_mia_auc=gold.get("mia_min_k_auc"), reference_model=reference, **options)  # fmt: skip
+        columns["gold"] = evaluate_tofu(load(args.gold_model), tokenizer, reference_model=reference, **options)
+        gold_args = score_gold(columns["gold"])
+    results = evaluate_tofu(load(args.model), tokenizer, reference_model=reference, **gold_args, **options)
     columns = {"model": results, **columns}
     print(format_table(columns))
     with open(args.output, "w") as handle:

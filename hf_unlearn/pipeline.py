@@ -130,9 +130,10 @@ def format_table(before: dict, after: dict) -> str:
 
 def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, retain, log) -> dict:
     """The TOFU suite for the original, gold (when trained) and unlearned models; prints them side by side."""
-    from .evaluation import evaluate_qa_suite, evaluate_tofu, forget_quality, privleak
+    from .evaluation import evaluate_qa_suite, evaluate_tofu
     from .evaluation.report import flat_numbers
     from .evaluation.report import format_table as format_metrics
+    from .evaluation.tofu import score_gold
 
     data = config["data"]
     source = data.get("source", "synthetic")
@@ -154,13 +155,8 @@ def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, 
     log("evaluating original, gold and unlearned models ...")
     columns, gold_args = {}, {}
     if gold_model is not None:
-        gold = suite(gold_model)
-        gold["forget_quality"] = forget_quality(gold["forget_truth_ratios"], gold["forget_truth_ratios"])
-        gold["privleak"] = privleak(gold["mia_min_k_auc"], gold["mia_min_k_auc"])
-        for key in ("forget_quality", "privleak"):
-            gold["missing"].pop(key, None)
-        gold_args = {"gold_forget_truth_ratios": gold["forget_truth_ratios"], "gold_mia_auc": gold["mia_min_k_auc"]}
-        columns["gold"] = gold
+        columns["gold"] = suite(gold_model)
+        gold_args = score_gold(columns["gold"])
     columns = {"original": suite(original, **gold_args), **columns, "unlearned": suite(unlearned, **gold_args)}
     log(format_metrics(columns))
     return {name: flat_numbers(result) for name, result in columns.items()}

@@ -65,6 +65,17 @@ def evaluate_tofu(
     )  # fmt: skip
 
 
+def score_gold(gold: dict, privleak_attack: str = "min_k") -> dict:
+    """Complete the gold (retain-only) model's own results — forget quality 1 and PrivLeak 0 by construction — and
+    return the arguments that score other models against it (`gold_forget_truth_ratios`, `gold_mia_auc`)."""
+    ratios, auc = gold["forget_truth_ratios"], gold[f"mia_{privleak_attack}_auc"]
+    gold["forget_quality"] = M.forget_quality(ratios, ratios)
+    gold["privleak"] = M.privleak(auc, auc)
+    for key in ("forget_quality", "privleak"):
+        gold["missing"].pop(key, None)
+    return {"gold_forget_truth_ratios": ratios, "gold_mia_auc": auc}
+
+
 def evaluate_qa_suite(
     model,
     tokenizer,
