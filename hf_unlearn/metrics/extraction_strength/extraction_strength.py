@@ -5,20 +5,10 @@ import datasets
 import evaluate
 import torch
 
+from hf_unlearn.evaluation import citations
 from hf_unlearn.evaluation import metrics as M
 
-_CITATION = """\
-@inproceedings{carlini2021extracting,
-  title     = {Extracting Training Data from Large Language Models},
-  author    = {Carlini, Nicholas and Tram{\\`e}r, Florian and Wallace, Eric and Jagielski, Matthew and
-               Herbert-Voss, Ariel and Lee, Katherine and Roberts, Adam and Brown, Tom and Song, Dawn and
-               Erlingsson, {\\'U}lfar and Oprea, Alina and Raffel, Colin},
-  booktitle = {30th USENIX Security Symposium (USENIX Security 21)},
-  pages     = {2633--2650},
-  year      = {2021},
-  url       = {https://www.usenix.org/conference/usenixsecurity21/presentation/carlini-extracting}
-}
-"""
+_CITATION = citations.EXTRACTION
 
 _DESCRIPTION = """\
 Extraction strength and exact memorization of answers under teacher forcing (Carlini et al. 2021; the definitions of

@@ -3,19 +3,10 @@
 import datasets
 import evaluate
 
+from hf_unlearn.evaluation import citations
 from hf_unlearn.evaluation import metrics as M
 
-_CITATION = """\
-@article{maini2024tofu,
-  title         = {{TOFU}: A Task of Fictitious Unlearning for {LLM}s},
-  author        = {Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-  journal       = {arXiv preprint arXiv:2401.06121},
-  year          = {2024},
-  eprint        = {2401.06121},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2401.06121}
-}
-"""
+_CITATION = citations.TOFU
 
 _DESCRIPTION = """\
 Forget quality (TOFU, Maini et al. 2024): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-set

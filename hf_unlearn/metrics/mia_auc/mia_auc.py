@@ -4,28 +4,10 @@
 import datasets
 import evaluate
 
+from hf_unlearn.evaluation import citations
 from hf_unlearn.evaluation import metrics as M
 
-_CITATION = """\
-@inproceedings{shi2024detecting,
-  title     = {Detecting Pretraining Data from Large Language Models},
-  author    = {Shi, Weijia and Ajith, Anirudh and Xia, Mengzhou and Huang, Yangsibo and Liu, Daogao and Blevins, Terra
-               and Chen, Danqi and Zettlemoyer, Luke},
-  booktitle = {The Twelfth International Conference on Learning Representations (ICLR)},
-  year      = {2024},
-  url       = {https://arxiv.org/abs/2310.16789}
-}
-@article{shi2024muse,
-  title         = {{MUSE}: Machine Unlearning Six-Way Evaluation for Language Models},
-  author        = {Shi, Weijia and Lee, Jaechan and Huang, Yangsibo and Malladi, Sadhika and Zhao, Jieyu and
-                   Holtzman, Ari and Liu, Daogao and Zettlemoyer, Luke and Smith, Noah A. and Zhang, Chiyuan},
-  journal       = {arXiv preprint arXiv:2407.06460},
-  year          = {2024},
-  eprint        = {2407.06460},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2407.06460}
-}
-"""
+_CITATION = citations.MIN_K + citations.MUSE
 
 _DESCRIPTION = """\
 Membership-inference AUC: the ROC AUC of a membership score (LOSS, zlib, Min-K% Prob (Shi et al. 2024), Min-K%++,

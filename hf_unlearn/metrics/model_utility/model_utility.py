@@ -3,23 +3,14 @@
 import datasets
 import evaluate
 
+from hf_unlearn.evaluation import citations
 from hf_unlearn.evaluation import metrics as M
 
 # The nine numbers, named as `hf_unlearn.evaluation.tofu.evaluate_tofu` reports them.
 UTILITY_NAMES = tuple(f"{split}_{metric}" for split in ("retain", "real_authors", "world_facts")
                       for metric in ("probability", "rouge", "truth_ratio"))  # fmt: skip
 
-_CITATION = """\
-@article{maini2024tofu,
-  title         = {{TOFU}: A Task of Fictitious Unlearning for {LLM}s},
-  author        = {Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-  journal       = {arXiv preprint arXiv:2401.06121},
-  year          = {2024},
-  eprint        = {2401.06121},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2401.06121}
-}
-"""
+_CITATION = citations.TOFU
 
 _DESCRIPTION = """\
 Model utility (TOFU, Maini et al. 2024): the harmonic mean of nine numbers, {probability, ROUGE-L recall, truth
