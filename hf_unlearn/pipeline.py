@@ -197,9 +197,10 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
     trainer = trainer_cls(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                           processing_class=tokenizer)  # fmt: skip
     pad_id = tokenizer.pad_token_id or 0
-    forget_rows, retain_rows = trainer.forget_dataset, prepare_dataset(
-        retain, "retain", tokenizer, args.prompt_template, args.max_length
-    )
+    forget_rows = trainer.forget_dataset
+    retain_rows = trainer.retain_dataset  # tokenised once by the trainer; a method without a retain term has none
+    if retain_rows is None:
+        retain_rows = prepare_dataset(retain, "retain", tokenizer, args.prompt_template, args.max_length)
     before = _measure(trainer.model, forget_rows, retain_rows, pad_id)
     log(f"unlearning with {trainer_cls.__name__} ...")
     unlearn_start = time.perf_counter()
