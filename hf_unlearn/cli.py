@@ -42,6 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("runs", nargs="+", help="Run folders, each with eval_results.json (and summary.json).")
     board.add_argument("--output", default="leaderboard.md", help="Markdown table to write.")
     board.add_argument("--csv", default="leaderboard.csv", help="CSV table to write.")
+
+    card = commands.add_parser("card", help="(Re)write README.md and unlearning_manifest.json from a run's outputs.")
+    card.add_argument("output_dir", help="The unlearned model's folder (holding unlearning_manifest.json).")
+    card.add_argument("--language", help="Card metadata: the model's language(s).")
+    card.add_argument("--license", help="Card metadata: the license, e.g. apache-2.0.")
+    card.add_argument("--tags", nargs="+", help="Card metadata: extra tags.")
+    card.add_argument("--description", help="What was removed, in words (public; never the content itself).")
+
+    push = commands.add_parser("push", help="Upload an unlearned model folder to the Hub in one commit (no salt).")
+    push.add_argument("output_dir", help="The unlearned model's folder.")
+    push.add_argument("repo_id", help="The Hub repo, e.g. your-name/model-unlearned.")
+    push.add_argument("--private", action="store_true", help="Create the repo private (if it does not exist).")
+    push.add_argument("--revision", help="Branch to commit to (created if missing).")
+    push.add_argument("--overwrite", action="store_true", help="Write over a repo whose card names another base model.")
+    push.add_argument("--token", help="Hub token (default: HF_TOKEN or `hf auth login`); never printed.")
+
+    verify = commands.add_parser("verify", help="Check whether a model's card fingerprints your forget set.")
+    verify.add_argument("model", help="A local model folder or a Hub repo id.")
+    verify.add_argument("--forget", required=True, help="Your forget rows (.jsonl, .json, .csv or .parquet).")
+    verify.add_argument("--salt", required=True, help="The unlearning_salt.txt the unlearning run wrote.")
+    verify.add_argument("--revision", help="Hub revision of the model (default: main).")
     args = parser.parse_args(argv)
 
     from . import METHODS
@@ -52,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<12}{trainer_cls.__name__:<22}{config_cls.__name__}")
         return 0
     try:
+        if args.command in ("card", "push", "verify"):
+            return {"card": _card, "push": _push, "verify": _verify}[args.command](args)
         if args.command == "eval":
             return _evaluate(args)
         if args.command == "gold":
@@ -71,9 +94,68 @@ def main(argv: list[str] | None = None) -> int:
             METHODS[args.method]
             config["method"] = args.method
         run(config)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
         print(f"hf-unlearn: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _card(args) -> int:
+    import json
+
+    from .hub import write_card_files
+    from .manifest import MANIFEST_NAME, read_manifest
+    from .plots import loss_curves
+
+    folder = Path(args.output_dir)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"{folder / MANIFEST_NAME} does not exist. It is written by an UnlearningTrainer's save_model(), which "
+            "alone holds the forget set needed for the fingerprint: save the model with one (or `hf-unlearn run`)."
+        )
+    current = manifest["requests"][0]
+    results = folder / "eval_results.json"
+    if results.is_file():  # `hf-unlearn eval --output <folder>/eval_results.json`, run after the unlearning
+        current.setdefault("metrics", {})["unlearned"] = json.loads(results.read_text())
+    state = folder / "trainer_state.json"
+    if not current.get("curves") and state.is_file():
+        current["curves"] = loss_curves(json.loads(state.read_text()).get("log_history", []))
+    card = manifest.setdefault("card", {})
+    for key in ("language", "license", "tags"):
+        if getattr(args, key) is not None:
+            card[key] = getattr(args, key)
+    if args.description is not None:
+        current["description"] = args.description
+    write_card_files(folder, manifest)
+    print(f"wrote {folder / 'README.md'} and {folder / MANIFEST_NAME} (request {current['request']}, "
+          f"{len(manifest['requests'])} in the lineage)")  # fmt: skip
+    return 0
+
+
+def _push(args) -> int:
+    from .hub import push_folder
+
+    info = push_folder(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
+                       revision=args.revision, overwrite=args.overwrite)  # fmt: skip
+    print(f"pushed {args.output_dir} to {args.repo_id} in one commit: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+def _verify(args) -> int:
+    from .hub import verify
+
+    manifest, request = verify(args.model, args.forget, args.salt, revision=args.revision)
+    if request is None:
+        count = len(manifest.get("requests", []))
+        print(f"NO MATCH: none of the {count} deletion request(s) in {args.model}'s lineage has the fingerprint of "
+              f"these rows with this salt (a different set, an edited row, or another run's salt).")  # fmt: skip
+        return 1
+    fingerprint = request["fingerprint"]
+    print(f"MATCH: {args.model} served your deletion request: request {request['request']} of "
+          f"{len(manifest['requests'])}, unlearned on {request.get('date', 'an unrecorded date')} with "
+          f"{request.get('method_name', request['method'])}, {fingerprint['num_examples']} examples, "
+          f"fingerprint {fingerprint['hmac_sha256']}.")  # fmt: skip
     return 0
 
 

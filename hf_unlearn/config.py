@@ -48,6 +48,14 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "How a `question` becomes the prompt; the answer follows after one space and ends in EOS."},
     )
 
+    forget_description: str | None = field(
+        default=None,
+        metadata={
+            "help": "What was removed, in words, for the model card (e.g. 'All rows about one author, removed at the "
+            "author's request'). Public: never put forget-set content here."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.gamma < 0:

@@ -43,20 +43,46 @@ def new_salt() -> str:
     return secrets.token_hex(32)
 
 
-def dataset_fingerprint(examples: Iterable[Mapping], salt: str) -> dict[str, Any]:
-    """`{"num_examples", "hmac_sha256", "algorithm"}` of a forget set; any order of the same set gives the same."""
+def content_columns(example: Mapping) -> list[str] | None:
+    """The columns that are the content of a row: `question` and `answer` for question/answer rows (so a fingerprint
+    does not depend on bookkeeping columns the requester may not hold), else None (every column)."""
+    return ["question", "answer"] if {"question", "answer"} <= set(example) else None
+
+
+def example_hashes(examples: Iterable[Mapping], columns: list[str] | None = None) -> list[str]:
+    """Sorted `example_hash` of each example, restricted to `columns` when given."""
+    hashes = []
+    for example in examples:
+        if columns is not None:
+            missing = [column for column in columns if column not in example]
+            if missing:
+                raise ValueError(f"A forget example has no {missing} column(s); the fingerprint covers {columns}.")
+            example = {column: example[column] for column in columns}
+        hashes.append(example_hash(example))
+    return sorted(hashes)
+
+
+def fingerprint_from_hashes(hashes: list[str], salt: str, columns: list[str] | None = None) -> dict[str, Any]:
+    """The fingerprint of sorted example hashes (what `dataset_fingerprint` computes after hashing)."""
     if not salt:
         raise ValueError("salt is empty: create one with hf_unlearn.fingerprint.new_salt() and keep it private.")
-    hashes = sorted(example_hash(example) for example in examples)
     if not hashes:
         raise ValueError("Cannot fingerprint an empty forget set: pass at least one example.")
     digest = hmac.new(salt.encode("utf-8"), "\n".join(hashes).encode("ascii"), hashlib.sha256).hexdigest()
-    return {"num_examples": len(hashes), "hmac_sha256": digest, "algorithm": ALGORITHM}
+    return {"num_examples": len(hashes), "hmac_sha256": digest, "algorithm": ALGORITHM, "columns": columns}
+
+
+def dataset_fingerprint(examples: Iterable[Mapping], salt: str, columns: list[str] | None = None) -> dict[str, Any]:
+    """`{"num_examples", "hmac_sha256", "algorithm", "columns"}` of a forget set, over `columns` of each example (all
+    columns when None); any order of the same set gives the same."""
+    if not salt:  # before hashing anything
+        raise ValueError("salt is empty: create one with hf_unlearn.fingerprint.new_salt() and keep it private.")
+    return fingerprint_from_hashes(example_hashes(examples, columns), salt, columns)
 
 
 def verify_fingerprint(examples: Iterable[Mapping], salt: str, fingerprint: Mapping[str, Any]) -> bool:
-    """Whether `examples` with `salt` give exactly `fingerprint` (compared in constant time)."""
-    mine = dataset_fingerprint(examples, salt)
+    """Whether `examples` with `salt` give exactly `fingerprint` (over the fingerprint's columns; constant time)."""
+    mine = dataset_fingerprint(examples, salt, fingerprint.get("columns"))
     return mine["num_examples"] == fingerprint.get("num_examples") and hmac.compare_digest(
         mine["hmac_sha256"], str(fingerprint.get("hmac_sha256", ""))
     )

@@ -1,8 +1,13 @@
-"""The unlearned model's card: metadata (`ModelCardData`, model-index results) and a body rendered from the Jinja
-template in `hf_unlearn/model_cards/`. Rendering is pure: it takes a manifest dict and never reads the forget set."""
+"""The Hub side of an unlearned model: its card (metadata with `ModelCardData`, body from the Jinja template in
+`hf_unlearn/model_cards/`), the files written next to the weights, the push, and the requester's verification.
+
+Everything is rendered from the manifest (`hf_unlearn.manifest`); nothing here reads the forget set, except `verify`,
+which reads the requester's own copy of it to recompute the fingerprint.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,9 +15,15 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation.report import TOFU_ROWS
+from .manifest import MANIFEST_NAME, NEVER_UPLOAD, SALT_NAME, find_request, is_hub_id, read_manifest, write_manifest
 
 TEMPLATE = Path(__file__).parent / "model_cards" / "unlearned_model_card.md"
 MODEL_INDEX_METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "mia_min_k_auc", "privleak")
+PLOTS = {"loss_curves": "plots/loss_curves.png", "mia_roc": "plots/mia_roc.png"}
+
+
+class PushError(RuntimeError):
+    """A push was refused or failed; the local folder is untouched and the message says what to re-run."""
 
 
 def _number(value) -> str:
@@ -22,54 +33,244 @@ def _number(value) -> str:
 
 
 def model_name(manifest: dict[str, Any]) -> str:
-    return manifest.get("model_name") or f"{manifest.get('base_model') or 'model'}-{manifest['method']}".split("/")[-1]
+    current = manifest["requests"][0]
+    base = (manifest.get("base_model") or {}).get("id") or "model"
+    return manifest.get("model_name") or f"{base}-{current['method']}".split("/")[-1]
 
 
-def card_data(manifest: dict[str, Any], language=None, license=None, tags=None) -> ModelCardData:
-    """Front matter: base model, library, pipeline tag, tags (hf-unlearn, unlearning, the method,
-    generated_from_trainer), public datasets, and the unlearned model's metrics as model-index results."""
-    method = manifest["method"]
-    all_tags = ["hf-unlearn", "unlearning", method, "generated_from_trainer"]
-    for tag in [tags] if isinstance(tags, str) else (tags or []):
-        if tag not in all_tags:
-            all_tags.append(tag)
-    metrics = (manifest.get("metrics") or {}).get("unlearned", {})
-    dataset = manifest.get("dataset") or {}
+def card_data(manifest: dict[str, Any]) -> ModelCardData:
+    """Front matter: base model, library, pipeline tag, tags (hf-unlearn, unlearning, the methods,
+    generated_from_trainer, the user's), public datasets, and the latest metrics as model-index results."""
+    current, card = manifest["requests"][0], manifest.get("card") or {}
+    tags = ["hf-unlearn", "unlearning"]
+    for tag in [r["method"] for r in manifest["requests"]] + ["generated_from_trainer"] + list(card.get("tags") or []):
+        if tag not in tags:
+            tags.append(tag)
+    datasets = []
+    for request in manifest["requests"]:
+        dataset = request.get("dataset") or {}
+        if dataset.get("public") and dataset.get("id") not in datasets:
+            datasets.append(dataset["id"])
+    pipeline_tag = manifest.get("pipeline_tag", "text-generation")
+    metrics = (current.get("metrics") or {}).get("unlearned", {})
+    dataset = current.get("dataset") or {}
     results = [
-        EvalResult(task_type="text-generation", dataset_type=dataset.get("id", "forget-set"),
+        EvalResult(task_type=pipeline_tag, dataset_type=dataset.get("id", "forget-set"),
                    dataset_name=dataset.get("name", "forget set"), dataset_split=dataset.get("split"),
-                   metric_type=name, metric_name=name, metric_value=float(metrics[name]))
+                   metric_type=name, metric_name=name, metric_value=round(float(metrics[name]), 4))
         for name in MODEL_INDEX_METRICS if name in metrics
     ]  # fmt: skip
+    base = manifest.get("base_model") or {}
+    base_id = base.get("id") if is_hub_id(base.get("id")) else None
+    extra = {"base_model_revision": base["revision"]} if base_id and base.get("revision") else {}
     return ModelCardData(
-        base_model=manifest.get("base_model"), library_name="transformers", pipeline_tag="text-generation",
-        tags=all_tags, datasets=[dataset["id"]] if dataset.get("public") else None, language=language,
-        license=license, model_name=model_name(manifest), eval_results=results or None,
+        base_model=base_id, library_name=manifest.get("library_name", "transformers"), pipeline_tag=pipeline_tag,
+        tags=tags, datasets=datasets or None, language=card.get("language"), license=card.get("license"),
+        model_name=model_name(manifest), eval_results=results or None, **extra,
     )  # fmt: skip
 
 
-def render_model_card(manifest: dict[str, Any], language=None, license=None, tags=None) -> ModelCard:
-    """The card for a manifest (`method`, `fingerprint`, `settings`, optional `base_model`, `description`,
-    `metrics` {original, gold, unlearned}, `compute`, `paper`, `versions`). Missing pieces are said, not left empty."""
-    metrics = manifest.get("metrics") or {}
+def _metric_table(metrics: dict[str, dict]) -> tuple[list[str], list[dict]]:
     columns = [name for name in ("original", "gold", "unlearned") if metrics.get(name)]
     rows = [
         {"name": key, "values": [_number(metrics[c].get(key)) for c in columns], "goal": goal}
         for key, goal in TOFU_ROWS if any(key in metrics[c] for c in columns)
     ]  # fmt: skip
+    known = {key for key, _ in TOFU_ROWS}
+    for key in sorted({k for c in columns for k in metrics[c]} - known):  # other suites' metrics, e.g. classifier
+        rows.append({"name": key, "values": [_number(metrics[c].get(key)) for c in columns], "goal": ""})
+    return columns, rows
+
+
+def _bibtex(paper: dict[str, str] | None) -> str | None:
+    if not paper:
+        return None
+    if paper.get("bibtex"):
+        return paper["bibtex"]
+    key = "arxiv" + paper["id"].replace(".", "_")
+    return (f"@misc{{{key},\n  title         = {{{paper['title']}}},\n  eprint        = {{{paper['id']}}},\n"
+            f"  archivePrefix = {{arXiv}},\n  url           = {{https://arxiv.org/abs/{paper['id']}}}\n}}")  # fmt: skip
+
+
+def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = None) -> ModelCard:
+    """The card of a manifest: the newest request in full, the lineage as a table, `plots` ({name: relative path})
+    embedded when given. Missing pieces (no evaluation, no plots, no paper) are said, not left empty."""
+    current = manifest["requests"][0]
+    columns, rows = _metric_table(current.get("metrics") or {})
+    lineage = [
+        {"request": r["request"], "date": r.get("date", "")[:10], "method": r.get("method_name", r["method"]),
+         "examples": r["fingerprint"]["num_examples"], "fingerprint": r["fingerprint"]["hmac_sha256"][:16],
+         "forget_quality": _number(((r.get("metrics") or {}).get("unlearned") or {}).get("forget_quality")),
+         "model_utility": _number(((r.get("metrics") or {}).get("unlearned") or {}).get("model_utility"))}
+        for r in manifest["requests"]
+    ]  # fmt: skip
+    dataset = current.get("dataset") or {}
     return ModelCard.from_template(
-        card_data(manifest, language, license, tags),
+        card_data(manifest),
         template_path=str(TEMPLATE),
         model_name=model_name(manifest),
-        base_model=manifest.get("base_model"),
-        method_name=manifest.get("method_name", manifest["method"]),
-        paper=manifest.get("paper"),
-        description=manifest.get("description"),
-        fingerprint=manifest["fingerprint"],
-        settings=manifest.get("settings") or {},
+        base_model=manifest.get("base_model") or {},
+        base_is_hub=is_hub_id((manifest.get("base_model") or {}).get("id")),
+        request=current,
+        method_name=current.get("method_name", current["method"]),
+        paper=current.get("paper"),
+        bibtex=_bibtex(current.get("paper")),
+        description=current.get("description"),
+        fingerprint=current["fingerprint"],
+        settings=current.get("settings") or {},
         metrics=bool(rows),
         metric_columns=columns,
         metric_rows=rows,
-        compute={"steps": None, "wall_time_seconds": None, "hardware": None, **(manifest.get("compute") or {})},
-        versions=manifest.get("versions") or {},
+        tofu=dataset.get("id") == "locuslab/TOFU",
+        dataset=dataset,
+        plots=plots or {},
+        lineage=lineage,
+        compute={"steps": None, "wall_time_seconds": None, "hardware": None, **(current.get("compute") or {})},
+        versions=current.get("versions") or {},
     )
+
+
+def eval_result_entries(manifest: dict[str, Any]) -> list:
+    """`.eval_results/` entries of the newest request's metrics, for a public benchmark dataset only (the Hub links
+    them to the dataset's leaderboard); [] for a private dataset, or a huggingface_hub that predates them."""
+    try:
+        from huggingface_hub import EvalResultEntry
+    except ImportError:
+        return []
+    current = manifest["requests"][0]
+    dataset, metrics = current.get("dataset") or {}, (current.get("metrics") or {}).get("unlearned") or {}
+    if not dataset.get("public"):
+        return []
+    return [
+        EvalResultEntry(dataset_id=dataset["id"], task_id=f"{dataset.get('split') or 'default'}_{name}",
+                        value=round(float(metrics[name]), 6), date=current.get("date"),
+                        notes=f"{name} after {current['method']} unlearning (hf-unlearn)")
+        for name in MODEL_INDEX_METRICS if name in metrics
+    ]  # fmt: skip
+
+
+def write_card_files(folder: str | Path, manifest: dict[str, Any]) -> ModelCard:
+    """Write the manifest, the plots, `.eval_results/` and README.md (the card) into `folder`; return the card."""
+    import yaml
+
+    from .plots import plot_loss_curves, plot_mia_roc
+
+    folder = Path(folder)
+    current = manifest["requests"][0]
+    write_manifest(folder, manifest)
+    plots = {}
+    unlearned_roc = current.get("mia_roc") or {}
+    for name, drawn in (("loss_curves", plot_loss_curves(current.get("curves") or {}, folder / PLOTS["loss_curves"])),
+                        ("mia_roc", plot_mia_roc(unlearned_roc, folder / PLOTS["mia_roc"]))):  # fmt: skip
+        if drawn is not None:
+            plots[name] = PLOTS[name]
+        elif (folder / PLOTS[name]).exists():
+            (folder / PLOTS[name]).unlink()  # a stale plot from an earlier render must not describe this request
+    entries, target = eval_result_entries(manifest), folder / ".eval_results" / "hf-unlearn.yaml"
+    if entries:
+        from huggingface_hub import eval_result_entries_to_yaml
+
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False))
+    elif target.exists():
+        target.unlink()
+    card = render_model_card(manifest, plots)
+    card.save(folder / "README.md")
+    return card
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    overwrite: bool = False,
+    commit_message: str | None = None,
+    run_as_future: bool = False,
+    endpoint: str | None = None,
+):
+    """Upload an unlearned model's folder to `repo_id` in one commit, never its salt or checkpoints.
+
+    Refuses (PushError) to write into an existing repo whose card names a different base model unless `overwrite`.
+    A failed upload raises PushError saying what to re-run; the local folder is left as it was.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise PushError(f"{folder} has no {MANIFEST_NAME}: it is not an hf-unlearn output folder. Save the "
+                        "unlearned model with an UnlearningTrainer's save_model() first.")  # fmt: skip
+    rerun = f"hf-unlearn push {folder} {repo_id}" + (f" --revision {revision}" if revision else "")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        try:
+            existing = Path(api.hf_hub_download(repo_id, "README.md", revision=revision)).read_text(encoding="utf-8")
+        except EntryNotFoundError:
+            existing = None
+    except HfHubHTTPError as error:
+        raise PushError(f"Could not prepare {repo_id} on the Hub ({_reason(error)}); nothing was uploaded and {folder} "
+                        f"is intact. Check the repo id and your token's write access, then re-run `{rerun}`.") from None
+    ours = card_data(manifest).base_model
+    if existing is not None and not overwrite:
+        theirs = ModelCard(existing).data.base_model
+        if theirs != ours:
+            raise PushError(
+                f"{repo_id} already holds a model card for base model {theirs!r}, but {folder} was unlearned from "
+                f"{ours!r}. Refusing to overwrite it: push to another repo, or re-run with --overwrite "
+                f"(overwrite=True) if replacing it is intended."
+            )
+    try:
+        return api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), revision=revision, ignore_patterns=NEVER_UPLOAD,
+            commit_message=commit_message or f"Unlearned with hf-unlearn ({manifest['requests'][0]['method']})",
+            run_as_future=run_as_future,
+        )  # fmt: skip
+    except (HfHubHTTPError, OSError) as error:
+        raise PushError(f"Upload of {folder} to {repo_id} failed ({_reason(error)}). Nothing was deleted locally; "
+                        f"re-run `{rerun}` (the upload is one commit, so no partial model was published).") from None
+
+
+def _reason(error: Exception) -> str:
+    """The error's first line, without anything that could carry a token (headers are never included)."""
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSON Lines, JSON (a list of objects), CSV or Parquet file: the requester's copy of the forget set."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: pass the file holding the forget set's rows.")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        from .data import read_jsonl
+
+        return read_jsonl(path)
+    if suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{path} holds a JSON {type(rows).__name__}: it must be a list of rows (objects).")
+        return rows
+    if suffix in (".csv", ".parquet"):
+        from datasets import load_dataset
+
+        return list(load_dataset(suffix[1:], data_files=str(path), split="train"))
+    raise ValueError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json, .csv or .parquet.")
+
+
+def verify(source: str | Path, forget_file: str | Path, salt_file: str | Path, revision: str | None = None):
+    """`(manifest, request)`: the request in `source`'s lineage (a local model folder or a Hub repo) whose fingerprint
+    the forget rows and the salt reproduce; `request` is None when none does."""
+    salt_path = Path(salt_file)
+    if not salt_path.is_file():
+        raise FileNotFoundError(f"{salt_path} does not exist: pass the {SALT_NAME} the unlearning run wrote.")
+    manifest = read_manifest(source, revision=revision)
+    if manifest is None:
+        raise ValueError(f"{source} has no {MANIFEST_NAME}: it was not unlearned with hf-unlearn, or is not reachable.")
+    return manifest, find_request(manifest, read_rows(forget_file), salt_path.read_text().strip())

@@ -22,6 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from . import __version__
 from .data import UnlearningCollator, load_tofu, prepare_dataset, read_jsonl
 from .evaluation import answer_stats
+from .evaluation.report import flat_numbers
+from .manifest import SALT_NAME
 from .registry import METHODS
 
 DEFAULT_RUN: dict[str, Any] = {
@@ -34,6 +36,8 @@ DEFAULT_RUN: dict[str, Any] = {
     "evaluate": True,  # the TOFU suite for the original, gold and unlearned models, side by side
     "output_dir": "hf-unlearn-output",
     "seed": 0,
+    "description": None,  # what was removed, for the model card (public); the demo describes its own data
+    "push": None,  # a Hub repo id, or {repo_id, private, revision, overwrite}: push the output folder at the end
 }
 RUN_KEYS = set(DEFAULT_RUN)
 DATA_SOURCES = ("synthetic", "tofu", "jsonl")
@@ -131,7 +135,6 @@ def format_table(before: dict, after: dict) -> str:
 def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, retain, log) -> dict:
     """The TOFU suite for the original, gold (when trained) and unlearned models; prints them side by side."""
     from .evaluation import evaluate_qa_suite, evaluate_tofu
-    from .evaluation.report import flat_numbers
     from .evaluation.report import format_table as format_metrics
     from .evaluation.tofu import score_gold
 
@@ -159,7 +162,7 @@ def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, 
         gold_args = score_gold(columns["gold"])
     columns = {"original": suite(original, **gold_args), **columns, "unlearned": suite(unlearned, **gold_args)}
     log(format_metrics(columns))
-    return {name: flat_numbers(result) for name, result in columns.items()}
+    return columns
 
 
 def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
@@ -193,6 +196,7 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
 
     unlearn_args = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
     unlearn_args.update(config.get("unlearn") or {})
+    unlearn_args.setdefault("forget_description", _describe(config, forget))
     args = config_cls(output_dir=str(output_dir), seed=config["seed"], **unlearn_args)
     trainer = trainer_cls(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                           processing_class=tokenizer)  # fmt: skip
@@ -211,9 +215,12 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
 
     evaluation = {}
     if config.get("evaluate"):
-        evaluation = _evaluate_suite(config, original, gold_model, trainer.model, tokenizer, forget, retain, log)
+        columns = _evaluate_suite(config, original, gold_model, trainer.model, tokenizer, forget, retain, log)
+        trainer.record_evaluation(**columns)
+        evaluation = {name: flat_numbers(result) for name, result in columns.items()}
         (output_dir / "eval_results.json").write_text(json.dumps(evaluation.get("unlearned", {}), indent=2) + "\n")
 
+    trainer.create_model_card(**_card_arguments(config))
     trainer.save_model(str(output_dir))
     summary = {
         "method": config["method"],
@@ -232,5 +239,37 @@ def run(config: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
         "python": platform.python_version(),
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"model, tokenizer and summary.json written to {output_dir}")
+    log(f"model, tokenizer, model card (README.md), unlearning_manifest.json and summary.json written to {output_dir}; "
+        f"the fingerprint's salt is in {output_dir / SALT_NAME}: give it to the requester, never upload it")
+    push = config.get("push")
+    if push:
+        from .hub import push_folder
+
+        push = {"repo_id": push} if isinstance(push, str) else dict(push)
+        info = push_folder(output_dir, **push)
+        log(f"pushed to {push['repo_id']}: {getattr(info, 'commit_url', info)}")
     return summary
+
+
+def _describe(config: dict[str, Any], forget: list[dict]) -> str | None:
+    """What was removed, for the card: the config's `description`, or one the run can state for its own data."""
+    data = config["data"]
+    source = data.get("source", "synthetic")
+    if config.get("description") is not None or source == "jsonl":
+        return config.get("description")
+    if source == "tofu":
+        split = data.get("forget", "forget10")
+        return f"The TOFU benchmark's `{split}` split: every question about the fictitious authors it holds."
+    people = len({row["person"] for row in forget})
+    return (f"Every fact about {people} of the {data.get('num_people', 40)} fictitious people that "
+            "`hf_unlearn.synthetic` generates for the offline demo.")  # fmt: skip
+
+
+def _card_arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """`create_model_card` arguments of a run: the public dataset and split (TOFU) and the base model's Hub id."""
+    data, arguments = config["data"], {}
+    if data.get("source", "synthetic") == "tofu":
+        arguments.update(dataset_tags="locuslab/TOFU", dataset_args=data.get("forget", "forget10"))
+    if config["model"] is not None and not Path(config["model"]).exists():
+        arguments["finetuned_from"] = config["model"]
+    return arguments

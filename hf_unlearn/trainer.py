@@ -6,6 +6,7 @@ import copy
 import math
 import os
 from collections import defaultdict
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -14,7 +15,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, check_forget_retain, check_vocabulary, prepare_dataset
+from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
+from .manifest import SALT_NAME, read_manifest, read_salt
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,6 +74,13 @@ class UnlearningTrainer(Trainer):
         reference_model: the frozen model `θ_0` for methods that need one; by default a frozen copy of `model`, or,
             for a PEFT model, the same weights with the adapter disabled (no second copy in memory).
         peft_config: a `peft.PeftConfig` to wrap `model` with before training.
+        fingerprint_salt: the secret that keys the forget set's fingerprint in the card; by default the one already in
+            `output_dir/unlearning_salt.txt`, else a new random one. `save_model` writes it there for the requester;
+            no upload sends it.
+
+    `save_model()` also writes the model card (README.md), `unlearning_manifest.json` (what was removed, by
+    fingerprint, with the lineage of earlier requests), plots and the salt; `push_to_hub()` uploads all but the salt.
+    Record metrics for the card with `record_evaluation(original=..., gold=..., unlearned=...)`.
     """
 
     config_class: type[UnlearningConfig] = UnlearningConfig
@@ -94,6 +104,7 @@ class UnlearningTrainer(Trainer):
         peft_config=None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers=(None, None),
+        fingerprint_salt: str | None = None,
         **kwargs,
     ):
         args = self._as_config(args, model)
@@ -119,6 +130,12 @@ class UnlearningTrainer(Trainer):
                 "pass retain_dataset, or set alpha=0 to unlearn without one."
             )
         check_forget_retain(forget_dataset, retain_dataset)
+        # Hashes of the rows as the user holds them (in memory only), for the card's keyed fingerprint.
+        raw_rows = [forget_dataset[i] for i in range(len(forget_dataset))]
+        self._fingerprint_columns = content_columns(raw_rows[0])
+        self._forget_hashes = example_hashes(raw_rows, self._fingerprint_columns)
+        del raw_rows
+        self._salt = fingerprint_salt or read_salt(args.output_dir) or new_salt()
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
         forget_rows = prepare_dataset(forget_dataset, "forget_dataset", **prepare)
         retain_rows = prepare_dataset(retain_dataset, "retain_dataset", **prepare)
@@ -154,6 +171,10 @@ class UnlearningTrainer(Trainer):
         self.reference_logps: torch.Tensor | None = None
         if self.needs_reference_model:
             self._prepare_reference_model(reference_model)
+        self._card_kwargs: dict[str, Any] = {}
+        self._evaluation: dict[str, dict] = {}
+        self._flat_metrics: dict[str, dict[str, float]] = {}
+        self._parent_manifest, self._base_model = self._lineage()
 
     # ---- construction helpers ----
 
@@ -187,6 +208,18 @@ class UnlearningTrainer(Trainer):
             self.reference_model = prepare_deepspeed(reference_model, self.accelerator)
         else:
             self.reference_model = self.accelerator.prepare_model(reference_model, evaluation_mode=True)
+
+    def _lineage(self) -> tuple[dict | None, dict | None]:
+        """The manifest of the model we start from (earlier deletion requests) and its base model id/revision."""
+        model = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(model):
+            name = next(iter(model.peft_config.values())).base_model_name_or_path
+            model = model.get_base_model()
+        else:
+            name = getattr(model.config, "_name_or_path", None)
+        parent = read_manifest(name) if name else None
+        revision = getattr(model.config, "_commit_hash", None)
+        return parent, ({"id": name, "revision": revision} if name and not os.path.isdir(name) else None)
 
     # ---- the maths a method composes ----
 
@@ -297,6 +330,127 @@ class UnlearningTrainer(Trainer):
             f"model holds step {step - 1}'s weights (trainer.save_model() keeps them); {kept}. Lower learning_rate, "
             "set max_grad_norm, or lower gamma."
         )
+
+    # ---- the card, the manifest and the Hub ----
+
+    def record_evaluation(self, original=None, gold=None, unlearned=None) -> None:
+        """Metrics for the card: each a results dict (e.g. `evaluate_tofu`'s) of the model before unlearning, the
+        retain-only model and this model. Numbers are kept, and the unlearned model's MIA ROC for the plot."""
+        from .evaluation.report import flat_numbers
+
+        for name, results in (("original", original), ("gold", gold), ("unlearned", unlearned)):
+            if results is not None:
+                self._evaluation[name] = dict(results)
+        self._flat_metrics = {name: flat_numbers(results) for name, results in self._evaluation.items()}
+
+    def unlearning_manifest(self) -> dict[str, Any]:
+        """This run's manifest: the request just served on top of the starting model's lineage."""
+        from .manifest import hardware, non_default_settings, versions, with_request
+        from .plots import loss_curves
+        from .registry import METHODS
+
+        kwargs = self._card_kwargs
+        metrics = {name: numbers for name, numbers in self._flat_metrics.items() if numbers}
+        eval_file = os.path.join(self.args.output_dir, "eval_results.json")
+        if "unlearned" not in metrics and os.path.isfile(eval_file):  # written by `hf-unlearn eval --output`
+            import json
+
+            with open(eval_file) as handle:
+                metrics["unlearned"] = json.load(handle)
+        runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
+        datasets = kwargs.get("dataset_tags") or kwargs.get("dataset")
+        datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+        split = kwargs.get("dataset_args")
+        split = split[0] if isinstance(split, (list, tuple)) else split
+        request = {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "method": next((n for n, (_, t) in METHODS.items() if t is type(self)), type(self).__name__),
+            "method_name": self._name,
+            "paper": self._paper,
+            "description": self.args.forget_description,
+            "fingerprint": fingerprint_from_hashes(self._forget_hashes, self._salt, self._fingerprint_columns),
+            "dataset": {"id": datasets[0], "split": split, "public": True} if datasets else None,
+            "settings": non_default_settings(self.args),
+            "metrics": metrics,
+            "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
+            "curves": loss_curves(self.state.log_history),
+            "mia_roc": (self._evaluation.get("unlearned") or {}).get("mia_roc") or {},
+            "versions": versions(),
+        }
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        base = dict(self._base_model or {})
+        if kwargs.get("finetuned_from"):
+            base = {"id": kwargs["finetuned_from"], "revision": None}
+        card = {key: kwargs.get(key) for key in ("language", "license", "tags")}
+        return with_request(
+            self._parent_manifest, request, base or None,
+            model_name=kwargs.get("model_name") or os.path.basename(os.path.abspath(self.args.output_dir)), card=card,
+            library_name="peft" if is_peft_model(unwrapped) else "transformers",
+            pipeline_tag=(kwargs.get("tasks") if isinstance(kwargs.get("tasks"), str) else None) or "text-generation",
+        )  # fmt: skip
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):  # fmt: skip
+        """Write our card (README.md), `unlearning_manifest.json`, plots and the salt into `output_dir`.
+
+        Takes `Trainer.create_model_card`'s arguments: `language`, `license`, `tags` (added to hf-unlearn's),
+        `model_name`, `finetuned_from` (the base model's Hub id, when the model was loaded from a local folder),
+        `tasks` (the pipeline tag), `dataset_tags`/`dataset` (public forget-set dataset ids, e.g. "locuslab/TOFU")
+        and `dataset_args` (its split). They are remembered for later `save_model` calls.
+        """
+        given = {"language": language, "license": license, "tags": tags, "model_name": model_name,
+                 "finetuned_from": finetuned_from, "tasks": tasks, "dataset_tags": dataset_tags, "dataset": dataset,
+                 "dataset_args": dataset_args, **kwargs}  # fmt: skip
+        self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
+        if self.is_world_process_zero():
+            self._write_unlearning_files(self.args.output_dir)
+
+    def _write_unlearning_files(self, folder: str) -> None:
+        from .hub import write_card_files
+        from .manifest import write_salt
+
+        write_card_files(folder, self.unlearning_manifest())
+        write_salt(folder, self._salt)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the card, manifest, plots and salt next to the weights (not in checkpoints)."""
+        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
+        if _internal_call:
+            return
+        if self.args.should_save:
+            self._write_unlearning_files(output_dir or self.args.output_dir)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
+        """`Trainer.push_to_hub`, with our card, in one commit that never carries the salt or checkpoints; refuses to
+        write over a repo whose card names another base model unless `overwrite=True`. `kwargs` go to
+        `create_model_card` (e.g. `language`, `license`, `tags`)."""
+        from .hub import push_folder
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if "model_name" not in kwargs and "model_name" not in self._card_kwargs:
+            kwargs["model_name"] = (self.args.hub_model_id or os.path.basename(self.args.output_dir)).split("/")[-1]
+        self.create_model_card(**kwargs)
+        self._finish_current_push()
+        return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
+                           revision=revision or self.args.hub_revision, overwrite=overwrite,
+                           commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
+        # in memory and is written back by the next save_model.
+        salt = os.path.join(self.args.output_dir, SALT_NAME)
+        if self.is_world_process_zero() and os.path.isfile(salt):
+            os.remove(salt)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if "forget" not in inputs:

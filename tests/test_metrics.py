@@ -43,6 +43,13 @@ def test_mia_auc_extremes():
         M.mia_auc([-math.inf, 1], [0, 1])
 
 
+def test_mia_roc_points_worked_by_hand():
+    """Forget [3, 1], held-out [2, 0]: thresholds 3, 2, 1, 0 give (fpr, tpr) = (0, .5), (.5, .5), (.5, 1), (1, 1)."""
+    curve = M.mia_roc([3, 1], [2, 0])
+    assert list(zip(curve["fpr"], curve["tpr"], strict=True)) == [(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)]
+    assert curve["auc"] == 0.75
+
+
 def test_min_k_plus_plus_standardisation():
     """Logits [0, 0, ln 2] give p = (1/4, 1/4, 1/2). μ = Σ p log p = −1.0397208, E[(log p)²] = 1.2011325, so
     σ = sqrt(1.2011325 − 1.0397208²) = ln 2 / 2 = 0.3465736; for label 2, z = (ln ½ − μ)/σ = 0.3465736/0.3465736 = 1."""

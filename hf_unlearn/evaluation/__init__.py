@@ -15,6 +15,7 @@ from .metrics import (
     forget_quality,
     harmonic_mean,
     mia_auc,
+    mia_roc,
     min_k_plus_plus_z,
     min_k_score,
     model_utility,
@@ -30,7 +31,7 @@ from .tofu import evaluate_qa_suite, evaluate_tofu
 __all__ = [
     "accuracy_and_macro_f1", "answer_nll", "answer_stats", "classifier_mia_auc", "classifier_outputs",
     "evaluate_classifier", "evaluate_qa_suite", "evaluate_tofu", "exact_memorization", "extraction_strength",
-    "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics", "mia_auc",
+    "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics", "mia_auc", "mia_roc",
     "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak", "rouge_l_recall",
     "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

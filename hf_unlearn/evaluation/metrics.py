@@ -88,6 +88,17 @@ def mia_auc(forget_scores, holdout_scores) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+def mia_roc(forget_scores, holdout_scores) -> dict[str, list[float] | float]:
+    """The ROC curve behind `mia_auc`: `{"fpr": [...], "tpr": [...], "auc": float}` (numbers only, for plots)."""
+    from sklearn.metrics import roc_curve
+
+    forget = _non_empty(forget_scores, "forget_scores")
+    holdout = _non_empty(holdout_scores, "holdout_scores")
+    labels = np.concatenate([np.ones(forget.size), np.zeros(holdout.size)])
+    fpr, tpr, _ = roc_curve(labels, np.concatenate([forget, holdout]))
+    return {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(), "auc": mia_auc(forget, holdout)}
+
+
 def privleak(auc_unlearned: float, auc_gold: float) -> float:
     """MUSE's PrivLeak `(AUC_unlearned − AUC_gold) / AUC_gold × 100`: 0 = leaks like never training on the data,
     positive = under-unlearned (forget data still looks familiar), negative = over-unlearned."""

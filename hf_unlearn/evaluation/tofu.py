@@ -139,8 +139,10 @@ def evaluate_qa_suite(
             ref = _statistics(reference_model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows],
                               batch_size)  # fmt: skip
             scores[side]["reference"] = M.reference_score(nll, -ref["sum_logps"] / ref["num_tokens"])
-    for attack in scores["forget"]:
-        results[f"mia_{attack}_auc"] = M.mia_auc(scores["forget"][attack], scores["holdout"][attack])
+    results["mia_roc"] = {attack: M.mia_roc(scores["forget"][attack], scores["holdout"][attack])
+                          for attack in scores["forget"]}  # fmt: skip
+    for attack, curve in results["mia_roc"].items():
+        results[f"mia_{attack}_auc"] = curve["auc"]
     if reference_model is None:
         results["missing"]["mia_reference_auc"] = "no reference model was given"
     if gold_mia_auc is not None:

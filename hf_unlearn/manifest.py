@@ -1,0 +1,146 @@
+"""The unlearning manifest: what was removed from a model, request by request, by fingerprint, never by content.
+
+`unlearning_manifest.json` sits next to the weights and holds the whole lineage, newest request first:
+
+    {"format": 1, "model_name": ..., "base_model": {"id": ..., "revision": ...} or null,
+     "card": {"language": ..., "license": ..., "tags": [...]},
+     "requests": [{"request": 2, "date": ..., "method": ..., "method_name": ..., "paper": {...},
+                   "description": ..., "fingerprint": {...}, "dataset": {...} or null, "settings": {...},
+                   "metrics": {"original": {...}, "gold": {...}, "unlearned": {...}}, "compute": {...},
+                   "curves": {"loss/forget": [[step, value], ...]}, "mia_roc": {...}, "versions": {...}},
+                  {"request": 1, ...}]}
+
+The card (README.md) is rendered from the manifest alone, so `hf-unlearn card` can re-render it at any time. The salt
+that keys the fingerprints is written to `unlearning_salt.txt`, which no upload in this package ever sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "unlearning_manifest.json"
+SALT_NAME = "unlearning_salt.txt"
+FORMAT_VERSION = 1
+# Never uploaded by `push_folder`, `UnlearningTrainer.push_to_hub` or `hf-unlearn push`.
+NEVER_UPLOAD = [SALT_NAME, "checkpoint-*", "checkpoint-*/**", "_*"]
+
+# Fields that describe where and how a run was launched, not what the method did: left out of a card's settings.
+_RUN_ENVIRONMENT = re.compile(
+    r"^(output_dir|logging_dir|run_name|resume_from_checkpoint|hub_.*|.*_token|push_to_hub.*|report_to|"
+    r"logging_.*|save_.*|disable_tqdm|dataloader_.*|ddp_.*|local_rank|deepspeed|fsdp.*|accelerator_config|"
+    r"use_cpu|trackio_.*|project|overwrite_output_dir|forget_description)$"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def non_default_settings(args) -> dict[str, Any]:
+    """The config values that differ from the method's defaults, without run-environment fields (paths, hub, logging,
+    launch) or tokens: what a reader needs to reproduce the unlearning."""
+    defaults = type(args)(output_dir=args.output_dir).to_dict()
+    settings = {}
+    for key, value in args.to_dict().items():
+        if _RUN_ENVIRONMENT.match(key) or value == defaults.get(key):
+            continue
+        settings[key] = value
+    return dict(sorted(settings.items()))
+
+
+def hardware() -> str:
+    """The accelerator (or CPU) the run used, in words."""
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count}x {torch.cuda.get_device_name(0)}"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "Apple MPS"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def versions() -> dict[str, str]:
+    import huggingface_hub
+    import torch
+    import transformers
+
+    from . import __version__
+
+    found = {"hf-unlearn": __version__, "transformers": transformers.__version__, "torch": torch.__version__,
+             "huggingface_hub": huggingface_hub.__version__}  # fmt: skip
+    for name in ("peft", "trl", "accelerate", "datasets"):
+        try:
+            found[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return found
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` names a Hub repo (not a local folder that exists, not a path)."""
+    return bool(name) and bool(_HUB_ID.match(name)) and not os.path.exists(name)
+
+
+def read_manifest(source: str | os.PathLike, revision: str | None = None, token: str | bool | None = None):
+    """The manifest of a local model folder or of a Hub repo; None when it has none."""
+    path = Path(source) / MANIFEST_NAME
+    if path.is_file():
+        return json.loads(path.read_text())
+    if Path(source).exists() or not is_hub_id(str(source)):
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return json.loads(Path(hf_hub_download(str(source), MANIFEST_NAME, revision=revision, token=token)).read_text())
+    except (OSError, ValueError, HfHubHTTPError):  # not an hf-unlearn model, offline, or not reachable
+        return None
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_salt(folder: str | os.PathLike) -> str | None:
+    path = Path(folder) / SALT_NAME
+    return path.read_text().strip() if path.is_file() else None
+
+
+def write_salt(folder: str | os.PathLike, salt: str) -> Path:
+    """Write the salt (owner-only permissions where the OS has them); it is for the requester, never for the Hub."""
+    path = Path(folder) / SALT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(salt + "\n")
+    try:
+        path.chmod(0o600)
+    except OSError:  # pragma: no cover - filesystems without POSIX modes
+        pass
+    return path
+
+
+def with_request(parent: dict[str, Any] | None, request: dict[str, Any], base_model: dict | None, **fields):
+    """A new manifest: `request` on top of the parent model's lineage (newest first)."""
+    earlier = list((parent or {}).get("requests", []))
+    request = {"request": len(earlier) + 1, **request}
+    return {
+        "format": FORMAT_VERSION,
+        **fields,
+        "base_model": (parent or {}).get("base_model") or base_model,
+        "requests": [request, *earlier],
+    }
+
+
+def find_request(manifest: dict[str, Any], examples, salt: str) -> dict[str, Any] | None:
+    """The request in the lineage whose fingerprint `examples` and `salt` reproduce, or None."""
+    from .fingerprint import verify_fingerprint
+
+    for request in manifest.get("requests", []):
+        if verify_fingerprint(examples, salt, request["fingerprint"]):
+            return request
+    return None

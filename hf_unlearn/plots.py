@@ -1,0 +1,64 @@
+"""Plots for the card: forget/retain loss curves and the membership-inference ROC. Numbers in, PNG out; no text from
+any dataset ever reaches a figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_curves(log_history: list[dict]) -> dict[str, list[list[float]]]:
+    """`{"loss/forget": [[step, value], ...], ...}` from `trainer.state.log_history` (training logs only)."""
+    curves: dict[str, list[list[float]]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith("loss/") and isinstance(value, (int, float)):
+                curves.setdefault(key, []).append([entry.get("step", 0), float(value)])
+    return curves
+
+
+def plot_loss_curves(curves: dict[str, list[list[float]]], path: str | Path) -> Path | None:
+    """One line per loss term against the optimizer step; None (nothing written) when there is nothing to plot."""
+    if not any(curves.values()):
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for name, points in sorted(curves.items()):
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2, label=name)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("weighted loss term")
+    axis.set_title("Unlearning loss terms")
+    axis.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_mia_roc(curves: dict[str, dict[str, list[float]]], path: str | Path) -> Path | None:
+    """ROC curves of membership-inference attacks (forget = members vs held-out), `{attack: {"fpr", "tpr", "auc"}}`."""
+    if not curves:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    for attack, curve in sorted(curves.items()):
+        axis.plot(curve["fpr"], curve["tpr"], label=f"{attack} (AUC {curve['auc']:.3f})")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (never trained)")
+    axis.set_xlabel("false positive rate (held-out flagged)")
+    axis.set_ylabel("true positive rate (forget flagged)")
+    axis.set_title("Membership inference on the forget set")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
