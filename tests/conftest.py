@@ -66,3 +66,22 @@ def memorised_model(make_model, memorised_state):
     model = make_model()
     model.load_state_dict(memorised_state)
     return model
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A Hub-compatible server on loopback (tests/hub_server.py) that in-process clients talk to."""
+    import transformers
+    from hub_server import FakeHub
+    from huggingface_hub import constants
+
+    # conftest.py sets HF_HUB_OFFLINE=1; in-process clients read these constants per call.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with FakeHub() as hub:
+        # what HF_ENDPOINT sets when huggingface_hub is imported
+        template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # transformers' shared HfApi, made afresh
+        yield hub
