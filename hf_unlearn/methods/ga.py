@@ -28,6 +28,8 @@ class GATrainer(UnlearningTrainer):
     config_class = GAConfig
     _name = "GA"
     _tag_names = UnlearningTrainer._tag_names + ["ga"]
+    # the baseline as TOFU defines it
+    _paper = {"title": "TOFU: A Task of Fictitious Unlearning for LLMs", "id": "2401.06121"}
 
     def compute_unlearning_loss(self, model, inputs):
         forget_nll = mean_nll(*self.answer_logps(model, inputs["forget"])).mean()

@@ -22,6 +22,8 @@ class GradDiffTrainer(UnlearningTrainer):
     config_class = GradDiffConfig
     _name = "GradDiff"
     _tag_names = UnlearningTrainer._tag_names + ["grad_diff"]
+    # the baseline as TOFU defines it
+    _paper = {"title": "TOFU: A Task of Fictitious Unlearning for LLMs", "id": "2401.06121"}
 
     def compute_unlearning_loss(self, model, inputs):
         forget_nll = mean_nll(*self.answer_logps(model, inputs["forget"])).mean()
