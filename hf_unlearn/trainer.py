@@ -212,11 +212,11 @@ class UnlearningTrainer(Trainer):
     def _lineage(self) -> tuple[dict | None, dict | None]:
         """The manifest of the model we start from (earlier deletion requests) and its base model id/revision."""
         model = self.accelerator.unwrap_model(self.model)
+        name = None
         if is_peft_model(model):
             name = next(iter(model.peft_config.values())).base_model_name_or_path
             model = model.get_base_model()
-        else:
-            name = getattr(model.config, "_name_or_path", None)
+        name = name or getattr(model.config, "_name_or_path", None)
         parent = read_manifest(name) if name else None
         revision = getattr(model.config, "_commit_hash", None)
         return parent, ({"id": name, "revision": revision} if name and not os.path.isdir(name) else None)

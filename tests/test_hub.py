@@ -122,3 +122,19 @@ def test_verify_reads_json_and_csv_rows(suffix, tmp_path):
     else:
         path.write_text("question,answer\nQ1?,A1.\nQ2?,A2.\n")
     assert read_rows(path) == rows
+
+
+def test_peft_model_card_names_peft_and_the_base(make_model, tokenizer, qa_data, tmp_path):
+    from peft import LoraConfig
+
+    forget, retain = qa_data
+    model = make_model()
+    model.config._name_or_path = "org/tiny-base"  # as if loaded from the Hub
+    args = NPOConfig(**training_args(tmp_path, max_steps=1))
+    trainer = NPOTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
+                         processing_class=tokenizer, peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainer.train()
+    trainer.save_model()
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert (data.library_name, data.base_model) == ("peft", "org/tiny-base")
+    assert (tmp_path / "adapter_config.json").is_file() and "hf-unlearn" in data.tags
