@@ -6,6 +6,8 @@ from .callbacks import UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
 from .methods import (
+    DeepCUTConfig,
+    DeepCUTTrainer,
     GAConfig,
     GATrainer,
     GradDiffConfig,
@@ -19,7 +21,8 @@ from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
 
 __all__ = [
-    "METHODS", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
+    "METHODS", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig",
+    "GradDiffTrainer",
     "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
 ]  # fmt: skip

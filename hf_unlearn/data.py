@@ -54,22 +54,33 @@ def column_names(dataset) -> list[str]:
     return list(dataset[0].keys()) if len(dataset) else []
 
 
+def text_column(columns) -> str | None:
+    """The text column of a classification row (`text`, or GLUE's `sentence`), when it has a `label` too."""
+    return next((name for name in ("text", "sentence") if name in columns), None) if "label" in columns else None
+
+
 def row_format(dataset, name: str) -> str:
-    """'qa' for question/answer text rows, 'tokenized' for input_ids/labels rows; a clear error otherwise."""
+    """'qa' for question/answer text rows, 'text' for classification rows (`text` or `sentence`, and an integer
+    `label`), 'tokenized' for input_ids/labels rows; a clear error otherwise."""
     columns = column_names(dataset)
     if {"question", "answer"} <= set(columns):
         return "qa"
     if {"input_ids", "labels"} <= set(columns):
         return "tokenized"
+    if text_column(columns):
+        return "text"
     raise ValueError(
-        f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows) or "
-        "'input_ids' and 'labels' (already tokenised rows). Rename the columns or tokenise the rows first."
+        f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows), 'text' and "
+        "'label' (classification rows), or 'input_ids' and 'labels' (already tokenised rows). Rename the columns or "
+        "tokenise the rows first."
     )
 
 
 def _row_key(row: dict, fmt: str) -> str:
     if fmt == "qa":
         content = f"{row['question']}\x1f{row['answer']}"
+    elif fmt == "text":
+        content = f"{row[text_column(row)]}\x1f{row['label']}"
     else:
         content = json.dumps([list(map(int, row["input_ids"])), _as_list(row["labels"])])
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
@@ -116,6 +127,16 @@ def tokenize_qa_row(row: dict, tokenizer, prompt_template: str, max_length: int)
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
+def tokenize_text_row(row: dict, tokenizer, max_length: int) -> dict:
+    """Tokenise one classification row: the text (truncated to `max_length`), and its integer class as `labels`."""
+    label = row["label"]
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise ValueError(f"A classification row has label {label!r}: labels must be class indices 0..C-1 (ints); "
+                         "map names to indices first, e.g. with datasets' ClassLabel.str2int.")  # fmt: skip
+    encoded = tokenizer(str(row[text_column(row)]), truncation=True, max_length=max_length)
+    return {**{k: list(v) for k, v in encoded.items()}, "labels": label}
+
+
 def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_length: int):
     """Return rows ready for the collator: question/answer rows are tokenised, tokenised rows pass through.
 
@@ -124,12 +145,12 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
     if dataset is None:
         return None
     fmt = row_format(dataset, name)
+    if fmt in ("qa", "text") and tokenizer is None:
+        raise ValueError(f"{name} holds text but no tokenizer was given: pass processing_class=tokenizer.")
     if fmt == "qa":
-        if tokenizer is None:
-            raise ValueError(
-                f"{name} holds question/answer text but no tokenizer was given: pass processing_class=tokenizer."
-            )
         rows = [tokenize_qa_row(row, tokenizer, prompt_template, max_length) for row in dataset]
+    elif fmt == "text":
+        rows = [tokenize_text_row(row, tokenizer, max_length) for row in dataset]
     else:
         rows = dataset
     for index in range(len(rows)):

@@ -59,3 +59,44 @@ def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor, labels: 
     logp = logits.float().log_softmax(-1)
     token_kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
     return (token_kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """L2-normalised `[B, d]` representation of `[B, T, d]` hidden states: the mean over non-padding tokens (`mean`),
+    the first token (`cls`), or the last non-padding token (`last`, right-padded rows)."""
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    elif pooling == "cls":
+        pooled = hidden[:, 0]
+    elif pooling == "last":
+        last = (attention_mask.sum(1) - 1).clamp(min=0)
+        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    else:
+        raise ValueError(f"pooling={pooling!r} is unknown: use 'mean', 'cls' or 'last'.")
+    return F.normalize(pooled.float(), dim=-1)
+
+
+def contrastive_unlearning_loss(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    positive_mask: torch.Tensor,
+    negative_mask: torch.Tensor,
+    temperature: float,
+    anchor_negatives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DeepCUT's forget term (He et al. 2025, arXiv 2503.14900), over L2-normalised `anchors` [A, d] (forget) and
+    `candidates` [C, d] (retain): mean over anchors of −log Σ_{p∈P(a)} e^{s(a,p)/τ} / Σ_{k∈P(a)∪N(a)} e^{s(a,k)/τ}.
+
+    `positive_mask`/`negative_mask` [A, C] give P(a) (pulled toward: other classes) and N(a) (pushed away: the
+    anchor's class). `anchor_negatives` [A] are extra negative similarities (the anchor's frozen representation
+    `s(z_a(θ), z_a(θ_0))`, the fallback when N(a) is empty). Anchors with no positive are left out of the mean.
+    """
+    similarity = anchors.float() @ candidates.float().T / temperature
+    positives = similarity.masked_fill(~positive_mask, float("-inf")).logsumexp(-1)
+    denominator = similarity.masked_fill(~(positive_mask | negative_mask), float("-inf"))
+    if anchor_negatives is not None:
+        denominator = torch.cat([denominator, anchor_negatives.float().unsqueeze(-1) / temperature], dim=-1)
+    losses = denominator.logsumexp(-1) - positives
+    has_positive = positive_mask.any(-1)
+    return losses[has_positive].mean() if has_positive.any() else similarity.sum() * 0.0

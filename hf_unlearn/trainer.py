@@ -148,12 +148,12 @@ class UnlearningTrainer(Trainer):
                 check_vocabulary(rows, name, tokenizer, model)
 
         self.forget_dataset, self.retain_dataset = forget_rows, retain_rows
-        self.pairing = ForgetRetainDataset(forget_rows, retain_rows, seed=args.seed, rank=args.process_index)
+        self.pairing = self.make_pairing(forget_rows, retain_rows, args)
         pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator if data_collator is not None else UnlearningCollator(pad_token_id),
+            data_collator=data_collator if data_collator is not None else self.make_collator(pad_token_id),
             train_dataset=self.pairing,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -177,6 +177,13 @@ class UnlearningTrainer(Trainer):
         self._parent_manifest, self._base_model = self._lineage()
 
     # ---- construction helpers ----
+
+    def make_pairing(self, forget_rows, retain_rows, args) -> ForgetRetainDataset:
+        """The training dataset: each forget row with a retain row (a method may pair more, e.g. by class)."""
+        return ForgetRetainDataset(forget_rows, retain_rows, seed=args.seed, rank=args.process_index)
+
+    def make_collator(self, pad_token_id: int) -> UnlearningCollator:
+        return UnlearningCollator(pad_token_id)
 
     def _as_config(self, args, model) -> UnlearningConfig:
         if args is None:
@@ -231,15 +238,20 @@ class UnlearningTrainer(Trainer):
     @torch.no_grad()
     def reference_logits(self, model, batch: dict) -> torch.Tensor:
         """Logits of the reference model `θ_0` (for a PEFT model: the adapter disabled, in eval mode)."""
+        return self.reference_forward(model, batch).logits
+
+    @torch.no_grad()
+    def reference_forward(self, model, batch: dict, **kwargs):
+        """Outputs of the reference model `θ_0` on `batch` (`kwargs`, e.g. `output_hidden_states`, go to the model)."""
         if self.reference_model is not None:
-            return self.reference_model(**model_inputs(batch)).logits
+            return self.reference_model(**model_inputs(batch), **kwargs)
         from trl.trainer.utils import use_adapter
 
         was_training = model.training
         model.eval()
         try:
             with use_adapter(self.accelerator.unwrap_model(self.model), None):
-                return model(**model_inputs(batch)).logits
+                return model(**model_inputs(batch), **kwargs)
         finally:
             model.train(was_training)
 

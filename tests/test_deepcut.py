@@ -1,0 +1,160 @@
+"""DeepCUT: the contrastive loss by hand, the anchors' positive/negative sets, two dropout views and no third pass,
+and unlearning a tiny SST-2 classifier that memorised its training set."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+
+import pytest
+import torch
+from conftest import TOFU_PATH, training_args
+from transformers import BertConfig, BertForSequenceClassification
+
+from hf_unlearn import DeepCUTConfig, DeepCUTTrainer
+from hf_unlearn.evaluation import evaluate_classifier
+from hf_unlearn.losses import contrastive_unlearning_loss, pool_hidden_states
+from hf_unlearn.methods.deepcut import ContrastiveCollator, ContrastivePairing
+from hf_unlearn.synthetic import train_tokenizer
+
+SST2 = TOFU_PATH.parent / "sst2"
+
+
+def test_contrastive_loss_worked_by_hand():
+    """Anchor a = (1, 0); positive p = (0, 1) (other class), negative n = (1, 0) (a's class); τ = 0.5.
+    s(a,p) = 0, s(a,n) = 1: L = −log e^0 / (e^0 + e^2) = log(1 + e^2). With the frozen anchor at s = 0.5 as an extra
+    negative: log(1 + e^2 + e^1). A second anchor with no positive is left out of the mean."""
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    candidates = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    positive = torch.tensor([[True, False], [False, False]])
+    negative = torch.tensor([[False, True], [True, True]])
+    loss = contrastive_unlearning_loss(anchors, candidates, positive, negative, 0.5)
+    assert loss.item() == pytest.approx(math.log(1 + math.e**2), abs=1e-6)
+    frozen = torch.tensor([0.5, 0.9])
+    loss = contrastive_unlearning_loss(anchors, candidates, positive, negative, 0.5, anchor_negatives=frozen)
+    assert loss.item() == pytest.approx(math.log(1 + math.e**2 + math.e), abs=1e-6)
+
+
+def test_pooling_respects_padding():
+    hidden = torch.tensor([[[3.0, 0.0], [0.0, 4.0], [9.0, 9.0]]])  # the third token is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool_hidden_states(hidden, mask, "mean")[0].tolist() == pytest.approx([0.6, 0.8])  # (1.5, 2) normalised
+    assert pool_hidden_states(hidden, mask, "cls")[0].tolist() == pytest.approx([1.0, 0.0])
+    assert pool_hidden_states(hidden, mask, "last")[0].tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match="pooling='max' is unknown"):
+        pool_hidden_states(hidden, mask, "max")
+
+
+def test_every_anchor_gets_a_positive_and_a_negative_in_its_batch():
+    """Planted: forget classes [0, 1, 2], retain classes cycling 0..2; the usual draw alone could miss a class."""
+    forget = [{"input_ids": [i + 1], "labels": i % 3} for i in range(3)]
+    retain = [{"input_ids": [10 + i], "labels": i % 3} for i in range(30)]
+    pairing = ContrastivePairing(forget, retain, [0, 1, 2], [i % 3 for i in range(30)], seed=3)
+    batch = ContrastiveCollator(0)([pairing[i] for i in range(3)])
+    assert batch["retain"]["input_ids"].shape == (9, 1)  # the usual draw + a same-class + an other-class, per anchor
+    retain_classes = batch["retain"]["labels"]
+    assert torch.equal(retain_classes, torch.tensor([retain[i]["labels"] for i in batch["retain_index"].tolist()]))
+    for anchor, cls in enumerate(batch["forget"]["labels"].tolist()):
+        mine = retain_classes[3 * anchor : 3 * anchor + 3]
+        assert mine[1] == cls and mine[2] != cls
+    pairing.set_epoch(0)
+    assert pairing.extra_indices(1) == ContrastivePairing(forget, retain, [0, 1, 2], [i % 3 for i in range(30)],
+                                                          seed=3).extra_indices(1)  # fmt: skip
+
+
+def sst2(split: str, count: int) -> list[dict]:
+    """The first `count` rows of a local SST-2 split, balanced between the two labels."""
+    with open(SST2 / f"{split}.tsv", encoding="utf-8") as handle:
+        table = csv.DictReader(handle, delimiter="\t")
+        rows = [{"text": r["sentence"].strip(), "label": int(r["label"])} for r in table]
+    by_label = [[r for r in rows if r["label"] == label and len(r["text"].split()) >= 4] for label in (0, 1)]
+    return [row for pair in zip(by_label[0][: count // 2], by_label[1][: count // 2], strict=True) for row in pair]
+
+
+@pytest.fixture(scope="module")
+def sst2_classifier(tmp_path_factory):
+    """A tiny BERT classifier trained from scratch until it memorised 200 SST-2 phrases."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_unlearn.data import UnlearningCollator, prepare_dataset
+
+    train, test = sst2("train", 200), sst2("test", 300)
+    tokenizer = train_tokenizer([r["text"] for r in train], vocab_size=800)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128, num_labels=2,
+                        pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    rows = prepare_dataset(train, "train", tokenizer, "", 64)
+    args = TrainingArguments(output_dir=str(tmp_path_factory.mktemp("sst2")), num_train_epochs=30, learning_rate=2e-3,
+                             per_device_train_batch_size=16, report_to="none", save_strategy="no",
+                             disable_tqdm=True, use_cpu=True, seed=0, logging_strategy="no")  # fmt: skip
+    collator = UnlearningCollator(tokenizer.pad_token_id)
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
+    return model, tokenizer, train, test
+
+
+def accuracy(model, tokenizer, forget, retain, test) -> dict:
+    from hf_unlearn.data import prepare_dataset
+
+    rows = [prepare_dataset(part, "rows", tokenizer, "", 64) for part in (forget, retain, test)]
+    return evaluate_classifier(model, *rows, pad_token_id=tokenizer.pad_token_id)
+
+
+def test_two_dropout_views_and_no_third_pass(sst2_classifier, tmp_path):
+    model, tokenizer, train, _ = sst2_classifier
+    model = copy.deepcopy(model)
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    args = DeepCUTConfig(**training_args(tmp_path, max_steps=3, gradient_accumulation_steps=2))
+    trainer = DeepCUTTrainer(model=model, args=args, forget_dataset=train[:16], retain_dataset=train[16:],
+                             processing_class=tokenizer)  # fmt: skip
+    assert trainer.reference_model is None  # every class has retain examples: no frozen fallback, no reference
+    trainer.train()
+    assert calls == [True] * (2 * 3 * 2)  # two views per micro-batch, in train mode, and nothing runs a third time
+
+
+def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):
+    """Forget 10% of the memorised phrases; stop once forget accuracy is at the original's test accuracy."""
+    from hf_unlearn import UnlearningEvalCallback
+    from hf_unlearn.data import prepare_dataset
+
+    model, tokenizer, train, test = sst2_classifier
+    model = copy.deepcopy(model)
+    forget, retain = train[::10], [row for i, row in enumerate(train) if i % 10]
+    before = accuracy(model, tokenizer, forget, retain, test)
+    assert before["forget_accuracy"] == 1.0 and before["retain_accuracy"] >= 0.99 and before["test_accuracy"] < 0.8
+    forget_rows = prepare_dataset(forget, "forget", tokenizer, "", 64)
+
+    def forget_accuracy(model):
+        results = evaluate_classifier(model, forget_rows, forget_rows, forget_rows, pad_token_id=tokenizer.pad_token_id)
+        return {"forget_accuracy": results["forget_accuracy"]}
+
+    callback = UnlearningEvalCallback(forget_accuracy, eval_steps=1,
+                                      stop_when={"forget_accuracy": ("<=", before["test_accuracy"])})  # fmt: skip
+    args = DeepCUTConfig(**training_args(tmp_path, learning_rate=2e-3, num_train_epochs=8,
+                                         per_device_train_batch_size=4))  # fmt: skip
+    trainer = DeepCUTTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
+                             processing_class=tokenizer, callbacks=[callback])  # fmt: skip
+    trainer.train()
+    after = accuracy(model, tokenizer, forget, retain, test)
+    assert callback.chosen_step is not None and trainer.state.global_step == callback.chosen_step
+    assert after["forget_accuracy"] <= before["test_accuracy"]  # from 1.0 down to (at most) test accuracy
+    assert abs(after["retain_accuracy"] - before["retain_accuracy"]) <= 0.02
+    logged = [entry for entry in trainer.state.log_history if "loss/forget" in entry]
+    assert logged and all("loss/retain" in entry for entry in logged)
+
+
+def test_deepcut_errors_say_what_to_do(sst2_classifier, tmp_path):
+    model, tokenizer, train, _ = sst2_classifier
+    args = DeepCUTConfig(**training_args(tmp_path))
+    one_class = [row for row in train if row["label"] == 1]
+    with pytest.raises(ValueError, match="Every retain example is of class 1"):
+        DeepCUTTrainer(model=model, args=args, forget_dataset=one_class[:2], retain_dataset=one_class[2:10],
+                       processing_class=tokenizer)  # fmt: skip
+    with pytest.raises(ValueError, match="group_column='author' is not a column"):
+        DeepCUTTrainer(model=model, args=DeepCUTConfig(**training_args(tmp_path, group_column="author")),
+                       forget_dataset=train[:2], retain_dataset=train[2:10], processing_class=tokenizer)  # fmt: skip
+    with pytest.raises(ValueError, match="pooling='max' is unknown"):
+        DeepCUTConfig(**training_args(tmp_path, pooling="max"))
