@@ -40,6 +40,22 @@ def load_tofu(split: str, path: str | Path | None = None):
     return datasets.Dataset.from_list(read_jsonl(file))
 
 
+TOFU_QUESTIONS_PER_AUTHOR = 20
+
+
+def tofu_authors(rows, split: str) -> list[dict]:
+    """TOFU rows with an `author` column (0..199): every author has 20 consecutive questions, and the forget splits
+    hold the last authors of `full` (forget10 = authors 180-199), the retain splits the first. For methods that need
+    a group per row, e.g. `DeepCUTConfig(group_column="author")`."""
+    if split.startswith(("holdout", "real_authors", "world_facts")) or "perturbed" in split:
+        raise ValueError(f"TOFU split {split!r} has no author numbering: use full, forgetNN or retainNN.")
+    rows = [dict(row) for row in rows]
+    start = 200 - len(rows) // TOFU_QUESTIONS_PER_AUTHOR if split.startswith("forget") else 0
+    for index, row in enumerate(rows):
+        row["author"] = start + index // TOFU_QUESTIONS_PER_AUTHOR
+    return rows
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Rows of a JSON Lines file."""
     with open(path, encoding="utf-8") as handle:

@@ -158,3 +158,16 @@ def test_deepcut_errors_say_what_to_do(sst2_classifier, tmp_path):
                        forget_dataset=train[:2], retain_dataset=train[2:10], processing_class=tokenizer)  # fmt: skip
     with pytest.raises(ValueError, match="pooling='max' is unknown"):
         DeepCUTConfig(**training_args(tmp_path, pooling="max"))
+
+
+def test_causal_lm_with_forget_rows_longer_than_retain_rows(make_model, tokenizer, tmp_path):
+    """Forget and retain are padded to different lengths; joined for the views, the retain labels must follow."""
+    forget = [{"question": "Where does Ada live, and what does she keep?", "answer": "Ada lives by the long grey sea "
+               "and keeps seven copper bells.", "person": "Ada"}] * 2  # fmt: skip
+    retain = [{"question": f"Who is {name}?", "answer": f"{name} bakes.", "person": name} for name in ("Bo", "Cy")]
+    args = DeepCUTConfig(**training_args(tmp_path, max_steps=2, group_column="person"))
+    trainer = DeepCUTTrainer(model=make_model(), args=args, forget_dataset=forget, retain_dataset=retain,
+                             processing_class=tokenizer)  # fmt: skip
+    assert trainer.reference_model is not None  # Ada has no retain rows: the frozen-anchor fallback needs θ_0
+    trainer.train()
+    assert all(math.isfinite(e["loss/retain"]) for e in trainer.state.log_history if "loss/retain" in e)

@@ -218,7 +218,7 @@ class DeepCUTTrainer(UnlearningTrainer):
         ]).mean()  # fmt: skip
         terms = {"forget": args.gamma * forget_term}
         if args.alpha > 0:
-            logits, labels = outputs[0].logits[n:], retain["labels"]
+            logits, labels = outputs[0].logits[n:], both["labels"][n:]  # padded to the joint length
             terms["retain"] = args.alpha * mean_nll(*sequence_logps(logits, labels)).mean()
         return terms
 
