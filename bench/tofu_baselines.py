@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hf_unlearn import METHODS
-from hf_unlearn.data import load_tofu
+from hf_unlearn.data import load_tofu, tofu_authors
 from hf_unlearn.evaluation import evaluate_tofu
 from hf_unlearn.evaluation.tofu import score_gold
 from hf_unlearn.pipeline import finetune
@@ -32,8 +32,12 @@ COLUMNS = ["forget_quality", "model_utility", "forget_probability", "retain_prob
            "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak"]  # fmt: skip
 
 
+# Per-method settings beyond the shared ones: DeepCUT's class is the question's author.
+METHOD_SETTINGS = {"deepcut": {"group_column": "author"}}
+
+
 def rows(split, path):
-    return [dict(row) for row in load_tofu(split, path)]
+    return tofu_authors(load_tofu(split, path), split)
 
 
 def main():
@@ -48,6 +52,7 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--limit", type=int, help="Evaluate only the first N rows of each split (smoke tests).")
+    parser.add_argument("--methods", nargs="+", help="Registered methods to run (default: all).")
     args = parser.parse_args()
     use_cpu = args.device == "cpu"
 
@@ -73,11 +78,13 @@ def main():
     gold_args = score_gold(gold)
     table = {"original (fine-tuned on full)": (evaluate(original, **gold_args), seconds["original"], "-"),
              "gold (retain90 only)": (gold, seconds["gold"], "-")}  # fmt: skip
-    for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
+    for name in args.methods or sorted(METHODS):
+        config_cls, trainer_cls = METHODS[name]
         model = copy.deepcopy(original)
         config = config_cls(output_dir=f"/tmp/tofu-{name}", learning_rate=args.unlearn_lr, use_cpu=use_cpu,
                             num_train_epochs=args.unlearn_epochs, per_device_train_batch_size=8, report_to="none",
-                            save_strategy="no", logging_steps=50, disable_tqdm=True, seed=0)  # fmt: skip
+                            save_strategy="no", logging_steps=50, disable_tqdm=True, seed=0,
+                            **METHOD_SETTINGS.get(name, {}))  # fmt: skip
         kept = retain if config.uses_retain else None
         trainer = trainer_cls(model=model, args=config, forget_dataset=forget, retain_dataset=kept,
                               processing_class=tokenizer)  # fmt: skip

@@ -171,3 +171,18 @@ def test_causal_lm_with_forget_rows_longer_than_retain_rows(make_model, tokenize
     assert trainer.reference_model is not None  # Ada has no retain rows: the frozen-anchor fallback needs θ_0
     trainer.train()
     assert all(math.isfinite(e["loss/retain"]) for e in trainer.state.log_history if "loss/retain" in e)
+
+
+def test_peft_lm_uses_the_adapter_disabled_base_as_the_frozen_anchor(make_model, tokenizer, qa_data, tmp_path):
+    from peft import LoraConfig
+
+    forget, retain = qa_data
+    args = DeepCUTConfig(**training_args(tmp_path, max_steps=2, learning_rate=1e-2, group_column="person"))
+    lora_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    trainer = DeepCUTTrainer(model=make_model(), args=args, forget_dataset=forget, retain_dataset=retain,
+                             processing_class=tokenizer, peft_config=lora_config)  # fmt: skip
+    assert trainer.reference_model is None  # no second copy: θ_0 is the base with the adapter disabled
+    lora = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    assert any(not torch.equal(p, lora[n]) for n, p in trainer.model.named_parameters() if n in lora)
+    assert [e["loss/forget"] for e in trainer.state.log_history if "loss/forget" in e]
