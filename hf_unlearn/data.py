@@ -56,6 +56,16 @@ def tofu_authors(rows, split: str) -> list[dict]:
     return rows
 
 
+def load_digits_rows() -> list[dict]:
+    """scikit-learn's handwritten digits (1,797 real 8×8 scans, shipped with the library, so offline) as image rows:
+    `pixel_values` a `[1, 8, 8]` float tensor scaled to [0, 1], `labels` the digit 0-9."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return [{"pixel_values": image, "labels": int(label)} for image, label in zip(images, digits.target, strict=True)]
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Rows of a JSON Lines file."""
     with open(path, encoding="utf-8") as handle:
@@ -75,9 +85,15 @@ def text_column(columns) -> str | None:
     return next((name for name in ("text", "sentence") if name in columns), None) if "label" in columns else None
 
 
+def label_column(columns) -> str | None:
+    """The class-label column of a row: `labels`, or `label` as in many Hub datasets."""
+    return next((name for name in ("labels", "label") if name in columns), None)
+
+
 def row_format(dataset, name: str) -> str:
     """'qa' for question/answer text rows, 'text' for classification rows (`text` or `sentence`, and an integer
-    `label`), 'tokenized' for input_ids/labels rows; a clear error otherwise."""
+    `label`), 'tokenized' for input_ids/labels rows, 'image' for image-classification rows (`pixel_values` and an
+    integer `labels`/`label`); a clear error otherwise."""
     columns = column_names(dataset)
     if {"question", "answer"} <= set(columns):
         return "qa"
@@ -85,10 +101,12 @@ def row_format(dataset, name: str) -> str:
         return "tokenized"
     if text_column(columns):
         return "text"
+    if "pixel_values" in columns and label_column(columns):
+        return "image"
     raise ValueError(
         f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows), 'text' and "
-        "'label' (classification rows), or 'input_ids' and 'labels' (already tokenised rows). Rename the columns or "
-        "tokenise the rows first."
+        "'label' (classification rows), 'input_ids' and 'labels' (already tokenised rows), or 'pixel_values' and "
+        "'labels' (processed images, e.g. from an image processor). Rename the columns or process the rows first."
     )
 
 
@@ -97,6 +115,10 @@ def _row_key(row: dict, fmt: str) -> str:
         content = f"{row['question']}\x1f{row['answer']}"
     elif fmt == "text":
         content = f"{row[text_column(row)]}\x1f{row['label']}"
+    elif fmt == "image":
+        pixels = torch.as_tensor(row["pixel_values"]).float().contiguous()
+        content = f"{hashlib.sha256(pixels.numpy().tobytes()).hexdigest()}\x1f{list(pixels.shape)}\x1f"
+        content += str(int(torch.as_tensor(row[label_column(row)])))
     else:
         content = json.dumps([list(map(int, row["input_ids"])), _as_list(row["labels"])])
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
@@ -153,8 +175,19 @@ def tokenize_text_row(row: dict, tokenizer, max_length: int) -> dict:
     return {**{k: list(v) for k, v in encoded.items()}, "labels": label}
 
 
+def image_row(row: dict) -> dict:
+    """An image-classification row as the collator takes it: `pixel_values` (a tensor) and the int class in `labels`;
+    other columns (file names, captions) are dropped."""
+    label = torch.as_tensor(row[label_column(row)])
+    if label.dim() != 0 or label.is_floating_point():
+        raise ValueError(f"An image row has label {row[label_column(row)]!r}: labels must be one class index "
+                         "0..C-1 (an int) per image.")  # fmt: skip
+    return {"pixel_values": torch.as_tensor(row["pixel_values"], dtype=torch.float32), "labels": int(label)}
+
+
 def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_length: int):
-    """Return rows ready for the collator: question/answer rows are tokenised, tokenised rows pass through.
+    """Return rows ready for the collator: question/answer and classification text rows are tokenised, image rows keep
+    `pixel_values` and `labels`, tokenised rows pass through.
 
     Raises before training when a row has every label masked (no answer token left to learn or forget).
     """
@@ -167,6 +200,8 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
         rows = [tokenize_qa_row(row, tokenizer, prompt_template, max_length) for row in dataset]
     elif fmt == "text":
         rows = [tokenize_text_row(row, tokenizer, max_length) for row in dataset]
+    elif fmt == "image":
+        rows = [image_row(row) for row in dataset]
     else:
         rows = dataset
     for index in range(len(rows)):
@@ -192,6 +227,8 @@ def check_vocabulary(rows, name: str, tokenizer, model) -> None:
             f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has {size} rows: pass the tokenizer "
             "the model was trained with, or call model.resize_token_embeddings(len(tokenizer)) and fine-tune first."
         )
+    if len(rows) == 0 or "input_ids" not in rows[0]:
+        return  # image rows: no token ids
     largest = max((max(row["input_ids"], default=0) for row in rows), default=0)
     if largest >= size:
         raise ValueError(

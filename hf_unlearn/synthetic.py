@@ -10,7 +10,7 @@ import random
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, ViTConfig, ViTForImageClassification
 
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 SPECIAL_TOKENS = [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN]
@@ -243,4 +243,20 @@ def build_tiny_causal_lm(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    return model.float()
+
+
+def build_tiny_image_classifier(
+    num_labels: int = 10, image_size: int = 8, num_channels: int = 1, patch_size: int = 2, hidden_size: int = 32,
+    num_layers: int = 2, num_heads: int = 2, dropout: float = 0.0, seed: int = 0,
+) -> ViTForImageClassification:
+    """A randomly initialised float32 ViT classifier built from a config (no download), sized for 8×8 digits."""
+    config = ViTConfig(
+        image_size=image_size, patch_size=patch_size, num_channels=num_channels, hidden_size=hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, intermediate_size=hidden_size * 2,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=num_labels,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViTForImageClassification(config)
     return model.float()

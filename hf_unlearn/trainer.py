@@ -68,7 +68,8 @@ class UnlearningTrainer(Trainer):
     Args:
         model: a model or a model id / local path (loaded with `AutoModelForCausalLM`).
         args: the method's config (a `UnlearningConfig` subclass); a plain `TrainingArguments` is converted.
-        forget_dataset: rows to forget: `question`/`answer` text, or tokenised `input_ids`/`labels`.
+        forget_dataset: rows to forget: `question`/`answer` text, classification `text`/`label`, images as
+            `pixel_values`/`labels`, or tokenised `input_ids`/`labels`.
         retain_dataset: rows to keep, same format; needed when the method's retain term is on (`alpha > 0`).
         processing_class: the tokenizer (needed for text rows).
         reference_model: the frozen model `θ_0` for methods that need one; by default a frozen copy of `model`, or,
@@ -137,12 +138,12 @@ class UnlearningTrainer(Trainer):
         del raw_rows
         self._salt = fingerprint_salt or read_salt(args.output_dir) or new_salt()
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
-        forget_rows = prepare_dataset(forget_dataset, "forget_dataset", **prepare)
-        retain_rows = prepare_dataset(retain_dataset, "retain_dataset", **prepare)
+        forget_rows = self.prepare_rows(forget_dataset, "forget_dataset", **prepare)
+        retain_rows = self.prepare_rows(retain_dataset, "retain_dataset", **prepare)
         if isinstance(eval_dataset, dict):
-            eval_dataset = {k: prepare_dataset(v, f"eval_dataset[{k!r}]", **prepare) for k, v in eval_dataset.items()}
+            eval_dataset = {k: self.prepare_rows(v, f"eval_dataset[{k!r}]", **prepare) for k, v in eval_dataset.items()}
         else:
-            eval_dataset = prepare_dataset(eval_dataset, "eval_dataset", **prepare)
+            eval_dataset = self.prepare_rows(eval_dataset, "eval_dataset", **prepare)
         for name, rows in (("forget_dataset", forget_rows), ("retain_dataset", retain_rows)):
             if rows is not None:
                 check_vocabulary(rows, name, tokenizer, model)
@@ -177,6 +178,11 @@ class UnlearningTrainer(Trainer):
         self._parent_manifest, self._base_model = self._lineage()
 
     # ---- construction helpers ----
+
+    def prepare_rows(self, dataset, name: str, tokenizer, prompt_template: str, max_length: int):
+        """Rows as the collator takes them (`data.prepare_dataset`); a method with other rows (image pairs) overrides
+        this. Called before `Trainer.__init__`, so it must not rely on `self.args` or `self.model`."""
+        return prepare_dataset(dataset, name, tokenizer, prompt_template, max_length)
 
     def make_pairing(self, forget_rows, retain_rows, args) -> ForgetRetainDataset:
         """The training dataset: each forget row with a retain row (a method may pair more, e.g. by class)."""

@@ -85,3 +85,42 @@ def hub(monkeypatch, tmp_path):
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # transformers' shared HfApi, made afresh
         yield hub
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    """Real images (scikit-learn digits): 20 forget, 100 retain and 200 test rows, disjoint."""
+    from hf_unlearn.data import load_digits_rows
+
+    rows = load_digits_rows()
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    pick = [rows[i] for i in order]
+    return {"forget": pick[:20], "retain": pick[20:120], "test": pick[120:320]}
+
+
+@pytest.fixture(scope="session")
+def memorised_image_state(digits_data):
+    """Weights of a tiny ViT trained on forget + retain digits until it fits them (plain torch loop, seconds)."""
+    from hf_unlearn.synthetic import build_tiny_image_classifier
+
+    model = build_tiny_image_classifier(seed=0)
+    rows = digits_data["forget"] + digits_data["retain"]
+    pixels = torch.stack([row["pixel_values"] for row in rows])
+    labels = torch.tensor([row["labels"] for row in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(250):
+        loss = model(pixel_values=pixels, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def memorised_image_classifier(memorised_image_state):
+    from hf_unlearn.synthetic import build_tiny_image_classifier
+
+    model = build_tiny_image_classifier(seed=0)
+    model.load_state_dict(memorised_image_state)
+    return model

@@ -102,3 +102,18 @@ def test_nan_loss_is_reported_with_its_terms(tmp_path, make_model, tokenizer, qa
 def test_empty_forget_set_is_reported_before_a_missing_retain_set(tmp_path, make_model, tokenizer):
     with pytest.raises(ValueError, match="forget_dataset is empty"):
         make(tmp_path, make_model(), [], None, tokenizer)
+
+
+def test_image_rows_forget_in_retain_and_bad_labels(tmp_path, digits_data):
+    from hf_unlearn.synthetic import build_tiny_image_classifier
+
+    forget, retain = digits_data["forget"][:4], digits_data["retain"][:8]
+    # the same image given as a list with `label` (as a Hub dataset holds it) is still found in the retain set
+    again = {"pixel_values": forget[2]["pixel_values"].tolist(), "label": forget[2]["labels"]}
+    with pytest.raises(ValueError, match=r"1 forget example\(s\) also appear in retain_dataset \(forget rows \[2\]"):
+        make(tmp_path, build_tiny_image_classifier(), forget, retain + [again])
+    bad = [{"pixel_values": forget[0]["pixel_values"], "labels": 1.5}]
+    with pytest.raises(ValueError, match="An image row has label 1.5: labels must be one class index"):
+        make(tmp_path, build_tiny_image_classifier(), bad, retain)
+    trainer = make(tmp_path, build_tiny_image_classifier(), forget, [again | {"label": 3}])
+    assert set(trainer.retain_dataset[0]) == {"pixel_values", "labels"} and trainer.retain_dataset[0]["labels"] == 3
