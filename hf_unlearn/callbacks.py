@@ -26,7 +26,8 @@ class UnlearningEvalCallback(TrainerCallback):
 
     `stop_when` maps metric names to `(comparison, value)` (comparison one of `<=`, `<`, `>=`, `>`; all must hold),
     e.g. `{"forget_probability": ("<=", gold_forget_probability)}`. When the target is met, training stops, that
-    step's checkpoint is saved, and the chosen step is recorded in `trainer.state.log_history` and in
+    step's checkpoint is saved (unless `save_strategy="no"`: then the final model is the chosen one and no checkpoint
+    is written), and the chosen step is recorded in `trainer.state.log_history` and in
     `<output_dir>/unlearning_eval.json`. In multi-process runs every rank computes the same numbers on the same
     (replicated) weights, so every rank stops at the same step.
     """
@@ -45,6 +46,7 @@ class UnlearningEvalCallback(TrainerCallback):
         self.retain_sample = retain_sample
         self.history: list[dict] = []
         self.chosen_step: int | None = None
+        self._checkpoint: str | None = None
         self._rows = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, processing_class=None, **kwargs):
@@ -85,10 +87,11 @@ class UnlearningEvalCallback(TrainerCallback):
         state.log_history.append({"step": state.global_step, **{f"unlearning_eval/{k}": v for k, v in numbers.items()}})
         if self.chosen_step is None and self.target_met(metrics):
             self.chosen_step = state.global_step
+            self._checkpoint = f"checkpoint-{state.global_step}" if args.save_strategy != "no" else None
             control.should_training_stop = True
-            control.should_save = True
+            control.should_save = self._checkpoint is not None
             state.log_history.append({"step": state.global_step, "unlearning_target_met": True,
-                                      "chosen_checkpoint": f"checkpoint-{state.global_step}"})  # fmt: skip
+                                      "chosen_checkpoint": self._checkpoint})  # fmt: skip
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -97,7 +100,8 @@ class UnlearningEvalCallback(TrainerCallback):
             "history": self.history,
             "stop_when": {name: list(target) for name, target in self.stop_when.items()},
             "chosen_step": self.chosen_step,
-            "chosen_checkpoint": f"checkpoint-{self.chosen_step}" if self.chosen_step is not None else None,
+            # None with save_strategy="no": training stopped at the chosen step, so the final model is the chosen one
+            "chosen_checkpoint": self._checkpoint if self.chosen_step is not None else None,
         }
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "unlearning_eval.json"), "w") as handle:
