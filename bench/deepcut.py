@@ -29,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from results_doc import write_section  # noqa: E402  (bench/results_doc.py)
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -42,7 +43,6 @@ from hf_unlearn.data import UnlearningCollator, prepare_dataset  # noqa: E402
 from hf_unlearn.evaluation import accuracy_and_macro_f1, classifier_outputs, evaluate_classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN, MARK_END = "<!-- deepcut:begin -->", "<!-- deepcut:end -->"
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 TASKS = {"sst2": {"classes": 2, "max_length": 64, "name": "SST-2"},
          "agnews": {"classes": 4, "max_length": 128, "name": "AG News"}}  # fmt: skip
@@ -258,15 +258,6 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target) -> tuple
     return "\n".join(lines), verdicts
 
 
-def write_section(output: Path, body: str) -> None:
-    text = output.read_text() if output.exists() else ""
-    section = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text += f"\n## DeepCUT on a pretrained encoder (`bench/deepcut.py`)\n\n{section}\n"
-    output.write_text(text)
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -324,7 +315,8 @@ def main():
              f"steers nothing. Wall times are train() calls in one job, so the ratios to retrain are comparable; the "
              f"machine may have been shared. Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
              f"Command: `{command}`")  # fmt: skip
-    write_section(Path(args.output), intro + "\n\n" + "\n\n".join(blocks))
+    write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
+                  intro + "\n\n" + "\n\n".join(blocks))
     log(f"done in {minutes:.1f} min; wrote {args.output}")
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn import METHODS
 from hf_unlearn.data import load_tofu, tofu_authors
@@ -27,7 +27,6 @@ from hf_unlearn.pipeline import finetune
 from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN, MARK_END = "<!-- tofu-baselines:begin -->", "<!-- tofu-baselines:end -->"
 COLUMNS = ["forget_quality", "model_utility", "forget_probability", "retain_probability", "mia_loss_auc",
            "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak"]  # fmt: skip
 
@@ -104,14 +103,7 @@ def main():
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} | {steps} |")
     block = "\n".join(lines)
     print(block)
-    output = Path(args.output)
-    text = output.read_text() if output.exists() else ""
-    section = f"{MARK_BEGIN}\n{block}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text += f"\n## TOFU baselines (`bench/tofu_baselines.py`)\n\n{section}\n"
-    output.write_text(text)
+    write_section(args.output, "tofu-baselines", "TOFU baselines (`bench/tofu_baselines.py`)", block)
 
 
 if __name__ == "__main__":
