@@ -2,6 +2,7 @@
 about 7M parameters on this machine's CPU. Target: under 60 s.
 
     python bench/eval_speed.py [--tofu-path ../shared/data/tofu] [--forget-split forget10] [--max-new-tokens 64]
+        [--compare-prefix-sharing 100]
 
 The model is built from a config and is untrained, so its greedy generations run to `--max-new-tokens` (the worst
 case for generation time); the tokenizer is trained in-process on TOFU's retain90 text.
@@ -12,11 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
-from hf_unlearn.data import load_tofu
-from hf_unlearn.evaluation import evaluate_tofu
+from hf_unlearn.data import load_tofu, prepare_dataset
+from hf_unlearn.evaluation import evaluate_tofu, probability
+from hf_unlearn.evaluation.tofu import TEMPLATE
 from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
 
 DEFAULT_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
@@ -30,6 +33,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--compare-prefix-sharing", type=int, default=0, metavar="N",
+                        help="Also time scoring the answer, paraphrase and perturbed answers of the first N forget "
+                        "questions with and without prompt sharing (KV cache), in this process, and print the ratio.")
     args = parser.parse_args()
 
     retain = load_tofu("retain90", args.tofu_path)
@@ -45,6 +51,26 @@ def main():
     print(f"model: Llama, {params / 1e6:.1f}M parameters, vocab {len(tokenizer)}; torch threads {threads}")
     print(f"TOFU suite on {args.forget_split} (max_new_tokens {args.max_new_tokens}): {seconds:.1f} s "
           f"(target < 60 s); model_utility {results['model_utility']:.4f}")  # fmt: skip
+    if args.compare_prefix_sharing:
+        compare_prefix_sharing(model, tokenizer, args)
+
+
+def compare_prefix_sharing(model, tokenizer, args):
+    """Wall and CPU time of `token_statistics` on TOFU's seven answers per forget question, prompts shared vs not."""
+    forget = load_tofu(f"{args.forget_split}_perturbed", args.tofu_path).select(range(args.compare_prefix_sharing))
+    qa = [{"question": row["question"], "answer": answer} for row in forget
+          for answer in [row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]]  # fmt: skip
+    rows = prepare_dataset(qa, "rows", tokenizer, TEMPLATE, 512)
+    times = {}
+    for shared in (True, False, True, False):
+        with patch.object(probability, "_takes_cache", (lambda m: True) if shared else (lambda m: False)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            probability.token_statistics(model, rows, args.batch_size, tokenizer.pad_token_id, min_k_plus_plus=False)
+            times.setdefault(shared, []).append((time.perf_counter() - wall, time.process_time() - cpu))
+    best = {shared: min(runs) for shared, runs in times.items()}
+    print(f"scoring {len(rows)} answers ({len(forget)} questions x 7): prompts shared {best[True][0]:.1f} s wall "
+          f"({best[True][1]:.1f} s CPU), one pass per row {best[False][0]:.1f} s ({best[False][1]:.1f} s CPU): "
+          f"{best[False][0] / best[True][0]:.2f}x wall, {best[False][1] / best[True][1]:.2f}x CPU")
 
 
 if __name__ == "__main__":

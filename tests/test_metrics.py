@@ -134,6 +134,28 @@ def test_token_statistics_matches_the_training_maths(memorised_model, tokenizer,
     assert stats["min_k_plus_plus"].shape == stats["mask"].shape
 
 
+def test_token_statistics_shares_prompts_exactly(memorised_model, tokenizer, qa_data, monkeypatch):
+    """Rows that share a question (TOFU scores seven answers per question) run the prompt once and the answers against
+    its KV cache: every number equals one full pass per row, and the rows come back in their order."""
+    from hf_unlearn.data import prepare_dataset
+    from hf_unlearn.evaluation import probability
+
+    forget = qa_data[0]
+    qa = [{"question": row["question"], "answer": other["answer"]} for row in forget for other in forget[:5]]
+    rows = prepare_dataset(qa[::-1], "rows", tokenizer, "Question: {question}\nAnswer:", 512)
+    assert probability._shared_prompts(rows) is not None and probability._shared_prompts(rows[::5]) is None
+    shared = probability.token_statistics(memorised_model, rows, batch_size=7, pad_token_id=tokenizer.pad_token_id)
+    monkeypatch.setattr(probability, "_takes_cache", lambda model: False)
+    full = probability.token_statistics(memorised_model, rows, batch_size=7, pad_token_id=tokenizer.pad_token_id)
+    assert torch.allclose(shared["sum_logps"], full["sum_logps"], atol=1e-4)
+    assert torch.equal(shared["num_tokens"], full["num_tokens"])
+    for name, metric in (("correct", M.extraction_strength), ("correct", M.exact_memorization)):
+        assert torch.equal(metric(shared[name], shared["mask"]), metric(full[name], full["mask"]))
+    for name in ("token_logps", "min_k_plus_plus"):
+        assert torch.allclose(M.lowest_k_mean(shared[name], shared["mask"]), M.lowest_k_mean(full[name], full["mask"]),
+                              atol=1e-4)  # fmt: skip
+
+
 def test_greedy_answers_recall_memorised_facts(memorised_model, make_model, tokenizer, qa_data):
     """Batched, left-padded greedy generation: a model that memorised the rows answers them (ROUGE-L recall near 1),
     an untrained one does not; batch size does not change the answers."""

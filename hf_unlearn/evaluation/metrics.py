@@ -144,9 +144,9 @@ def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def standardised_logps(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """`min_k_plus_plus_z` from log-probabilities already computed (so an evaluation pass takes the softmax once)."""
-    p = logp.exp()
-    mu = (p * logp).sum(-1)
-    sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
+    weighted = logp.exp() * logp  # p·log p, reused for both moments
+    mu = weighted.sum(-1)
+    sigma = ((weighted * logp).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
     chosen = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (chosen - mu) / sigma
 

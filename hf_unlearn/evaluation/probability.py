@@ -17,43 +17,132 @@ from ..losses import IGNORE_INDEX, align_logits_and_labels
 from .metrics import standardised_logps
 
 
+def _prompt_length(row: dict) -> int:
+    """Tokens before the first scored label: the prompt of a question/answer row."""
+    labels = torch.as_tensor(row["labels"])
+    scored = (labels != IGNORE_INDEX).nonzero()
+    return int(scored[0]) if len(scored) else len(labels)
+
+
+def _shared_prompts(rows) -> tuple[list[list[int]], list[int]] | None:
+    """Unique prompts and each row's prompt index, when rows share prompts enough to be worth it (TOFU scores five
+    perturbed answers, a paraphrase and the answer of every question); None otherwise."""
+    index: dict[tuple[int, ...], int] = {}
+    of_row = []
+    for row in rows:
+        prompt = tuple(int(t) for t in row["input_ids"][: _prompt_length(row)])
+        if not prompt:
+            return None
+        of_row.append(index.setdefault(prompt, len(index)))
+    return ([list(p) for p in index], of_row) if len(index) <= 0.6 * len(rows) else None
+
+
+def _batch_parts(logits, labels, min_k_plus_plus: bool) -> dict[str, torch.Tensor]:
+    """The per-position numbers of one batch; `logits[:, t]` predicts `labels[:, t]`."""
+    mask = labels != IGNORE_INDEX
+    logp = logits.float().log_softmax(-1)
+    index = labels.masked_fill(~mask, 0)
+    parts = {
+        "token_logps": (logp.gather(-1, index.unsqueeze(-1)).squeeze(-1) * mask).cpu(),
+        "mask": mask.cpu(),
+        "correct": ((logits.argmax(-1) == labels) & mask).cpu(),
+    }
+    if min_k_plus_plus:
+        parts["min_k_plus_plus"] = (standardised_logps(logp, index) * mask).cpu()
+    return parts
+
+
+def _full_batches(model, rows, batch_size, pad, device, min_k_plus_plus):
+    """Each row in one pass (rows sorted by length, so batches carry little padding)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+    for start in tqdm(range(0, len(rows), batch_size), desc="scoring answers", leave=False, disable=None):
+        indices = order[start:start + batch_size]
+        batch = {key: value.to(device) for key, value in pad([rows[i] for i in indices]).items()}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
+        width = batch["labels"].shape[-1]
+        if accepts_logits_to_keep:  # the vocabulary projection only where answers are predicted
+            first_answer = int((batch["labels"] != IGNORE_INDEX).float().argmax(-1).min())
+            inputs["logits_to_keep"] = min(width, width - first_answer + 1)
+        logits = model(**inputs).logits
+        logits, labels = align_logits_and_labels(logits, batch["labels"][:, width - logits.shape[1]:])
+        yield indices, _batch_parts(logits, labels, min_k_plus_plus)
+
+
+def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, device, min_k_plus_plus):
+    """Rows that share a prompt: the prompt runs once (left-padded, KV cache kept), then all its continuations run
+    against that cache. The same numbers as one pass per row, for a fraction of the prompt compute."""
+    rows_of: list[list[int]] = [[] for _ in prompts]
+    for i, j in enumerate(of_row):
+        rows_of[j].append(i)
+    # continuations carry most of the compute: batch prompts whose longest continuations are alike (less padding)
+    longest = [max(len(rows[i]["input_ids"]) for i in rows_of[j]) - len(prompts[j]) for j in range(len(prompts))]
+    order = sorted(range(len(prompts)), key=longest.__getitem__)
+    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+    per_batch = max(1, round(batch_size * len(prompts) / len(rows)))  # about batch_size continuations a pass
+    for start in tqdm(range(0, len(order), per_batch), desc="scoring answers", leave=False, disable=None):
+        chosen = order[start:start + per_batch]
+        width = max(len(prompts[j]) for j in chosen)
+        prompt_ids = torch.full((len(chosen), width), pad_token_id, dtype=torch.long)
+        prompt_mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for k, j in enumerate(chosen):  # left padding: every prompt ends at the last column
+            prompt_ids[k, width - len(prompts[j]):] = torch.tensor(prompts[j])
+            prompt_mask[k, width - len(prompts[j]):] = 1
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        keep = {"logits_to_keep": 1} if accepts_logits_to_keep else {}  # only the last position predicts an answer
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **keep)
+        indices = [i for j in chosen for i in rows_of[j]]
+        source = torch.tensor([k for k, j in enumerate(chosen) for _ in rows_of[j]], device=device)
+        cache = out.past_key_values
+        cache.batch_select_indices(source)
+        tails = [{"input_ids": rows[i]["input_ids"][len(prompts[of_row[i]]):],
+                  "labels": rows[i]["labels"][len(prompts[of_row[i]]):]} for i in indices]  # fmt: skip
+        tail = UnlearningCollator(pad_token_id).pad(tails)
+        tail_ids, labels = tail["input_ids"].to(device), tail["labels"].to(device)
+        tail_mask = (torch.arange(tail_ids.shape[1]) < torch.tensor([len(t["input_ids"]) for t in tails])[:, None])
+        mask = torch.cat([prompt_mask[source], tail_mask.long().to(device)], dim=1)
+        lengths = prompt_mask.sum(-1)[source]
+        tail_positions = lengths[:, None] + torch.arange(tail_ids.shape[1], device=device)
+        tail_logits = model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_positions,
+                            past_key_values=cache, use_cache=True).logits  # fmt: skip
+        # the prompt's last position predicts the first continuation token; continuation token t predicts t+1
+        first = _batch_parts(out.logits[:, -1:][source], labels[:, :1], min_k_plus_plus)
+        rest = _batch_parts(tail_logits[:, :-1], labels[:, 1:], min_k_plus_plus)
+        yield indices, {name: torch.cat([first[name], rest[name]], dim=1) for name in first}
+
+
 @torch.no_grad()
 def token_statistics(
     model, rows, batch_size: int = 32, pad_token_id: int = 0, min_k_plus_plus: bool = True
 ) -> dict[str, torch.Tensor]:
     """Per answer position, padded to `[N, T]`: `token_logps` (log p of the label), `mask` (answer positions),
     `correct` (teacher-forced argmax equals the label) and, when asked, `min_k_plus_plus` (standardised log-prob);
-    per example: `sum_logps` and `num_tokens`. Rows are batched by length (less padding) and returned in their
-    order. The model runs in eval mode and is put back as it was."""
+    per example: `sum_logps` and `num_tokens`. Rows are returned in their order; columns are answer positions, padded
+    (with `mask` False) on either side.
+
+    Rows are batched by length (less padding). Where rows share prompts (TOFU scores seven answers per question), each
+    prompt runs once and its answers run against its KV cache. The model runs in eval mode and is put back as it was.
+    """
     if len(rows) == 0:
         raise ValueError("token_statistics got no rows: pass at least one tokenised example.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pad = UnlearningCollator(pad_token_id).pad
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+    shared = _shared_prompts(rows) if _takes_cache(model) else None
     names = ["token_logps", "mask", "correct"] + (["min_k_plus_plus"] if min_k_plus_plus else [])
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    order: list[int] = []
     try:
-        for start in tqdm(range(0, len(rows), batch_size), desc="scoring answers", leave=False, disable=None):
-            batch = pad([rows[i] for i in order[start:start + batch_size]])
-            batch = {key: value.to(device) for key, value in batch.items()}
-            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
-            width = batch["labels"].shape[-1]
-            if accepts_logits_to_keep:  # the vocabulary projection only where answers are predicted
-                first_answer = int((batch["labels"] != IGNORE_INDEX).float().argmax(-1).min())
-                inputs["logits_to_keep"] = min(width, width - first_answer + 1)
-            logits = model(**inputs).logits
-            logits, labels = align_logits_and_labels(logits, batch["labels"][:, width - logits.shape[1]:])
-            mask = labels != IGNORE_INDEX
-            logp = logits.float().log_softmax(-1)
-            index = labels.masked_fill(~mask, 0)
-            parts["token_logps"].append((logp.gather(-1, index.unsqueeze(-1)).squeeze(-1) * mask).cpu())
-            parts["mask"].append(mask.cpu())
-            parts["correct"].append(((logits.argmax(-1) == labels) & mask).cpu())
-            if min_k_plus_plus:
-                parts["min_k_plus_plus"].append((standardised_logps(logp, index) * mask).cpu())
+        if shared is not None:
+            batches = _prefix_batches(model, rows, *shared, batch_size, pad_token_id, device, min_k_plus_plus)
+        else:
+            batches = _full_batches(model, rows, batch_size, UnlearningCollator(pad_token_id).pad, device,
+                                    min_k_plus_plus)  # fmt: skip
+        for indices, batch_parts in batches:
+            order += indices
+            for name in names:
+                parts[name].append(batch_parts[name])
     finally:
         model.train(was_training)
     width = max(part.shape[-1] for part in parts["mask"])
@@ -64,6 +153,14 @@ def token_statistics(
     stats["sum_logps"] = stats["token_logps"].sum(-1)
     stats["num_tokens"] = stats["mask"].sum(-1)
     return stats
+
+
+def _takes_cache(model) -> bool:
+    """Whether the model is a decoder that takes `past_key_values` and `position_ids` (every HF causal LM)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(target.forward).parameters
+    config = getattr(target, "config", None)
+    return {"past_key_values", "position_ids"} <= set(parameters) and not getattr(config, "is_encoder_decoder", False)
 
 
 def answer_nll(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> torch.Tensor:
