@@ -75,3 +75,32 @@ def num_image_tokens(model) -> int:
     vision = model.config.vision_config
     count = (vision.image_size // vision.patch_size) ** 2 + 1  # CLIP prepends a CLS feature
     return count - (model.config.vision_feature_select_strategy == "default")
+
+
+def train_llava(model, processor, rows, epochs: int = 30, learning_rate: float = 3e-3, batch_size: int = 8,
+                prompt_template: str = "Question: {question}\nAnswer:", max_length: int = 256, seed: int = 0):
+    """Fine-tune `model` on `{"question", "answer", "image"}` rows (answer-token cross-entropy, AdamW, shuffled by
+    `seed`): how tests and benchmarks teach a tiny LLaVA the concepts it later unlearns. Returns the last epoch's mean
+    loss."""
+    from ..losses import mean_nll, sequence_logps
+    from .alignment import MultimodalCollator, encode_row
+
+    encoded = [encode_row(row, processor, prompt_template, max_length, f"row {i}") for i, row in enumerate(rows)]
+    collate = MultimodalCollator(processor.tokenizer.pad_token_id or 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(order), batch_size):
+            batch = collate.pad([encoded[i] for i in order[start : start + batch_size]])
+            labels = batch.pop("labels")
+            batch.pop("excluded")
+            loss = mean_nll(*sequence_logps(model(**batch).logits, labels)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    return sum(losses) / len(losses)
