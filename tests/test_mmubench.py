@@ -55,3 +55,27 @@ def test_evaluate_mmubench_on_the_original_model(memorised_llava):  # noqa: F811
     assert results["specificity"] == results["specificity_original"] == 100.0
     assert results["c_dis"] == pytest.approx(0.0, abs=1e-6) and results["mia"] == pytest.approx(100.0)
     assert 1.0 <= results["fluency"] < 2.0 and results["diversity"] == 100.0
+
+
+def test_cli_eval_mmubench(tmp_path, memorised_llava):  # noqa: F811
+    import json
+
+    from hf_unlearn.cli import main
+
+    model, processor = memorised_llava
+    model.save_pretrained(tmp_path / "original")
+    processor.save_pretrained(tmp_path / "original")
+    paths = {}
+    for name, seed in ((TARGET, 0), (TARGET, 31), ("Quimby", 30)):
+        paths[(name, seed)] = str(tmp_path / f"{name}-{seed}.png")
+        concept_image(name, seed).save(paths[(name, seed)])
+    spec = {"concept": TARGET, "train_image": paths[(TARGET, 0)], "unseen_images": [paths[(TARGET, 31)]],
+            "other_concepts": {"Quimby": [paths[("Quimby", 30)]]}}  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    output = tmp_path / "eval_results.json"
+    assert main(["eval", "--suite", "mmubench", "--model", str(tmp_path / "original"), "--original-model",
+                 str(tmp_path / "original"), "--mmubench-data", str(tmp_path / "spec.json"), "--output",
+                 str(output)]) == 0  # fmt: skip
+    results = json.loads(output.read_text())
+    assert results["efficacy"] == 0.0 and results["specificity"] == 100.0
+    assert TARGET not in output.read_text()
