@@ -16,6 +16,8 @@ from .methods import (
     NPOTrainer,
     SimNPOConfig,
     SimNPOTrainer,
+    SIUConfig,
+    SIUTrainer,
 )
 from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
@@ -23,6 +25,7 @@ from .trainer import NonFiniteLossError, UnlearningTrainer
 __all__ = [
     "METHODS", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig",
     "GradDiffTrainer",
-    "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
+    "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer",
+    "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
 ]  # fmt: skip

@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_parser = commands.add_parser("eval", help="Evaluate a model with the leaderboards' metrics.")
     eval_parser.add_argument("--model", required=True, help="Model folder or id to evaluate.")
-    eval_parser.add_argument("--suite", default="tofu", choices=["tofu", "classifier"], help="Which metrics.")
+    eval_parser.add_argument("--suite", default="tofu", choices=["tofu", "classifier", "mmubench"],
+                             help="Which metrics.")
     eval_parser.add_argument("--forget-split", default="forget10", help="TOFU forget split (forget01/05/10).")
+    eval_parser.add_argument("--original-model", help="mmubench suite: the model before unlearning.")
+    eval_parser.add_argument("--mmubench-data", help="mmubench suite: JSON with concept, train_image, unseen_images, "
+                             "other_concepts ({name: [image paths]}) and optionally questions.")
     eval_parser.add_argument("--gold-model", help="The retain-only model: gives forget_quality and privleak.")
     eval_parser.add_argument("--reference-model", help="A reference model for the Reference MIA (e.g. the base).")
     eval_parser.add_argument("--tofu-path", help="Local folder of TOFU JSONL files (default: the Hub).")
@@ -186,6 +190,8 @@ def _gold(args) -> int:
 def _evaluate(args) -> int:
     if args.suite == "classifier":
         return _evaluate_classifier(args)
+    if args.suite == "mmubench":
+        return _evaluate_mmubench(args)
     import json
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -244,6 +250,52 @@ def _evaluate_classifier(args) -> int:
     results = evaluate_classifier(model, rows(args.forget), rows(args.retain), rows(args.test), heldout,
                                   args.batch_size, tokenizer.pad_token_id or 0)  # fmt: skip
     print(format_table({"model": results}, CLASSIFIER_ROWS))
+    with open(args.output, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"written to {args.output}")
+    return 0
+
+
+def _load_llava(path: str, base: str | None = None):
+    """A LLaVA model folder, or a PEFT adapter folder merged into `base` (its base model)."""
+    import os
+
+    from transformers import LlavaForConditionalGeneration
+
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        from peft import PeftModel
+
+        if base is None:
+            raise ValueError(f"{path} holds a LoRA adapter: pass --original-model (its base model) to load it.")
+        return PeftModel.from_pretrained(LlavaForConditionalGeneration.from_pretrained(base), path).merge_and_unload()
+    return LlavaForConditionalGeneration.from_pretrained(path)
+
+
+def _evaluate_mmubench(args) -> int:
+    import json
+
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from .evaluation.mmubench import WHO_PROMPT, evaluate_mmubench
+
+    if not args.original_model or not args.mmubench_data:
+        raise ValueError("--suite mmubench needs --original-model (the model before unlearning) and --mmubench-data.")
+    with open(args.mmubench_data) as handle:
+        spec = json.load(handle)
+    missing = sorted({"concept", "train_image", "unseen_images", "other_concepts"} - set(spec))
+    if missing:
+        raise ValueError(f"{args.mmubench_data} has no {missing}: see `hf-unlearn eval --help`.")
+    results = evaluate_mmubench(
+        _load_llava(args.model, args.original_model), _load_llava(args.original_model),
+        AutoProcessor.from_pretrained(args.original_model), spec["concept"], Image.open(spec["train_image"]),
+        [Image.open(p) for p in spec["unseen_images"]],
+        {name: [Image.open(p) for p in paths] for name, paths in spec["other_concepts"].items()},
+        questions=spec.get("questions", [WHO_PROMPT]), max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    width = max(map(len, results))
+    for name, value in results.items():
+        print(f"{name:<{width}}  {value:.2f}" if value is not None else f"{name:<{width}}  -")
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)
     print(f"written to {args.output}")

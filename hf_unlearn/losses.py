@@ -100,3 +100,26 @@ def contrastive_unlearning_loss(
     losses = denominator.logsumexp(-1) - positives
     has_positive = positive_mask.any(-1)
     return losses[has_positive].mean() if has_positive.any() else similarity.sum() * 0.0
+
+
+def dual_masked_kl(
+    reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, token_mask: torch.Tensor,
+    vocab_keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SIU's Dual Masked KL (Li et al. 2024, arXiv 2405.12523, eq. 3), a scalar:
+
+        L_DMK = (1/Z) Σ_t (1 − m_t) Σ_v k_v · p_0(v|·) · [log p_0(v|·) − log p_θ(v|·)]
+
+    over answer positions t (labels not -100), with the causal shift (position t−1's logits predict label t).
+    `token_mask` [B, T] is m_t on label positions (1/True: excluded, e.g. a made-up name); `vocab_keep` [V] is k_v
+    (0 on the concept name's token ids), applied after the softmax with no renormalisation. Z is the number of answer
+    positions with m_t = 0 in the batch (a token mean over the batch).
+    """
+    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
+    logits, _ = align_logits_and_labels(logits, labels)
+    keep = (aligned != IGNORE_INDEX) & ~token_mask[:, 1:].bool()
+    ref_logp = reference_logits.float().log_softmax(-1)
+    terms = ref_logp.exp() * (ref_logp - logits.float().log_softmax(-1))
+    if vocab_keep is not None:
+        terms = terms * vocab_keep.to(terms)
+    return (terms.sum(-1) * keep).sum() / keep.sum().clamp(min=1)

@@ -5,8 +5,9 @@ from .ga import GAConfig, GATrainer
 from .grad_diff import GradDiffConfig, GradDiffTrainer
 from .npo import NPOConfig, NPOTrainer
 from .simnpo import SimNPOConfig, SimNPOTrainer
+from .siu import SIUConfig, SIUTrainer
 
 __all__ = [
     "DeepCUTConfig", "DeepCUTTrainer", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
-    "NPOConfig", "NPOTrainer", "SimNPOConfig", "SimNPOTrainer",
+    "NPOConfig", "NPOTrainer", "SimNPOConfig", "SimNPOTrainer", "SIUConfig", "SIUTrainer",
 ]  # fmt: skip

@@ -1,0 +1,191 @@
+"""MMUBench-style evaluation of unlearning one visual concept (Li et al. 2024, arXiv 2405.12523, §4), against the
+original model. Pure metric functions first, then `evaluate_mmubench` that runs both models.
+
+Where the paper's exact recipe could not be read (it scores some metrics with GPT-4 and general benchmarks), this
+project's definition is stated in each docstring:
+
+- Efficacy: % of answers on the training image that do not name the concept (higher: forgotten).
+- Generality: the same on unseen images of the concept.
+- Specificity: % of answers on other concepts' images that name their own concept, i.e. recognition accuracy of the
+  concepts that were not unlearned (the paper uses general benchmarks; higher: kept). Reported for both models.
+- Fluency: perplexity of the unlearned model on the original model's answers, the concept name's tokens left out
+  (lower: fluent).
+- Diversity: mean % of unique words per answer (higher: less repetitive).
+- C-Dis: mean KL(p_original ‖ p_unlearned) at the positions of the original answers that predict a token of the
+  concept name (higher: the name's distribution moved further).
+- MIA: the questions whose original answer has a Min-K% (k = 40%) log-probability at or above the median (the most
+  "member-like"), then the mean ROUGE-L recall (%) of the unlearned model's answers against the original's on them
+  (lower: less of what the model said about the concept can be read back).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+
+from ..losses import IGNORE_INDEX, align_logits_and_labels
+from .metrics import min_k_score, rouge_l_recall
+
+MMUBENCH_METRICS = ("efficacy", "generality", "specificity", "fluency", "diversity", "c_dis", "mia")
+WHO_PROMPT = "Who is this?"
+
+
+def names_concept(answer: str, concept_name: str) -> bool:
+    """Whether `answer` names the concept (case-insensitive, on word boundaries)."""
+    return re.search(rf"\b{re.escape(concept_name.lower())}\b", answer.lower()) is not None
+
+
+def efficacy(answers: Sequence[str], concept_name: str) -> float:
+    """% of `answers` that do not name `concept_name` (Efficacy on the training image, Generality on unseen ones)."""
+    if not answers:
+        raise ValueError("no answers to score: pass at least one.")
+    return 100.0 * sum(not names_concept(a, concept_name) for a in answers) / len(answers)
+
+
+def specificity(answers: Sequence[str], concept_names: Sequence[str]) -> float:
+    """% of `answers` (to other concepts' images) that name their own concept, `concept_names[i]`."""
+    if len(answers) != len(concept_names) or not answers:
+        raise ValueError(f"{len(answers)} answers, {len(concept_names)} names: pass one name per answer, at least 1.")
+    return 100.0 * sum(names_concept(a, n) for a, n in zip(answers, concept_names, strict=True)) / len(answers)
+
+
+def diversity(answers: Sequence[str]) -> float:
+    """Mean over answers of 100 × unique words / words (empty answers count 0)."""
+    if not answers:
+        raise ValueError("no answers to score: pass at least one.")
+    scores = []
+    for answer in answers:
+        words = re.findall(r"\w+", answer.lower())
+        scores.append(100.0 * len(set(words)) / len(words) if words else 0.0)
+    return sum(scores) / len(scores)
+
+
+def fluency(logits: torch.Tensor, labels: torch.Tensor, name_token_ids: Sequence[int]) -> float:
+    """Perplexity exp(mean NLL) of answer tokens (`labels` not -100) that are not the concept name's tokens."""
+    logits, labels = align_logits_and_labels(logits, labels)
+    keep = labels != IGNORE_INDEX
+    if len(name_token_ids):
+        keep &= ~torch.isin(labels, torch.as_tensor(list(name_token_ids), device=labels.device))
+    logp = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return math.exp(-(logp * keep).sum().item() / max(int(keep.sum()), 1))
+
+
+def concept_distance(reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                     name_token_ids: Sequence[int]) -> float:  # fmt: skip
+    """C-Dis: mean KL(p_ref ‖ p) over positions whose label is one of `name_token_ids` (0 when there is none)."""
+    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
+    logits, _ = align_logits_and_labels(logits, labels)
+    key = torch.isin(aligned, torch.as_tensor(list(name_token_ids), dtype=aligned.dtype, device=aligned.device))
+    if not key.any():
+        return 0.0
+    ref = reference_logits.float().log_softmax(-1)
+    kl = (ref.exp() * (ref - logits.float().log_softmax(-1))).sum(-1)
+    return (kl[key]).mean().item()
+
+
+def mia_score(original_min_k: Sequence[float], unlearned_answers: Sequence[str],
+              original_answers: Sequence[str]) -> float:  # fmt: skip
+    """Mean ROUGE-L recall (%) of unlearned answers against the original answers, on the questions whose original
+    Min-K% score is at or above the median (the filtered, most member-like ones)."""
+    if not len(original_min_k) == len(unlearned_answers) == len(original_answers) or not original_answers:
+        raise ValueError("pass one Min-K% score, unlearned answer and original answer per question (at least one).")
+    scores = torch.as_tensor(list(original_min_k), dtype=torch.float)
+    kept = (scores >= scores.median()).nonzero().flatten().tolist()
+    recalls = rouge_l_recall([unlearned_answers[i] for i in kept], [original_answers[i] for i in kept])
+    return 100.0 * sum(recalls) / len(recalls)
+
+
+# ---- running the models ----
+
+
+def _prompt(processor, question: str, prompt_template: str, image) -> dict:
+    from ..multimodal.alignment import as_rgb
+
+    prompt = prompt_template.format(question=question)
+    if image is None:
+        return processor.tokenizer(prompt, return_tensors="pt")
+    return processor(images=[as_rgb(image)], text=[f"{processor.image_token}\n{prompt}"], return_tensors="pt")
+
+
+@torch.no_grad()
+def generate_answers(model, processor, queries, prompt_template: str = "Question: {question}\nAnswer:",
+                     max_new_tokens: int = 16) -> list[str]:  # fmt: skip
+    """Greedy answers to `(question, image or None)` queries, one at a time (images of any size)."""
+    was_training = model.training
+    model.eval()
+    answers = []
+    for question, image in queries:
+        inputs = _prompt(processor, question, prompt_template, image).to(model.device)
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+        new_tokens = out[0, inputs["input_ids"].shape[1] :]
+        answers.append(processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
+    model.train(was_training)
+    return answers
+
+
+@torch.no_grad()
+def _answer_logits(model, processor, queries, answers, prompt_template):
+    from ..multimodal.alignment import encode_row
+
+    for (question, image), answer in zip(queries, answers, strict=True):
+        row = encode_row({"question": question, "answer": answer or ".", "image": image}, processor, prompt_template,
+                         4096, "query")  # fmt: skip
+        batch = {"input_ids": torch.tensor([row["input_ids"]]), "attention_mask": torch.tensor([row["attention_mask"]])}
+        if "pixel_values" in row:
+            batch["pixel_values"] = row["pixel_values"].unsqueeze(0)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        yield model(**batch).logits, torch.tensor([row["labels"]], device=model.device)
+
+
+def evaluate_mmubench(model, original_model, processor, concept_name: str, train_image, unseen_images,
+                      other_concepts: dict, questions: Sequence[str] = (WHO_PROMPT,),
+                      prompt_template: str = "Question: {question}\nAnswer:",
+                      max_new_tokens: int = 16) -> dict:  # fmt: skip
+    """The seven MMUBench metrics of `model` for `concept_name`, against `original_model` (module docstring).
+
+    `other_concepts` maps each other concept's name to its images; `questions` are asked of every image."""
+    was = (model.training, original_model.training)
+    model.eval(), original_model.eval()
+    tokenizer = processor.tokenizer
+    name_ids = sorted({i for text in (concept_name, " " + concept_name)
+                       for i in tokenizer(text, add_special_tokens=False)["input_ids"]})  # fmt: skip
+    train = [(q, train_image) for q in questions]
+    unseen = [(q, image) for image in unseen_images for q in questions]
+    others = [(q, image, name) for name, images in other_concepts.items() for image in images for q in questions]
+    answers = {who: {split: generate_answers(m, processor, queries, prompt_template, max_new_tokens)
+                     for split, queries in (("train", train), ("unseen", unseen),
+                                            ("others", [(q, i) for q, i, _ in others]))}
+               for who, m in (("model", model), ("original", original_model))}  # fmt: skip
+    concept_queries = train + unseen
+    original_answers = answers["original"]["train"] + answers["original"]["unseen"]
+    unlearned_answers = answers["model"]["train"] + answers["model"]["unseen"]
+    nll_sum, tokens, distances, min_k = 0.0, 0, [], []
+    pairs = zip(_answer_logits(original_model, processor, concept_queries, original_answers, prompt_template),
+                _answer_logits(model, processor, concept_queries, original_answers, prompt_template), strict=True)
+    for (reference_logits, labels), (logits, _) in pairs:
+        keep = (labels[:, 1:] != IGNORE_INDEX) & ~torch.isin(labels[:, 1:], torch.tensor(name_ids))
+        count = max(int(keep.sum()), 1)
+        nll_sum += math.log(fluency(logits, labels, name_ids)) * count
+        tokens += count
+        distances.append(concept_distance(reference_logits, logits, labels, name_ids))
+        ref, aligned = align_logits_and_labels(reference_logits, labels)
+        mask = aligned != IGNORE_INDEX
+        logps = ref.float().log_softmax(-1).gather(-1, aligned.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        min_k.append(min_k_score(logps, mask, 0.4).item())
+    names = [name for _, _, name in others]
+    results = {
+        "efficacy": efficacy(answers["model"]["train"], concept_name),
+        "generality": efficacy(answers["model"]["unseen"], concept_name),
+        "specificity": specificity(answers["model"]["others"], names) if others else None,
+        "specificity_original": specificity(answers["original"]["others"], names) if others else None,
+        "fluency": math.exp(nll_sum / max(tokens, 1)),
+        "diversity": diversity(unlearned_answers),
+        "c_dis": sum(distances) / len(distances),
+        "mia": mia_score(min_k, unlearned_answers, original_answers),
+    }
+    model.train(was[0]), original_model.train(was[1])
+    return results
