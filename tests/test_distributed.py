@@ -2,6 +2,7 @@
 evaluation stops both ranks at the same step."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,10 @@ def free_port() -> int:
 def test_two_process_run_draws_different_retain_examples(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), str(SCRIPT), str(tmp_path)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # the launched processes import this checkout's hf_unlearn (not whichever one the venv's editable install names)
+    paths = [str(SCRIPT.parents[2]), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]

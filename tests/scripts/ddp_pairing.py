@@ -37,7 +37,8 @@ class LogTerms(TrainerCallback):
 
 
 args = GradDiffConfig(output_dir=output_dir, max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3,
-                      logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True)
+                      logging_steps=1, report_to="none", save_strategy="steps", save_steps=1000, disable_tqdm=True,
+                      use_cpu=True)
 evaluation = UnlearningEvalCallback(eval_steps=2, stop_when={"forget_loss": (">=", 0.0)})
 trainer = GradDiffTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                           processing_class=tokenizer, data_collator=Recorder(tokenizer.pad_token_id),
