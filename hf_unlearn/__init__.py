@@ -6,6 +6,8 @@ from .callbacks import UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
 from .methods import (
+    AAMUConfig,
+    AAMUTrainer,
     DeepCUTConfig,
     DeepCUTTrainer,
     GAConfig,
@@ -23,6 +25,7 @@ from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
 
 __all__ = [
+    "AAMUConfig", "AAMUTrainer",
     "METHODS", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig",
     "GradDiffTrainer",
     "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer",

@@ -67,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--forget", required=True, help="Your forget rows (.jsonl, .json, .csv or .parquet).")
     verify.add_argument("--salt", required=True, help="The unlearning_salt.txt the unlearning run wrote.")
     verify.add_argument("--revision", help="Hub revision of the model (default: main).")
+
+    condense = commands.add_parser("condense", help="Blend: condense image retain rows before unlearning.")
+    condense.add_argument("--retain", required=True, help="Retain image rows: a safetensors file with pixel_values "
+                          "[N, C, H, W] and labels [N] (hf_unlearn.preparation.save_image_rows writes one).")
+    condense.add_argument("--forget", required=True, help="Forget image rows, same format.")
+    condense.add_argument("--output", required=True, help="Where to write the reduced retain rows (same format).")
+    condense.add_argument("--images-per-class", type=int, default=10, help="k-means clusters per class.")
+    condense.add_argument("--steps", type=int, default=16, help="SGD steps on the blending weights (paper: 12-20).")
+    condense.add_argument("--batch-size", type=int, default=64, help="Clusters blended together.")
+    condense.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     from . import METHODS
@@ -83,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "gold":
             return _gold(args)
+        if args.command == "condense":
+            return _condense(args)
         if args.command == "leaderboard":
             from .leaderboard import leaderboard
 
@@ -184,6 +196,23 @@ def _gold(args) -> int:
     model.save_pretrained(args.output_dir)
     tokenizer.save_pretrained(args.output_dir)
     print(f"gold model written to {args.output_dir} ({seconds:.1f} s)")
+    return 0
+
+
+def _condense(args) -> int:
+    import time
+
+    from .preparation import blend_condense, load_image_rows, save_image_rows
+
+    retain, forget = load_image_rows(args.retain), load_image_rows(args.forget)
+    start = time.perf_counter()
+    rows, clusters = blend_condense(retain, forget, images_per_class=args.images_per_class, steps=args.steps,
+                                    batch_size=args.batch_size, seed=args.seed, return_clusters=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    save_image_rows(rows, args.output)
+    blended = sum(not c.kept for c in clusters)
+    print(f"condensed {len(retain)} retain rows to {len(rows)} ({len(rows) - blended} kept from clusters holding "
+          f"forget rows, {blended} blended) in {seconds:.2f} s; wrote {args.output}")  # fmt: skip
     return 0
 
 

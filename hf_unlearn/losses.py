@@ -123,3 +123,26 @@ def dual_masked_kl(
     if vocab_keep is not None:
         terms = terms * vocab_keep.to(terms)
     return (terms.sum(-1) * keep).sum() / keep.sum().clamp(min=1)
+
+
+def gaussianise(losses: torch.Tensor, k: float = 2.0) -> torch.Tensor:
+    """A-AMU's Gaussianising transform (Khan 2025, arXiv 2507.09786) of per-example losses `[n] → [n]`:
+    `u = log(1 + ℓ)`, a smooth empirical CDF `F_i = (1/n) Σ_j σ(k · ReLU(u_i − u_j))`, then the probit `Φ⁻¹(F_i)`.
+
+    The j = i term is σ(0) = 1/2 and every term is in [1/2, 1), so `F_i ∈ [1/2, 1)` and the result is finite and
+    >= 0: 0 where the losses are all alike (a memorised set), spread out where they differ (never-seen examples).
+    """
+    u = torch.log1p(losses.float())
+    cdf = torch.sigmoid(k * F.relu(u.unsqueeze(1) - u.unsqueeze(0))).mean(1)
+    return torch.special.ndtri(cdf)
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Squared maximum mean discrepancy of two 1-D samples with the Gaussian kernel `exp(−(a − b)² / (2σ²))`, the
+    biased (V-statistic) estimate `mean K(x, x') + mean K(y, y') − 2 · mean K(x, y)`: 0 for identical samples."""
+    x, y = x.float().reshape(-1, 1), y.float().reshape(-1, 1)
+
+    def kernel(a, b):  # squared differences directly: cdist's gradient is NaN at distance 0
+        return torch.exp(-(a - b.T).pow(2) / (2 * sigma**2))
+
+    return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()

@@ -48,7 +48,11 @@ def latent(model, rows) -> torch.Tensor:
 IMAGE_METHOD_CASES = [
     ("ga", {}),
     ("grad_diff", {"learning_rate": 1e-4, "num_train_epochs": 10, "per_device_train_batch_size": 8}),
+    ("a_amu", {"learning_rate": 2.4e-4, "num_train_epochs": 5, "alpha": 30.0}),
+    ("a_amu", {"learning_rate": 2.4e-4, "base_method": "grad_diff", "gamma": 0.05, "alpha": 5.0}),
 ]
+# Methods that take rows never trained on (A-AMU's heldout_dataset): the second half of the test split.
+NEEDS_HELDOUT = {"a_amu"}
 
 
 # (registry name, config overrides) run on a tiny LLaVA that learned to name three concepts from pictures
@@ -130,9 +134,10 @@ def test_method_on_image_classifier(name, overrides, tmp_path, memorised_image_c
     config_cls, trainer_cls = hf_unlearn.METHODS[name]
     config = config_cls(**training_args(tmp_path, **{"learning_rate": 1e-3, "num_train_epochs": 3, **overrides}))
     before = evaluate_classifier(model, digits_data["forget"], digits_data["retain"], digits_data["test"])
+    extra = {"heldout_dataset": digits_data["test"][100:]} if name in NEEDS_HELDOUT else {}
     trainer = trainer_cls(
         model=model, args=config, forget_dataset=digits_data["forget"],
-        retain_dataset=digits_data["retain"] if config.uses_retain else None,
+        retain_dataset=digits_data["retain"] if config.uses_retain else None, **extra,
     )  # fmt: skip
     trainer.train()
     after = evaluate_classifier(model, digits_data["forget"], digits_data["retain"], digits_data["test"])
