@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import re
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPU: sleeping Open
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from results_doc import write_section  # noqa: E402  (bench/results_doc.py)
 
 from hf_unlearn import AAMUConfig, AAMUTrainer  # noqa: E402
 from hf_unlearn.data import load_digits_rows  # noqa: E402
@@ -39,7 +39,6 @@ from hf_unlearn.preparation import blend_condense, dm_condense  # noqa: E402
 from hf_unlearn.synthetic import build_tiny_image_classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN, MARK_END = "<!-- blend_aamu:begin -->", "<!-- blend_aamu:end -->"
 MODEL = {"hidden_size": 64, "num_layers": 4, "num_heads": 4}
 
 
@@ -181,7 +180,7 @@ def main():
     body, _ = report(rows, times, full_choice, reduced_choice, unlearn_seconds, blend_time, dm_time, args)
     print(body)
     if not args.no_write:
-        write_section(Path(args.output), body)
+        write_section(args.output, "blend_aamu", "Blend + A-AMU on digits (`bench/blend_aamu.py`)", body)
         log(f"wrote the table to {args.output}")
 
 
@@ -241,15 +240,6 @@ def report(rows, times, full_choice, reduced_choice, unlearn_seconds, blend_time
     verdicts = [f"- {name}: **{'met' if ok else 'not met'}** ({detail})" for name, ok, detail in targets]
     return "\n".join(lines + verdicts), verdicts
 
-
-def write_section(output: Path, body: str) -> None:
-    text = output.read_text() if output.exists() else ""
-    section = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text += f"\n## Blend + A-AMU on digits (`bench/blend_aamu.py`)\n\n{section}\n"
-    output.write_text(text)
 
 
 if __name__ == "__main__":
