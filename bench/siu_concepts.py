@@ -89,10 +89,11 @@ def fact_accuracy(model, processor, rows) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--views", type=int, default=24, help="Augmented training views per concept.")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20, help="Epochs of training the original.")
     parser.add_argument("--steps", type=int, default=10, help="Unlearning optimizer steps (target: within 10).")
     parser.add_argument("--batch-size", type=int, default=32, help="Unlearning rows per optimizer step.")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Unlearning learning rate of SIU and PO.")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Unlearning learning rate of SIU and PO (chosen on "
+                        "the validation split from 1e-3, 3e-3, 5e-3, 1e-2).")
     parser.add_argument("--split", choices=list(SPLIT_SEEDS), default="test",
                         help="Held-out views to score: 'validation' to choose settings, 'test' to report.")
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of the methods to run.")
@@ -167,7 +168,7 @@ def main() -> None:
     text = render(table, args)
     print(text)
     if args.write_results:
-        write_results(text)
+        write_results(text, args)
 
 
 def render(table: dict, args) -> str:
@@ -181,23 +182,31 @@ def render(table: dict, args) -> str:
     siu, original = table["SIU"], table["original"]
     met = siu["efficacy"] >= 90 and siu["generality"] >= 90 and siu["steps"] <= 10
     kept = original["specificity"] - siu["specificity"] <= 5
+    recognised = min(100 - original["generality"], original["specificity"]) >= 95
     lines += ["", f"Target (SIU: Efficacy and Generality ≥ 90% within 10 steps): {'met' if met else 'NOT met'}; "
               f"other concepts' recognition within 5 points of the original ({original['specificity']:.1f}% → "
               f"{siu['specificity']:.1f}%): {'met' if kept else 'NOT met'}; the concept's text facts "
-              f"{original['facts']:.0f}% → {siu['facts']:.0f}%."]  # fmt: skip
+              f"{original['facts']:.0f}% → {siu['facts']:.0f}%. The original names the concept on "
+              f"{100 - original['generality']:.0f}% of its unseen views and the other concepts on "
+              f"{original['specificity']:.1f}% of theirs (target ≥ 95%: "
+              f"{'met' if recognised else 'NOT met'})."]  # fmt: skip
     return "\n".join(lines)
 
 
-def write_results(table: str) -> None:
+def write_results(table: str, args) -> None:
     path = Path(__file__).resolve().parents[1] / "docs" / "results.md"
     text = path.read_text()
     block = ("<!-- siu:begin -->\n## SIU: unlearning one concept of a small LLaVA from one image (MMUBench-style)\n\n"
              "A LLaVA built from configs (CLIP vision tower 32 px / patch 8, Llama 2 × 96) learned to name 10 concepts "
-             "from the photos bundled with scikit-image (12 augmented views each, 2 questions per view) and two text "
-             "facts about each; one concept is unlearned from one unseen view. SIU, PO, GA and GA+KL start from the "
-             "same weights (LoRA r 16); metrics as defined in `hf_unlearn/evaluation/mmubench.py` (Specificity: "
+             "from the photos bundled with scikit-image (24 augmented views each, 2 questions per view), two text "
+             "facts about each, and to answer 8 other scikit-image photos with a made-up name (as a pretrained MLLM "
+             "does for people it never saw); one concept is unlearned from one unseen view. SIU, PO, GA and GA+KL "
+             "start from the same weights (LoRA r 16, 10 steps of 32 rows: all 30 rows of SIU's set per step; "
+             f"learning rate {args.lr:g} for SIU and PO, chosen for SIU on held-out `validation` views of every "
+             "concept, 3e-3 for GA and GA+KL; scores on other held-out `test` views); metrics as defined in "
+             "`hf_unlearn/evaluation/mmubench.py` (Specificity: "
              "the other 9 concepts' recognition; Concept facts: the forgotten concept's text facts answered "
-             "correctly). Produced by `python bench/siu_concepts.py --write-results` on a CPU.\n\n"
+             "correctly). Produced by `PYTHONPATH=. python bench/siu_concepts.py --write-results` on a CPU.\n\n"
              f"{table}\n<!-- siu:end -->")  # fmt: skip
     if "<!-- siu:begin -->" in text:
         text = re.sub(r"<!-- siu:begin -->.*?<!-- siu:end -->", lambda _: block, text, flags=re.S)
