@@ -299,3 +299,28 @@ def test_question_answer_card_holds_no_revocable_text(tmp_path, make_model, toke
     for row in forget:
         assert row["answer"] not in written and row["question"] not in written and row["person"] not in written
     assert verify_fingerprint(forget, read_salt(tmp_path), read_manifest(tmp_path)["requests"][0]["fingerprint"])
+
+
+def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path):
+    """torchrun, 2 CPU processes (gloo): no deadlock, each rank's meta steps draw their own revocable rows, the
+    replicas end with the same weights, the logged terms are all-reduced, and save_model writes the card once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_distributed import free_port
+
+    script = Path(__file__).parent / "scripts" / "ddp_ready2unlearn.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(script), str(tmp_path)]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's hf_unlearn, not another installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]  # read after save_model: writing the card kept the state
+    assert len(ranks[0]["drawn"]) == 3 and ranks[0]["drawn"] != ranks[1]["drawn"]
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], abs=1e-9)
+    assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 3
+    assert read_manifest(tmp_path)["requests"][0]["kind"] == "preparation"

@@ -379,7 +379,7 @@ class Ready2UnlearnTrainer(Trainer):
             "description": self.args.revocable_description,
             "fingerprint": fingerprint_from_hashes(self._revocable_hashes, self._salt, self._fingerprint_columns),
             "dataset": None,
-            "settings": non_default_settings(self.args),
+            "settings": _keeping_accelerate_state(non_default_settings, self.args),
             "metrics": {},
             "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
             "curves": loss_curves(self.state.log_history),
@@ -446,6 +446,20 @@ class Ready2UnlearnTrainer(Trainer):
         if self.is_world_process_zero() and os.path.isfile(salt):
             os.remove(salt)
         super()._push_from_checkpoint(checkpoint_folder)
+
+
+def _keeping_accelerate_state(function, *args):
+    """`function(*args)` with accelerate's shared process state restored afterwards: `non_default_settings` builds a
+    fresh `TrainingArguments`, which resets that state (on rank 0 of a multi-process run, `world_size` became 1)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    saved = dict(PartialState._shared_state), dict(AcceleratorState._shared_state)
+    try:
+        return function(*args)
+    finally:
+        for state, values in zip((PartialState._shared_state, AcceleratorState._shared_state), saved, strict=True):
+            state.clear()
+            state.update(values)
 
 
 def _pipeline_tag(model) -> str:
