@@ -17,6 +17,7 @@ from .methods import (
     SimNPOConfig,
     SimNPOTrainer,
 )
+from .preparation import Ready2UnlearnConfig, Ready2UnlearnTrainer
 from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
 
@@ -25,4 +26,5 @@ __all__ = [
     "GradDiffTrainer",
     "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
+    "Ready2UnlearnConfig", "Ready2UnlearnTrainer",
 ]  # fmt: skip
