@@ -64,7 +64,8 @@ def test_first_order_meta_gradient_by_hand(tmp_path):
     """
     model = OneWeight(0.0)
     task, revocable, stable, recovery = row(1.0, 1), row(1.0, 0), row(2.0, 1), row(2.0, 0)
-    trainer = make_trainer(tmp_path, model, [task], [revocable], [stable], [recovery], alpha_in=1.0, alpha_re=1.0)
+    trainer = make_trainer(tmp_path, model, [task], [revocable], [stable], [recovery], alpha_in=1.0, alpha_re=1.0,
+                           revocable_loss_cap=float("inf"))  # fmt: skip
     model.train()
     trainer._meta_pending = True  # as at the start of a meta step
     loss = trainer.compute_loss(model, trainer._pad([task]))
@@ -77,6 +78,14 @@ def test_first_order_meta_gradient_by_hand(tmp_path):
     assert terms["stable_after_unlearn"] == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-6)
     assert terms["revocable_after_relearn"] == pytest.approx(math.log1p(math.exp(-0.9621172)), abs=1e-6)
     assert terms["task"] == pytest.approx(math.log(2), abs=1e-6)  # logged as float32
+
+    # With the default cap, log C = log 2 = 0.6931472: ℓ_rev(w') = 0.9740770 is above it, so the λ1 term adds no
+    # gradient, while ℓ_rev(w'') = 0.3234 is below it and λ3 still counts: 1.9367967 − 0.6224593 = 1.3143374.
+    model.w.grad = None
+    trainer.args.revocable_loss_cap = None
+    trainer._meta_pending = True
+    trainer.compute_loss(model, trainer._pad([task])).backward()
+    assert model.w.grad.item() == pytest.approx(1.3143374, abs=1e-6)
 
 
 def mlp_rows(seed, n, label_offset=0):
@@ -92,7 +101,7 @@ def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_s
     model = TinyMLP()
     train, revocable, stable, recovery = mlp_rows(0, 4), mlp_rows(1, 3), mlp_rows(2, 3, 1), mlp_rows(3, 3)
     trainer = make_trainer(tmp_path, model, train, revocable, stable, recovery, alpha_in=0.5, alpha_re=0.3,
-                           inner_steps=inner_steps, meta_order="second")  # fmt: skip
+                           inner_steps=inner_steps, meta_order="second", revocable_loss_cap=float("inf"))  # fmt: skip
     batches = [trainer._pad(rows) for rows in (revocable, stable, recovery)]
     params = [p for p in model.parameters()]
     loss, _ = trainer.meta_objective(model, *batches)
@@ -124,7 +133,8 @@ def test_outer_terms_signs(tmp_path, weights, term, direction):
     model = TinyMLP()
     train, revocable, stable, recovery = mlp_rows(0, 4), mlp_rows(1, 3), mlp_rows(2, 3, 1), mlp_rows(3, 3)
     lambdas = dict(zip(("lambda1", "lambda2", "lambda3"), weights, strict=True))
-    trainer = make_trainer(tmp_path, model, train, revocable, stable, recovery, alpha_in=0.5, alpha_re=0.5, **lambdas)
+    trainer = make_trainer(tmp_path, model, train, revocable, stable, recovery, alpha_in=0.5, alpha_re=0.5,
+                           revocable_loss_cap=float("inf"), **lambdas)  # fmt: skip
     batches = [trainer._pad(rows) for rows in (revocable, stable, recovery)]
     # every term is measured, whatever its weight: switch all on for measuring, keep the chosen weights for the step
     measure = {"lambda1": 1.0, "lambda2": 1.0, "lambda3": 1.0}
@@ -211,7 +221,8 @@ def test_peft_only_adapter_weights_take_the_updates(tmp_path, make_model, tokeni
     [({"alpha_in": 0.0}, "alpha_in=0"), ({"alpha_re": -1.0}, "alpha_re=-1.0 is negative"),
      ({"lambda2": -0.5}, "lambda2=-0.5 is negative"), ({"inner_steps": 0}, "inner_steps=0"),
      ({"meta_order": "third"}, "meta_order='third' is unknown"), ({"meta_every": 0}, "meta_every=0"),
-     ({"meta_batch_size": 0}, "meta_batch_size=0"), ({"relearn_steps": -1}, "relearn_steps=-1")],
+     ({"meta_batch_size": 0}, "meta_batch_size=0"), ({"relearn_steps": -1}, "relearn_steps=-1"),
+     ({"revocable_loss_cap": 0.0}, "revocable_loss_cap=0.0")],
 )  # fmt: skip
 def test_bad_config_values_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):

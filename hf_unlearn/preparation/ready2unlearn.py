@@ -9,6 +9,8 @@ so this is the project's own, every coefficient a config field):
     outer:  L = ℓ(D_task; θ) − λ1 · ℓ(D_rev; θ') + λ2 · ℓ(D_stable; θ') − λ3 · ℓ(D_rev; θ'')
 
 `ℓ` is the mean per-example loss: cross-entropy for classifier rows, mean answer-token NLL for question/answer rows.
+The two ascent terms are unbounded below, so their ℓ is capped (`revocable_loss_cap`, by default log C: the loss of a
+uniform prediction); above the cap they add no gradient.
 The inner updates run on the model's trainable parameters through `torch.func.functional_call` (no copy of the model).
 First order (the default) treats each inner gradient as a constant (θ' = θ + α_in·stopgrad(g)); second order
 differentiates through it (`create_graph=True`).
@@ -17,6 +19,7 @@ differentiates through it (`create_graph=True`).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -61,6 +64,10 @@ class Ready2UnlearnConfig(TrainingArguments):
     lambda3: float = field(default=1.0, metadata={
         "help": "λ3: weight of −ℓ(D_rev; θ''): relearning on recovery data must not bring the revocable data back "
                 "(0 disables the term)."})
+    revocable_loss_cap: float | None = field(default=None, metadata={
+        "help": "ℓ(D_rev) above this value earns nothing in the −λ1 and −λ3 terms (they are unbounded otherwise, and "
+                "the meta step would drive them up without end). None: log(C), the loss of a uniform prediction over "
+                "the C classes (or the vocabulary); inf: no cap."})
     meta_order: str = field(default="first", metadata={
         "help": "'first': inner gradients are constants (θ' = θ + α_in·stopgrad(g)); 'second': differentiate through "
                 "them (create_graph=True; more memory and time).", "choices": list(META_ORDERS)})
@@ -87,6 +94,9 @@ class Ready2UnlearnConfig(TrainingArguments):
                 raise ValueError(f"{name}={getattr(self, name)} is negative: step sizes and weights must be >= 0.")
         if self.alpha_in == 0:
             raise ValueError("alpha_in=0 makes the simulated unlearning a no-op: use a positive step size, e.g. 0.05.")
+        if self.revocable_loss_cap is not None and self.revocable_loss_cap <= 0:
+            raise ValueError(f"revocable_loss_cap={self.revocable_loss_cap}: use a positive loss value, None (log C) "
+                             "or inf (no cap).")  # fmt: skip
         if self.inner_steps < 1:
             raise ValueError(f"inner_steps={self.inner_steps}: the simulated unlearning needs at least 1 step.")
         if self.relearn_steps < 0:
@@ -288,6 +298,14 @@ class Ready2UnlearnTrainer(Trainer):
         logits = functional_call(module, params, args=(), kwargs=model_inputs(batch)).logits
         return example_losses(logits, batch["labels"]).mean()
 
+    def _capped(self, module, params: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(ℓ, min(ℓ, cap))` on the revocable batch: the ascent terms use the capped value (no gradient above it)."""
+        logits = functional_call(module, params, args=(), kwargs=model_inputs(batch)).logits
+        loss = example_losses(logits, batch["labels"]).mean()
+        cap = self.args.revocable_loss_cap
+        cap = math.log(logits.shape[-1]) if cap is None else cap
+        return loss, loss.clamp(max=cap)
+
     def _step(self, module, params: dict, batch: dict, step_size: float, second_order: bool) -> dict:
         """`params + step_size · ∇ℓ(batch; params)` (a negative `step_size` descends); the gradient is a constant
         unless `second_order`."""
@@ -300,8 +318,9 @@ class Ready2UnlearnTrainer(Trainer):
 
     def meta_objective(self, model, revocable: dict, stable: dict | None = None, recovery: dict | None = None):
         """`(loss, terms)`: the meta loss `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` on the given
-        padded batches, and the unweighted ℓ values by name (`revocable_after_unlearn`, `stable_after_unlearn`,
-        `revocable_after_relearn`). Differentiable with respect to the model's trainable parameters."""
+        padded batches (the two revocable losses capped at `revocable_loss_cap`), and the unweighted, uncapped ℓ values
+        by name (`revocable_after_unlearn`, `stable_after_unlearn`, `revocable_after_relearn`). Differentiable with
+        respect to the model's trainable parameters."""
         args = self.args
         module = self.accelerator.unwrap_model(model)
         second = args.meta_order == "second"
@@ -309,8 +328,9 @@ class Ready2UnlearnTrainer(Trainer):
         unlearned = theta
         for _ in range(args.inner_steps):
             unlearned = self._step(module, unlearned, revocable, args.alpha_in, second)
-        terms = {"revocable_after_unlearn": self._loss_at(module, unlearned, revocable)}
-        loss = -args.lambda1 * terms["revocable_after_unlearn"]
+        terms = {}
+        terms["revocable_after_unlearn"], capped = self._capped(module, unlearned, revocable)
+        loss = -args.lambda1 * capped
         if args.lambda2 > 0 and stable is not None:
             terms["stable_after_unlearn"] = self._loss_at(module, unlearned, stable)
             loss = loss + args.lambda2 * terms["stable_after_unlearn"]
@@ -318,8 +338,8 @@ class Ready2UnlearnTrainer(Trainer):
             relearned = unlearned
             for _ in range(args.relearn_steps):
                 relearned = self._step(module, relearned, recovery, -args.alpha_re, second)
-            terms["revocable_after_relearn"] = self._loss_at(module, relearned, revocable)
-            loss = loss - args.lambda3 * terms["revocable_after_relearn"]
+            terms["revocable_after_relearn"], capped = self._capped(module, relearned, revocable)
+            loss = loss - args.lambda3 * capped
         return loss, terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
