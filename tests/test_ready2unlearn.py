@@ -335,3 +335,25 @@ def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path):
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], abs=1e-9)
     assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 3
     assert read_manifest(tmp_path)["requests"][0]["kind"] == "preparation"
+
+
+def test_text_classifier_rows(tmp_path, tokenizer, qa_data):
+    """Classification rows (`text`, `label`) are tokenised with the tokenizer; a tiny BERT classifier trains."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    forget, retain = qa_data
+    rows = [{"text": r["question"], "label": i % 2} for i, r in enumerate(forget + retain)]
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    args = Ready2UnlearnConfig(**training_args(tmp_path, max_steps=2, learning_rate=1e-3))
+    trainer = Ready2UnlearnTrainer(model=model, args=args, train_dataset=rows, revocable_dataset=rows[:8],
+                                   processing_class=tokenizer)  # fmt: skip
+    before = weights(model)
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    logged = trainer.state.log_history[0]
+    assert {"loss/task", "loss/revocable_after_unlearn", "loss/stable_after_unlearn"} <= set(logged)
+    trainer.save_model()
+    assert "text-classification" in (tmp_path / "README.md").read_text()
