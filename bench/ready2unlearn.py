@@ -26,6 +26,7 @@ recovery, and task performance within 1 point of normal training. The table goes
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import sys
@@ -47,6 +48,7 @@ from hf_unlearn.data import UnlearningCollator, load_digits_rows, load_tofu, pre
 from hf_unlearn.evaluation import answer_stats  # noqa: E402
 from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_outputs  # noqa: E402
 
+PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size")
 MARK_BEGIN, MARK_END = "<!-- ready2unlearn:begin -->", "<!-- ready2unlearn:end -->"
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
@@ -76,6 +78,12 @@ class Setting:
     utility_name: str
     task_name: str
     tokenizer = None
+    preparation: dict = {}
+
+    def preparation_args(self, args) -> dict:
+        """The Ready2UnlearnConfig values: the setting's defaults, overridden by the command line."""
+        return {name: getattr(args, name) if getattr(args, name) is not None else self.preparation[name]
+                for name in PREPARATION}  # fmt: skip
 
     def train_args(self, args) -> dict:
         raise NotImplementedError
@@ -86,6 +94,10 @@ class Setting:
 
 class Digits(Setting):
     metric_name = "forget accuracy"
+    # Chosen on this setting (seed 0) among a handful of tried values; λ1 = 1 or α_in = 0.001 made the meta step unlearn
+    # the revocable class during training (forget accuracy 0.0-0.4 before any unlearning).
+    preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
+                   "meta_every": 2, "meta_batch_size": 32}  # fmt: skip
 
     def __init__(self, args):
         self.name = f"digits ({'one class' if args.revocable == 'class' else 'random 10%'})"
@@ -135,6 +147,8 @@ class Digits(Setting):
 
 
 class Tofu(Setting):
+    preparation = {"alpha_in": 0.01, "alpha_re": 0.01, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
+                   "meta_every": 2, "meta_batch_size": 16}  # fmt: skip
     metric_name = "forget probability"
     utility_name = "retain probability"
     task_name = "retain probability"
@@ -202,9 +216,7 @@ def train(setting: Setting, prepared: bool, args, workdir: Path):
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
     start = time.perf_counter()
     if prepared:
-        config = Ready2UnlearnConfig(**values, alpha_in=args.alpha_in, alpha_re=args.alpha_re, lambda1=args.lambda1,
-                                     lambda2=args.lambda2, lambda3=args.lambda3, meta_every=args.meta_every,
-                                     meta_batch_size=args.meta_batch_size)  # fmt: skip
+        config = Ready2UnlearnConfig(**values, **setting.preparation_args(args))
         trainer = Ready2UnlearnTrainer(model=model, args=config, train_dataset=setting.train,
                                        revocable_dataset=setting.revocable_raw if hasattr(setting, "revocable_raw")
                                        else setting.revocable, recovery_dataset=setting.recovery,
@@ -232,13 +244,13 @@ def unlearn(setting: Setting, model, args, workdir: Path) -> int | None:
     return stop.reached_at
 
 
-def relearn(setting: Setting, model, args, workdir: Path) -> None:
+def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path) -> None:
     """`--relearn-steps` steps of ordinary fine-tuning on the recovery data (the attacker's relearning)."""
     rows = prepare_dataset(setting.recovery, "recovery", setting.tokenizer, "Question: {question}\nAnswer:",
                            getattr(args, "tofu_max_length", 512))  # fmt: skip
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
     values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "max_steps": args.relearn_steps,
-              "learning_rate": args.relearn_lr, "optim": args.relearn_optim, "per_device_train_batch_size": 16,
+              "learning_rate": learning_rate, "optim": args.relearn_optim, "per_device_train_batch_size": 16,
               "lr_scheduler_type": "constant", "remove_unused_columns": False}  # fmt: skip
     trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=rows,
                       data_collator=UnlearningCollator(pad))  # fmt: skip
@@ -255,8 +267,12 @@ def run_setting(setting: Setting, args, log=print) -> dict:
             row["steps"] = unlearn(setting, model, args, Path(tmp) / f"ga-{label}")
             row["forget_after"] = setting.forget_metric(model)
             row["utility"] = setting.utility(model)
-            relearn(setting, model, args, Path(tmp) / f"relearn-{label}")
-            row["recovered"] = setting.forget_metric(model)
+            unlearned = copy.deepcopy(model.state_dict())
+            row["recovered"] = {}
+            for learning_rate in args.relearn_lr:  # each attack starts from the unlearned weights
+                model.load_state_dict(unlearned)
+                relearn(setting, model, args, learning_rate, Path(tmp) / f"relearn-{label}")
+                row["recovered"][learning_rate] = setting.forget_metric(model)
             results[label] = row
             log(f"  {setting.name} / {label}: {row}")
     return results
@@ -272,34 +288,47 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
     else:
         bound = n_steps if n_steps is not None else float("inf")
         steps = (2 * p_steps <= bound, f"{p_steps} vs {n_steps if n_steps is not None else '> budget'}")
-    return [
+    found = [
         ("at most half the unlearning steps", *steps),
         ("equal or better utility after unlearning", round(prepared["utility"], 4) >= round(normal["utility"], 4),
          f"{prepared['utility']:.4f} vs {normal['utility']:.4f}"),
-        ("less recovery after relearning", prepared["recovered"] < normal["recovered"],
-         f"forget metric {prepared['recovered']:.4f} vs {normal['recovered']:.4f}"),
-        ("task performance within 1 point of normal training", abs(prepared["task"] - normal["task"]) * 100 <= 1.0,
-         f"{prepared['task']:.4f} vs {normal['task']:.4f}"),
     ]  # fmt: skip
+    for learning_rate, value in prepared["recovered"].items():
+        theirs = normal["recovered"][learning_rate]
+        found.append((f"less recovery after relearning at learning rate {learning_rate}", value < theirs,
+                      f"{value:.4f} vs {theirs:.4f}"))  # fmt: skip
+    found.append(("task performance within 1 point of normal training (not more than 1 point worse)",
+                  round((normal["task"] - prepared["task"]) * 100, 6) <= 1.0,
+                  f"{prepared['task']:.4f} vs {normal['task']:.4f}"))  # fmt: skip
+    return found
 
 
 def section(setting: Setting, results: dict, args) -> str:
     steps = {k: (str(v["steps"]) if v["steps"] is not None else f"> {args.max_unlearn_steps}") for k, v in
              results.items()}  # fmt: skip
+    prep = setting.preparation_args(args)
     lines = [
         f"### {setting.name}",
         "",
-        f"Data: {setting.describe()}. GA target: {setting.metric_name} ≤ {setting.target}; relearning: "
-        f"{args.relearn_steps} {args.relearn_optim} steps at learning rate {args.relearn_lr} on the recovery data.",
+        f"Ready2Unlearn: α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
+        f"λ3={prep['lambda3']}, first order, meta step every {prep['meta_every']} optimizer step(s), "
+        f"{prep['meta_batch_size']} rows per auxiliary batch; stable set: the default sample of non-revocable "
+        "training rows.",
+        "",
+        f"Data: {setting.describe()}. GA: {setting.unlearn_args(args)['learning_rate']} learning rate (SGD), "
+        f"until {setting.metric_name} ≤ {setting.target}. Relearning: {args.relearn_steps} {args.relearn_optim} "
+        f"steps on the recovery data from the unlearned weights, at each learning rate in the table.",
         "",
         f"| model | {setting.task_name} before unlearning | {setting.metric_name} before | GA steps to target | "
-        f"{setting.metric_name} after GA | {setting.utility_name} after GA | {setting.metric_name} after relearning | "
-        "training time (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{setting.metric_name} after GA | {setting.utility_name} after GA | "
+        + " | ".join(f"{setting.metric_name} after relearning (lr {lr})" for lr in args.relearn_lr)
+        + " | training time (s) |",
+        "|---|---|---|---|---|---|" + "---|" * len(args.relearn_lr) + "---|",
     ]
     for label, row in results.items():
+        recovered = " | ".join(f"{row['recovered'][lr]:.4f}" for lr in args.relearn_lr)
         lines.append(f"| {label} | {row['task']:.4f} | {row['forget_before']:.4f} | {steps[label]} | "
-                     f"{row['forget_after']:.4f} | {row['utility']:.4f} | {row['recovered']:.4f} | "
+                     f"{row['forget_after']:.4f} | {row['utility']:.4f} | {recovered} | "
                      f"{row['train_seconds']:.1f} |")  # fmt: skip
     lines += ["", "Targets:", ""]
     lines += [f"- {name}: **{'met' if ok else 'NOT met'}** ({detail})" for name, ok, detail in verdicts(results)]
@@ -323,26 +352,24 @@ def main(argv=None):
     parser.add_argument("--revocable", choices=["class", "random"], default="class",
                         help="digits: the revocable group is one class, or a random 10%% of the training rows.")
     parser.add_argument("--revocable-class", type=int, default=3)
-    parser.add_argument("--digits-epochs", type=float, default=30)
+    parser.add_argument("--digits-epochs", type=float, default=15)
     parser.add_argument("--digits-target", type=float, default=0.1, help="GA stops at forget accuracy <= this.")
-    parser.add_argument("--digits-unlearn-lr", type=float, default=0.05, help="GA learning rate (SGD).")
+    parser.add_argument("--digits-unlearn-lr", type=float, default=3e-4, help="GA learning rate (SGD).")
     parser.add_argument("--tofu-path", default=str(ROOT.parent / "shared" / "data" / "tofu"))
     parser.add_argument("--tofu-retain", type=int, default=400, help="Retain90 rows trained on (a subset).")
-    parser.add_argument("--tofu-max-length", type=int, default=96)
+    parser.add_argument("--tofu-max-length", type=int, default=128)
     parser.add_argument("--tofu-epochs", type=float, default=30)
     parser.add_argument("--tofu-target", type=float, default=0.05, help="GA stops at forget probability <= this.")
     parser.add_argument("--tofu-unlearn-lr", type=float, default=0.05, help="GA learning rate (SGD).")
     parser.add_argument("--max-unlearn-steps", type=int, default=300)
     parser.add_argument("--relearn-steps", type=int, default=10)
-    parser.add_argument("--relearn-lr", type=float, default=5e-3, help="Relearning learning rate.")
+    parser.add_argument("--relearn-lr", type=float, nargs="+", default=[0.005, 0.02],
+                        help="Relearning learning rates (one attack each, from the same unlearned weights).")
     parser.add_argument("--relearn-optim", default="sgd", help="Relearning optimizer (a TrainingArguments optim).")
-    parser.add_argument("--alpha-in", type=float, default=0.05)
-    parser.add_argument("--alpha-re", type=float, default=0.05)
-    parser.add_argument("--lambda1", type=float, default=1.0)
-    parser.add_argument("--lambda2", type=float, default=1.0)
-    parser.add_argument("--lambda3", type=float, default=1.0)
-    parser.add_argument("--meta-every", type=int, default=1)
-    parser.add_argument("--meta-batch-size", type=int, default=32)
+    for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
+        kind = int if name in ("meta_every", "meta_batch_size") else float
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                            help=f"Ready2UnlearnConfig.{name} (default: the setting's, see the script).")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/results.md alone.")
     args = parser.parse_args(argv)
@@ -355,11 +382,9 @@ def main(argv=None):
     if args.setting in ("tofu", "all"):
         settings.append(Tofu(args))
     command = "python bench/ready2unlearn.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    parts = [f"Command: `{command.strip()}` (CPU, one thread). Same data, seed and schedule for both models; "
-             f"Ready2Unlearn with α_in={args.alpha_in}, α_re={args.alpha_re}, λ1={args.lambda1}, λ2={args.lambda2}, "
-             f"λ3={args.lambda3}, first order, meta step every {args.meta_every} step(s), {args.meta_batch_size} rows "
-             "per auxiliary batch. Unlearning: `ga` (SGD, constant learning rate, batch as listed in the script) "
-             "until the target; the same run for both models."]  # fmt: skip
+    parts = [f"Command: `{command.strip()}` (CPU, one thread). Same data, seed and schedule for both models. "
+             "Unlearning: `ga` (SGD, constant learning rate) until the target, the same run for both models. "
+             "Task performance: within 1 point means not more than 1 point worse than normal training."]  # fmt: skip
     for setting in settings:
         print(f"== {setting.name}: {setting.describe()}")
         results = run_setting(setting, args)
