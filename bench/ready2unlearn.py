@@ -48,7 +48,8 @@ from hf_unlearn.data import UnlearningCollator, load_digits_rows, load_tofu, pre
 from hf_unlearn.evaluation import answer_stats  # noqa: E402
 from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_outputs  # noqa: E402
 
-PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size")
+PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
+               "revocable_loss_cap")
 MARK_BEGIN, MARK_END = "<!-- ready2unlearn:begin -->", "<!-- ready2unlearn:end -->"
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
@@ -85,6 +86,9 @@ class Setting:
         return {name: getattr(args, name) if getattr(args, name) is not None else self.preparation[name]
                 for name in PREPARATION}  # fmt: skip
 
+    def relearn_lrs(self, args) -> list[float]:
+        return list(args.relearn_lr or self.relearn_lr)
+
     def train_args(self, args) -> dict:
         raise NotImplementedError
 
@@ -97,7 +101,8 @@ class Digits(Setting):
     # Chosen on this setting (seed 0) among a handful of tried values; λ1 = 1 or α_in = 0.001 made the meta step unlearn
     # the revocable class during training (forget accuracy 0.0-0.4 before any unlearning).
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 2, "meta_batch_size": 32}  # fmt: skip
+                   "meta_every": 2, "meta_batch_size": 32, "revocable_loss_cap": None}  # fmt: skip
+    relearn_lr = (0.005, 0.02)
 
     def __init__(self, args):
         self.name = f"digits ({'one class' if args.revocable == 'class' else 'random 10%'})"
@@ -147,8 +152,11 @@ class Digits(Setting):
 
 
 class Tofu(Setting):
-    preparation = {"alpha_in": 0.01, "alpha_re": 0.01, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 2, "meta_batch_size": 16}  # fmt: skip
+    # Set by analogy with digits, without a search (CPU time): α_in ≈ half the normal model's GA path (GA at 0.05 took
+    # 6 steps), and the ascent terms capped at −log(target probability) = −log 0.05 ≈ 3.0, not log(vocabulary).
+    preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
+                   "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0}  # fmt: skip
+    relearn_lr = (0.05, 0.2)
     metric_name = "forget probability"
     utility_name = "retain probability"
     task_name = "retain probability"
@@ -269,7 +277,7 @@ def run_setting(setting: Setting, args, log=print) -> dict:
             row["utility"] = setting.utility(model)
             unlearned = copy.deepcopy(model.state_dict())
             row["recovered"] = {}
-            for learning_rate in args.relearn_lr:  # each attack starts from the unlearned weights
+            for learning_rate in setting.relearn_lrs(args):  # each attack starts from the unlearned weights
                 model.load_state_dict(unlearned)
                 relearn(setting, model, args, learning_rate, Path(tmp) / f"relearn-{label}")
                 row["recovered"][learning_rate] = setting.forget_metric(model)
@@ -311,7 +319,8 @@ def section(setting: Setting, results: dict, args) -> str:
         f"### {setting.name}",
         "",
         f"Ready2Unlearn: α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
-        f"λ3={prep['lambda3']}, first order, meta step every {prep['meta_every']} optimizer step(s), "
+        f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, first order, "
+        f"meta step every {prep['meta_every']} optimizer step(s), "
         f"{prep['meta_batch_size']} rows per auxiliary batch; stable set: the default sample of non-revocable "
         "training rows.",
         "",
@@ -321,12 +330,12 @@ def section(setting: Setting, results: dict, args) -> str:
         "",
         f"| model | {setting.task_name} before unlearning | {setting.metric_name} before | GA steps to target | "
         f"{setting.metric_name} after GA | {setting.utility_name} after GA | "
-        + " | ".join(f"{setting.metric_name} after relearning (lr {lr})" for lr in args.relearn_lr)
+        + " | ".join(f"{setting.metric_name} after relearning (lr {lr})" for lr in setting.relearn_lrs(args))
         + " | training time (s) |",
-        "|---|---|---|---|---|---|" + "---|" * len(args.relearn_lr) + "---|",
+        "|---|---|---|---|---|---|" + "---|" * len(setting.relearn_lrs(args)) + "---|",
     ]
     for label, row in results.items():
-        recovered = " | ".join(f"{row['recovered'][lr]:.4f}" for lr in args.relearn_lr)
+        recovered = " | ".join(f"{row['recovered'][lr]:.4f}" for lr in setting.relearn_lrs(args))
         lines.append(f"| {label} | {row['task']:.4f} | {row['forget_before']:.4f} | {steps[label]} | "
                      f"{row['forget_after']:.4f} | {row['utility']:.4f} | {recovered} | "
                      f"{row['train_seconds']:.1f} |")  # fmt: skip
@@ -356,15 +365,16 @@ def main(argv=None):
     parser.add_argument("--digits-target", type=float, default=0.1, help="GA stops at forget accuracy <= this.")
     parser.add_argument("--digits-unlearn-lr", type=float, default=3e-4, help="GA learning rate (SGD).")
     parser.add_argument("--tofu-path", default=str(ROOT.parent / "shared" / "data" / "tofu"))
-    parser.add_argument("--tofu-retain", type=int, default=400, help="Retain90 rows trained on (a subset).")
+    parser.add_argument("--tofu-retain", type=int, default=300, help="Retain90 rows trained on (a subset).")
     parser.add_argument("--tofu-max-length", type=int, default=128)
-    parser.add_argument("--tofu-epochs", type=float, default=30)
+    parser.add_argument("--tofu-epochs", type=float, default=20)
     parser.add_argument("--tofu-target", type=float, default=0.05, help="GA stops at forget probability <= this.")
-    parser.add_argument("--tofu-unlearn-lr", type=float, default=0.05, help="GA learning rate (SGD).")
+    parser.add_argument("--tofu-unlearn-lr", type=float, default=0.01, help="GA learning rate (SGD).")
     parser.add_argument("--max-unlearn-steps", type=int, default=300)
     parser.add_argument("--relearn-steps", type=int, default=10)
-    parser.add_argument("--relearn-lr", type=float, nargs="+", default=[0.005, 0.02],
-                        help="Relearning learning rates (one attack each, from the same unlearned weights).")
+    parser.add_argument("--relearn-lr", type=float, nargs="+", default=None,
+                        help="Relearning learning rates, one attack each from the same unlearned weights (default: "
+                             "the setting's: digits 0.005 0.02, tofu 0.05 0.2).")
     parser.add_argument("--relearn-optim", default="sgd", help="Relearning optimizer (a TrainingArguments optim).")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
         kind = int if name in ("meta_every", "meta_batch_size") else float

@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+from transformers import Trainer, TrainingArguments, ViTForImageClassification  # noqa: E402
 
 from hf_unlearn import METHODS, Ready2UnlearnConfig, Ready2UnlearnTrainer, UnlearningCollator  # noqa: E402
 from hf_unlearn.data import load_digits_rows  # noqa: E402
@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--output-dir", default="ready2unlearn-example")
     parser.add_argument("--epochs", type=float, default=15)
     parser.add_argument("--revocable-class", type=int, default=3)
-    parser.add_argument("--unlearn-steps", type=int, default=10)
+    parser.add_argument("--unlearn-steps", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.output_dir)
@@ -57,20 +57,24 @@ def main():
 
     # 2. The prepared model: the same data and schedule, plus the rows that may be revoked later.
     prepared = build_tiny_image_classifier(seed=0)
-    config = Ready2UnlearnConfig(output_dir=str(out / "prepared"), meta_every=2, alpha_in=0.005, alpha_re=0.005,
+    # The settings bench/ready2unlearn.py uses on this data (docs/results.md).
+    config = Ready2UnlearnConfig(output_dir=str(out / "prepared"), alpha_in=0.002, alpha_re=0.005, lambda1=0.1,
+                                 lambda3=0.3, meta_every=2, meta_batch_size=32,
                                  revocable_description=f"all training images of the digit {args.revocable_class}",
                                  **common)  # fmt: skip
     trainer = Ready2UnlearnTrainer(model=prepared, args=config, train_dataset=train, revocable_dataset=revocable)
     trainer.train()
     trainer.save_model()  # weights + card + manifest (revocable group by fingerprint) + salt
 
-    # 3. Unlearn the class from both with the same gradient-ascent run.
+    # 3. Unlearn the class from both with the same gradient-ascent run. The prepared model is loaded from its folder,
+    #    as a later unlearning job would, so the unlearned model's manifest links back to the preparation.
+    prepared = ViTForImageClassification.from_pretrained(out / "prepared")
     ga_config, ga_trainer = METHODS["ga"]
     print(f"{'model':<10} {'test acc':>9} {'forget acc':>11} | after {args.unlearn_steps} GA steps: "
           f"{'forget acc':>10} {'other-class test acc':>21}")
     for name, model in (("normal", normal), ("prepared", prepared)):
         before = (accuracy(model, test), accuracy(model, revocable))
-        ga_args = ga_config(output_dir=str(out / f"{name}-ga"), max_steps=args.unlearn_steps, learning_rate=1e-3,
+        ga_args = ga_config(output_dir=str(out / f"{name}-ga"), max_steps=args.unlearn_steps, learning_rate=3e-4,
                             optim="sgd", lr_scheduler_type="constant", per_device_train_batch_size=32,
                             report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True)  # fmt: skip
         salt = read_salt(out / "prepared") if name == "prepared" else None  # one salt: the fingerprints match
