@@ -180,14 +180,20 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path, digits_data):
 
 
 def test_meta_every_runs_the_meta_objective_on_every_kth_step(tmp_path, digits_data):
+    """meta_every=2: the meta terms are logged for optimizer steps 0 and 2 only; evaluation is the task loss alone."""
     from hf_unlearn.synthetic import build_tiny_image_classifier
 
-    trainer = make_trainer(tmp_path, build_tiny_image_classifier(), digits_data["retain"][:16],
-                           digits_data["forget"][:4], max_steps=4, meta_every=2)  # fmt: skip
+    args = Ready2UnlearnConfig(**training_args(tmp_path, max_steps=4, meta_every=2))
+    rows = digits_data
+    trainer = Ready2UnlearnTrainer(model=build_tiny_image_classifier(), args=args, train_dataset=rows["retain"][:16],
+                                   revocable_dataset=rows["forget"][:4], eval_dataset=rows["test"][:8])
     trainer.train()
     steps = [e["step"] for e in trainer.state.log_history if "loss/revocable_after_unlearn" in e]
     assert steps == [1, 3]  # optimizer steps 0 and 2 (logged after they finish as steps 1 and 3)
     assert all("loss/task" in e for e in trainer.state.log_history if "loss" in e)
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_loss/task"], rel=1e-5)
+    assert not any("revocable" in key for key in metrics)
 
 
 def test_auxiliary_batches_are_seeded_per_step_and_rank():
