@@ -358,8 +358,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=["digits", "tofu", "all"], default="all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--revocable", choices=["class", "random"], default="class",
-                        help="digits: the revocable group is one class, or a random 10%% of the training rows.")
+    parser.add_argument("--revocable", choices=["class", "random", "both"], default="class",
+                        help="digits: the revocable group is one class, a random 10%% of the training rows, or both "
+                             "(two digits runs).")
     parser.add_argument("--revocable-class", type=int, default=3)
     parser.add_argument("--digits-epochs", type=float, default=15)
     parser.add_argument("--digits-target", type=float, default=0.1, help="GA stops at forget accuracy <= this.")
@@ -388,7 +389,8 @@ def main(argv=None):
 
     settings = []
     if args.setting in ("digits", "all"):
-        settings.append(Digits(args))
+        for revocable in ("class", "random") if args.revocable == "both" else (args.revocable,):
+            settings.append(Digits(argparse.Namespace(**{**vars(args), "revocable": revocable})))
     if args.setting in ("tofu", "all"):
         settings.append(Tofu(args))
     command = "python bench/ready2unlearn.py " + " ".join(argv if argv is not None else sys.argv[1:])
