@@ -1,5 +1,5 @@
 """Ready2Unlearn on real images, offline: train a prepared and an ordinary digits classifier on the same data, then
-unlearn one class from both with gradient ascent (`ga`) and compare.
+unlearn one class from both with gradient ascent (`ga`) until its accuracy is at most 10%, and compare.
 
     python examples/ready2unlearn.py [--output-dir ready2unlearn-example] [--epochs 15]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import Trainer, TrainingArguments, ViTForImageClassification  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainingArguments, ViTForImageClassification  # noqa: E402
 
 from hf_unlearn import METHODS, Ready2UnlearnConfig, Ready2UnlearnTrainer, UnlearningCollator  # noqa: E402
 from hf_unlearn.data import load_digits_rows  # noqa: E402
@@ -31,12 +31,24 @@ def accuracy(model, rows) -> float:
     return accuracy_and_macro_f1(out["logits"], out["labels"])["accuracy"]
 
 
+class StopAtTarget(TrainerCallback):
+    """Stops unlearning after the first optimizer step at which `reached(model)` holds, and remembers that step."""
+
+    def __init__(self, reached):
+        self.reached, self.reached_at = reached, None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.reached(model):
+            self.reached_at, control.should_training_stop = state.global_step, True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="ready2unlearn-example")
     parser.add_argument("--epochs", type=float, default=15)
     parser.add_argument("--revocable-class", type=int, default=3)
-    parser.add_argument("--unlearn-steps", type=int, default=4)
+    parser.add_argument("--target", type=float, default=0.1, help="GA stops once forget accuracy is at or below.")
+    parser.add_argument("--max-unlearn-steps", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.output_dir)
@@ -48,7 +60,8 @@ def main():
     others = [row for row in test if row["labels"] != args.revocable_class]
     common = {"num_train_epochs": args.epochs, "learning_rate": 3e-3, "per_device_train_batch_size": 32, "seed": 0,
               "report_to": "none", "save_strategy": "no", "logging_strategy": "no", "disable_tqdm": True,
-              "remove_unused_columns": False, "use_cpu": True}  # fmt: skip
+              "remove_unused_columns": False, "use_cpu": True, "lr_scheduler_type": "cosine",
+              "warmup_steps": 10}  # fmt: skip
 
     # 1. The ordinary model: a plain Trainer.
     normal = build_tiny_image_classifier(seed=0)
@@ -70,19 +83,22 @@ def main():
     #    as a later unlearning job would, so the unlearned model's manifest links back to the preparation.
     prepared = ViTForImageClassification.from_pretrained(out / "prepared")
     ga_config, ga_trainer = METHODS["ga"]
-    print(f"{'model':<10} {'test acc':>9} {'forget acc':>11} | after {args.unlearn_steps} GA steps: "
-          f"{'forget acc':>10} {'other-class test acc':>21}")
+    print(f"{'model':<10} {'test acc':>9} {'forget acc':>11} | {'GA steps to target':>18} {'forget acc':>10} "
+          f"{'other-class test acc':>21}")
     for name, model in (("normal", normal), ("prepared", prepared)):
         before = (accuracy(model, test), accuracy(model, revocable))
-        ga_args = ga_config(output_dir=str(out / f"{name}-ga"), max_steps=args.unlearn_steps, learning_rate=3e-4,
+        ga_args = ga_config(output_dir=str(out / f"{name}-ga"), max_steps=args.max_unlearn_steps, learning_rate=3e-4,
                             optim="sgd", lr_scheduler_type="constant", per_device_train_batch_size=32,
                             report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True)  # fmt: skip
         salt = read_salt(out / "prepared") if name == "prepared" else None  # one salt: the fingerprints match
-        unlearning = ga_trainer(model=model, args=ga_args, forget_dataset=revocable, fingerprint_salt=salt)
+        stop = StopAtTarget(lambda m: accuracy(m, revocable) <= args.target)
+        unlearning = ga_trainer(model=model, args=ga_args, forget_dataset=revocable, fingerprint_salt=salt,
+                                callbacks=[stop])  # fmt: skip
         unlearning.train()
         if name == "prepared":
             unlearning.save_model()
-        print(f"{name:<10} {before[0]:>9.4f} {before[1]:>11.4f} | {'':>19}{accuracy(model, revocable):>10.4f} "
+        steps = stop.reached_at if stop.reached_at is not None else f"> {args.max_unlearn_steps}"
+        print(f"{name:<10} {before[0]:>9.4f} {before[1]:>11.4f} | {steps:>18} {accuracy(model, revocable):>10.4f} "
               f"{accuracy(model, others):>21.4f}")
 
     lineage = json.loads((out / "prepared-ga" / "unlearning_manifest.json").read_text())["requests"]
