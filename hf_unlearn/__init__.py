@@ -21,6 +21,7 @@ from .methods import (
     SIUConfig,
     SIUTrainer,
 )
+from .preparation import Ready2UnlearnConfig, Ready2UnlearnTrainer
 from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
 
@@ -31,4 +32,5 @@ __all__ = [
     "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer",
     "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
+    "Ready2UnlearnConfig", "Ready2UnlearnTrainer",
 ]  # fmt: skip

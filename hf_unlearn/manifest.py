@@ -41,7 +41,17 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 def non_default_settings(args) -> dict[str, Any]:
     """The config values that differ from the method's defaults, without run-environment fields (paths, hub, logging,
     launch) or tokens: what a reader needs to reproduce the unlearning."""
-    defaults = type(args)(output_dir=args.output_dir).to_dict()
+    from accelerate.state import AcceleratorState, PartialState
+
+    # A fresh TrainingArguments resets accelerate's shared process state (on rank 0 of a multi-process run,
+    # world_size became 1): keep it as it was.
+    saved = dict(PartialState._shared_state), dict(AcceleratorState._shared_state)
+    try:
+        defaults = type(args)(output_dir=args.output_dir).to_dict()
+    finally:
+        for state, values in zip((PartialState._shared_state, AcceleratorState._shared_state), saved, strict=True):
+            state.clear()
+            state.update(values)
     settings = {}
     for key, value in args.to_dict().items():
         if _RUN_ENVIRONMENT.match(key) or value == defaults.get(key):

@@ -1,0 +1,501 @@
+"""Ready2Unlearn (Duan, Yang, Tam, Abbasi; arXiv 2505.10845, 2025): prepare a model while it is first trained, so that
+unlearning a flagged "revocable" group later is fast, keeps the data that must survive, and resists relearning.
+
+MAML-style meta-objective (`../shared/METHODS.md` §3; the paper's exact equation is not readable from public sources,
+so this is the project's own, every coefficient a config field):
+
+    inner:  θ'  = θ  + α_in · ∇_θ ℓ(D_rev; θ)                  simulated unlearning (gradient ascent), `inner_steps`
+            θ'' = θ' − α_re · ∇_θ' ℓ(D_recovery; θ')           simulated relearning on similar data, `relearn_steps`
+    outer:  L = ℓ(D_task; θ) − λ1 · ℓ(D_rev; θ') + λ2 · ℓ(D_stable; θ') − λ3 · ℓ(D_rev; θ'')
+
+`ℓ` is the mean per-example loss: cross-entropy for classifier rows, mean answer-token NLL for question/answer rows.
+The two ascent terms are unbounded below, so their ℓ is capped (`revocable_loss_cap`, by default log C: the loss of a
+uniform prediction); above the cap they add no gradient.
+The inner updates run on the model's trainable parameters through `torch.func.functional_call` (no copy of the model).
+First order (the default) treats each inner gradient as a constant (θ' = θ + α_in·stopgrad(g)); second order
+differentiates through it (`create_graph=True`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import functional_call
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ..data import UnlearningCollator, _row_key, check_vocabulary, prepare_dataset, row_format
+from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
+from ..losses import mean_nll, sequence_logps
+from ..manifest import SALT_NAME, read_manifest, read_salt
+from ..trainer import is_peft_model, model_inputs
+
+META_ORDERS = ("first", "second")
+PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
+         "id": "2505.10845"}  # fmt: skip
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "prepared_model_card.md"
+
+
+@dataclass
+class Ready2UnlearnConfig(TrainingArguments):
+    """Training arguments of Ready2Unlearn: ordinary training plus the meta-objective's step sizes, weights, schedule.
+
+    The paper's hyper-parameter values are not readable from public sources; the defaults here are the project's,
+    chosen on the digits and TOFU benchmarks (`bench/ready2unlearn.py`).
+    """
+
+    alpha_in: float = field(default=0.05, metadata={
+        "help": "α_in: step size of the simulated unlearning, θ' = θ + α_in·∇ℓ(D_rev; θ) (gradient ascent)."})
+    alpha_re: float = field(default=0.05, metadata={
+        "help": "α_re: step size of the simulated relearning, θ'' = θ' − α_re·∇ℓ(D_recovery; θ')."})
+    inner_steps: int = field(default=1, metadata={"help": "Gradient-ascent steps of the simulated unlearning."})
+    relearn_steps: int = field(default=1, metadata={"help": "Gradient-descent steps of the simulated relearning."})
+    lambda1: float = field(default=1.0, metadata={
+        "help": "λ1: weight of −ℓ(D_rev; θ'): unlearning must raise the revocable loss quickly."})
+    lambda2: float = field(default=1.0, metadata={
+        "help": "λ2: weight of ℓ(D_stable; θ'): unlearning must not hurt the stable data (0 disables the term)."})
+    lambda3: float = field(default=1.0, metadata={
+        "help": "λ3: weight of −ℓ(D_rev; θ''): relearning on recovery data must not bring the revocable data back "
+                "(0 disables the term)."})
+    revocable_loss_cap: float | None = field(default=None, metadata={
+        "help": "ℓ(D_rev) above this value earns nothing in the −λ1 and −λ3 terms (they are unbounded otherwise, and "
+                "the meta step would drive them up without end). None: log(C), the loss of a uniform prediction over "
+                "the C classes (or the vocabulary); inf: no cap."})
+    meta_order: str = field(default="first", metadata={
+        "help": "'first': inner gradients are constants (θ' = θ + α_in·stopgrad(g)); 'second': differentiate through "
+                "them (create_graph=True; more memory and time).", "choices": list(META_ORDERS)})
+    meta_every: int = field(default=1, metadata={
+        "help": "Run the meta-objective on every k-th optimizer step (1 = every step); other steps are ordinary."})
+    meta_batch_size: int | None = field(default=None, metadata={
+        "help": "Rows drawn from each of the revocable, stable and recovery sets per meta step (default: "
+                "per_device_train_batch_size)."})
+    stable_sample_size: int = field(default=512, metadata={
+        "help": "When no stable_dataset is given: how many training rows (not revocable) are sampled, with `seed`, "
+                "as the stable set."})
+    remove_unused_columns: bool = field(default=False, metadata={
+        "help": "Kept False: rows are prepared by the trainer (tokenised or image rows), not filtered by signature."})
+    max_length: int = field(default=512, metadata={"help": "Question+answer rows are truncated to this many tokens."})
+    prompt_template: str = field(default="Question: {question}\nAnswer:", metadata={
+        "help": "How a `question` becomes the prompt; the answer follows after one space and ends in EOS."})
+    revocable_description: str | None = field(default=None, metadata={
+        "help": "What the revocable group is, in words, for the model card (public: never put its content here)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} is negative: step sizes and weights must be >= 0.")
+        if self.alpha_in == 0:
+            raise ValueError("alpha_in=0 makes the simulated unlearning a no-op: use a positive step size, e.g. 0.05.")
+        if self.revocable_loss_cap is not None and self.revocable_loss_cap <= 0:
+            raise ValueError(f"revocable_loss_cap={self.revocable_loss_cap}: use a positive loss value, None (log C) "
+                             "or inf (no cap).")  # fmt: skip
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps={self.inner_steps}: the simulated unlearning needs at least 1 step.")
+        if self.relearn_steps < 0:
+            raise ValueError(f"relearn_steps={self.relearn_steps} is negative: use 0 or more.")
+        if self.meta_order not in META_ORDERS:
+            raise ValueError(f"meta_order={self.meta_order!r} is unknown: use one of {list(META_ORDERS)}.")
+        if self.meta_every < 1:
+            raise ValueError(f"meta_every={self.meta_every}: use 1 (every optimizer step) or more.")
+        if self.meta_batch_size is not None and self.meta_batch_size < 1:
+            raise ValueError(f"meta_batch_size={self.meta_batch_size}: use a positive batch size, or None.")
+        if self.stable_sample_size < 1:
+            raise ValueError(f"stable_sample_size={self.stable_sample_size}: use a positive number of rows.")
+        if "{question}" not in self.prompt_template:
+            raise ValueError(f"prompt_template={self.prompt_template!r} has no '{{question}}' placeholder: add one.")
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ℓ per example `[B]`: −log p(y|x) for classifier rows (`labels` `[B]`), mean answer-token NLL for token rows."""
+    return mean_nll(*sequence_logps(logits, labels))
+
+
+def sample_seed(seed: int, name: str, step: int, rank: int) -> int:
+    """A generator seed for one auxiliary batch that depends on (seed, set name, optimizer step, process rank) only."""
+    digest = hashlib.sha256(f"hf-unlearn-ready2unlearn:{seed}:{name}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _MetaScheduleCallback(TrainerCallback):
+    """Marks the start of each optimizer step, so the meta-objective runs once per step, on its first micro-batch."""
+
+    def __init__(self, trainer: Ready2UnlearnTrainer):
+        self.trainer = trainer
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.trainer._meta_pending = state.global_step % args.meta_every == 0
+
+
+class Ready2UnlearnTrainer(Trainer):
+    """A `Trainer` for a model's first training that prepares it for later unlearning of `revocable_dataset`
+    (Ready2Unlearn, arXiv 2505.10845): each optimizer step's loss is the ordinary task loss, and on every
+    `meta_every`-th step also `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` (see the module docstring).
+
+    The meta terms are computed once per optimizer step on auxiliary batches drawn by a generator seeded with
+    (seed, step, process rank), so processes draw different rows and a resumed run draws what the uninterrupted one
+    did; they are scaled so that gradient accumulation gives the same update as one large batch. With a PEFT model only
+    the trainable (adapter) parameters take the simulated updates. Everything else is `Trainer`'s.
+
+    Args:
+        model: the model to train (a classifier or a causal LM).
+        args: a `Ready2UnlearnConfig` (a plain `TrainingArguments` is converted).
+        train_dataset: the ordinary training rows `D_task` (image `pixel_values`/`labels`, classification
+            `text`/`label`, `question`/`answer`, or tokenised `input_ids`/`labels`); usually holds the revocable rows.
+        revocable_dataset: the rows that may be unlearned later (`D_rev`), same format. Required.
+        stable_dataset: rows that must survive unlearning (`D_stable`); default: `stable_sample_size` training rows
+            that are not revocable, sampled with `seed`.
+        recovery_dataset: rows similar to the revocable ones from which an attacker might relearn them
+            (`D_recovery`); default: the revocable rows themselves (the strongest relearning attack).
+        fingerprint_salt: keys the revocable group's fingerprint in the card; by default the one in
+            `output_dir/unlearning_salt.txt`, else a new random one. Written there by `save_model`, never uploaded.
+
+    `save_model()` also writes `unlearning_manifest.json` and a card (README.md) saying the model was prepared with
+    Ready2Unlearn and for which revocable group (by salted fingerprint, never content); an `UnlearningTrainer` started
+    from the saved folder lists this preparation in its own lineage.
+    """
+
+    _name = "Ready2Unlearn"
+    _tag_names = ["hf-unlearn", "ready2unlearn", "unlearning-readiness"]
+    _paper = PAPER
+    # Our loss is a mean over examples, not normalised by `num_items_in_batch`: `training_step` divides it by the
+    # number of accumulation steps, exactly as a plain `Trainer` loss.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model=None,
+        args: Ready2UnlearnConfig | None = None,
+        train_dataset=None,
+        revocable_dataset=None,
+        stable_dataset=None,
+        recovery_dataset=None,
+        data_collator=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        fingerprint_salt: str | None = None,
+        **kwargs,
+    ):
+        args = self._as_config(args, model)
+        if model is None:
+            raise ValueError("Ready2UnlearnTrainer needs a model: pass the model to train.")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if train_dataset is None or len(train_dataset) == 0:
+            raise ValueError("train_dataset is empty: Ready2Unlearn prepares a model during its ordinary training, "
+                             "so pass the training rows.")  # fmt: skip
+        if revocable_dataset is None or len(revocable_dataset) == 0:
+            raise ValueError(
+                "Ready2UnlearnTrainer needs a revocable_dataset: pass the rows that may be unlearned later (e.g. one "
+                "class, or one author's rows); without them use a plain transformers.Trainer."
+            )
+        fmt = row_format(train_dataset, "train_dataset")
+        named = {"revocable_dataset": revocable_dataset, "stable_dataset": stable_dataset,
+                 "recovery_dataset": recovery_dataset}  # fmt: skip
+        for name, rows in named.items():
+            if rows is not None and len(rows) == 0:
+                raise ValueError(f"{name} is empty: pass at least one row, or leave it out to use the default.")
+            if rows is not None and row_format(rows, name) != fmt:
+                raise ValueError(f"{name} holds {row_format(rows, name)!r} rows but train_dataset holds {fmt!r} rows: "
+                                 "give every set the same row format.")  # fmt: skip
+        if stable_dataset is None and args.lambda2 > 0:
+            stable_dataset = self._sample_stable(train_dataset, revocable_dataset, fmt, args)
+        # Hashes of the revocable rows as the user holds them (in memory only), for the card's keyed fingerprint.
+        raw_rows = [revocable_dataset[i] for i in range(len(revocable_dataset))]
+        self._fingerprint_columns = content_columns(raw_rows[0])
+        self._revocable_hashes = example_hashes(raw_rows, self._fingerprint_columns)
+        del raw_rows
+        self._salt = fingerprint_salt or read_salt(args.output_dir) or new_salt()
+
+        prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
+        train_rows = prepare_dataset(train_dataset, "train_dataset", **prepare)
+        self.revocable_dataset = prepare_dataset(revocable_dataset, "revocable_dataset", **prepare)
+        self.stable_dataset = prepare_dataset(stable_dataset, "stable_dataset", **prepare)
+        self.recovery_dataset = prepare_dataset(recovery_dataset, "recovery_dataset", **prepare)
+        if self.recovery_dataset is None:
+            self.recovery_dataset = self.revocable_dataset
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: prepare_dataset(v, f"eval_dataset[{k!r}]", **prepare) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = prepare_dataset(eval_dataset, "eval_dataset", **prepare)
+        for name, rows in (("train_dataset", train_rows), ("revocable_dataset", self.revocable_dataset)):
+            check_vocabulary(rows, name, tokenizer, model)
+
+        pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator if data_collator is not None else UnlearningCollator(pad_token_id),
+            train_dataset=train_rows,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False
+        self.add_callback(_MetaScheduleCallback(self))
+        self._pad = UnlearningCollator(pad_token_id).pad
+        self._meta_pending = False
+        self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._card_kwargs: dict[str, Any] = {}
+
+    # ---- construction helpers ----
+
+    def _as_config(self, args, model) -> Ready2UnlearnConfig:
+        if args is None:
+            name = getattr(getattr(model, "config", None), "_name_or_path", "") or "model"
+            return Ready2UnlearnConfig(output_dir=f"{os.path.basename(str(name).rstrip('/')) or 'model'}-Ready2Unlearn")
+        if isinstance(args, Ready2UnlearnConfig):
+            return args
+        if isinstance(args, TrainingArguments):
+            values = args.to_dict()
+            values["hub_token"] = args.hub_token  # to_dict masks it
+            fields_ = Ready2UnlearnConfig.__dataclass_fields__
+            return Ready2UnlearnConfig(**{k: v for k, v in values.items() if k in fields_})
+        raise TypeError(f"args is a {type(args).__name__}: pass a Ready2UnlearnConfig(output_dir=..., ...).")
+
+    @staticmethod
+    def _sample_stable(train_dataset, revocable_dataset, fmt: str, args: Ready2UnlearnConfig) -> list:
+        """`stable_sample_size` training rows that are not revocable, drawn with a generator seeded by `args.seed`."""
+        revocable = {_row_key(revocable_dataset[i], fmt) for i in range(len(revocable_dataset))}
+        candidates = [i for i in range(len(train_dataset)) if _row_key(train_dataset[i], fmt) not in revocable]
+        if not candidates:
+            raise ValueError("Every training row is revocable, so no stable set can be sampled from it: pass "
+                             "stable_dataset, or set lambda2=0 to drop the stable term.")  # fmt: skip
+        generator = torch.Generator().manual_seed(sample_seed(args.seed, "stable", 0, 0))
+        order = torch.randperm(len(candidates), generator=generator)[: args.stable_sample_size].tolist()
+        return [train_dataset[candidates[i]] for i in sorted(order)]
+
+    # ---- the meta-objective ----
+
+    def auxiliary_batch(self, rows, name: str) -> dict:
+        """A batch of `meta_batch_size` rows (without replacement) from `rows`, drawn by a generator seeded with
+        (seed, `name`, optimizer step, process rank), padded and on the training device."""
+        size = min(self.args.meta_batch_size or self.args.per_device_train_batch_size, len(rows))
+        seed = sample_seed(self.args.seed, name, self.state.global_step, self.args.process_index)
+        indices = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+        return self._prepare_inputs(self._pad([rows[i] for i in indices]))
+
+    @staticmethod
+    def _loss_at(module, params: dict, batch: dict) -> torch.Tensor:
+        """ℓ(batch; params): the mean per-example loss of `module` run with `params` in place of its own."""
+        logits = functional_call(module, params, args=(), kwargs=model_inputs(batch)).logits
+        return example_losses(logits, batch["labels"]).mean()
+
+    def _capped(self, module, params: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(ℓ, min(ℓ, cap))` on the revocable batch: the ascent terms use the capped value (no gradient above it)."""
+        logits = functional_call(module, params, args=(), kwargs=model_inputs(batch)).logits
+        loss = example_losses(logits, batch["labels"]).mean()
+        cap = self.args.revocable_loss_cap
+        cap = math.log(logits.shape[-1]) if cap is None else cap
+        return loss, loss.clamp(max=cap)
+
+    def _step(self, module, params: dict, batch: dict, step_size: float, second_order: bool) -> dict:
+        """`params + step_size · ∇ℓ(batch; params)` (a negative `step_size` descends); the gradient is a constant
+        unless `second_order`."""
+        loss = self._loss_at(module, params, batch)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order, allow_unused=True)
+        return {
+            name: value if grad is None else value + step_size * (grad if second_order else grad.detach())
+            for (name, value), grad in zip(params.items(), grads, strict=True)
+        }
+
+    def meta_objective(self, model, revocable: dict, stable: dict | None = None, recovery: dict | None = None):
+        """`(loss, terms)`: the meta loss `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` on the given
+        padded batches (the two revocable losses capped at `revocable_loss_cap`), and the unweighted, uncapped ℓ values
+        by name (`revocable_after_unlearn`, `stable_after_unlearn`, `revocable_after_relearn`). Differentiable with
+        respect to the model's trainable parameters."""
+        args = self.args
+        module = self.accelerator.unwrap_model(model)
+        second = args.meta_order == "second"
+        theta = {name: param for name, param in module.named_parameters() if param.requires_grad}
+        unlearned = theta
+        for _ in range(args.inner_steps):
+            unlearned = self._step(module, unlearned, revocable, args.alpha_in, second)
+        terms = {}
+        terms["revocable_after_unlearn"], capped = self._capped(module, unlearned, revocable)
+        loss = -args.lambda1 * capped
+        if args.lambda2 > 0 and stable is not None:
+            terms["stable_after_unlearn"] = self._loss_at(module, unlearned, stable)
+            loss = loss + args.lambda2 * terms["stable_after_unlearn"]
+        if args.lambda3 > 0 and recovery is not None:
+            relearned = unlearned
+            for _ in range(args.relearn_steps):
+                relearned = self._step(module, relearned, recovery, -args.alpha_re, second)
+            terms["revocable_after_relearn"], capped = self._capped(module, relearned, revocable)
+            loss = loss - args.lambda3 * capped
+        return loss, terms
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """ℓ(D_task; θ) on the batch, plus, on the first micro-batch of a meta step, the meta loss scaled by the number
+        of accumulation steps (so that `training_step`'s division leaves it with weight 1 per optimizer step)."""
+        outputs = model(**model_inputs(inputs))
+        loss = example_losses(outputs.logits, inputs["labels"]).mean()
+        mode = "train" if model.training else "eval"
+        self._loss_terms[f"{mode}:loss/task"].append(loss.detach().float())
+        if model.training and self._meta_pending:
+            self._meta_pending = False
+            stable = self.auxiliary_batch(self.stable_dataset, "stable") if self.stable_dataset is not None else None
+            meta, terms = self.meta_objective(
+                model, self.auxiliary_batch(self.revocable_dataset, "revocable"), stable,
+                self.auxiliary_batch(self.recovery_dataset, "recovery") if self.args.lambda3 > 0 else None,
+            )  # fmt: skip
+            loss = loss + meta * getattr(self, "current_gradient_accumulation_steps", 1)
+            for name, value in terms.items():
+                self._loss_terms[f"train:loss/{name}"].append(value.detach().float())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for key in sorted(k for k in self._loss_terms if k.startswith(f"{mode}:")):
+            values = self._loss_terms.pop(key)
+            if values:  # every process runs the same meta schedule, so all gather the same keys
+                mean = torch.stack(values).mean().to(self.args.device)
+                logs[prefix + key.split(":", 1)[1]] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
+        super().log(logs, start_time)
+
+    # ---- the card, the manifest and the Hub ----
+
+    def preparation_manifest(self) -> dict[str, Any]:
+        """The manifest of the prepared model: one entry (`kind: "preparation"`) on top of the starting model's lineage,
+        naming the revocable group by salted fingerprint. A valid parent for any `UnlearningTrainer` run."""
+        from ..manifest import hardware, non_default_settings, versions, with_request
+        from ..plots import loss_curves
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        base_model, name = unwrapped, None
+        if is_peft_model(unwrapped):
+            name = next(iter(unwrapped.peft_config.values())).base_model_name_or_path
+            base_model = unwrapped.get_base_model()
+        name = name or getattr(getattr(base_model, "config", None), "_name_or_path", None)
+        parent = read_manifest(name) if name else None
+        base = {"id": name, "revision": getattr(base_model.config, "_commit_hash", None)} if name else None
+        base = base if name and not os.path.isdir(name) else None
+        runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
+        kwargs = self._card_kwargs
+        request = {
+            "kind": "preparation",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "method": "ready2unlearn",
+            "method_name": "Ready2Unlearn (learning-time preparation; nothing removed)",
+            "paper": self._paper,
+            "description": self.args.revocable_description,
+            "fingerprint": fingerprint_from_hashes(self._revocable_hashes, self._salt, self._fingerprint_columns),
+            "dataset": None,
+            "settings": non_default_settings(self.args),
+            "metrics": {},
+            "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
+            "curves": loss_curves(self.state.log_history),
+            "mia_roc": {},
+            "versions": versions(),
+        }
+        return with_request(
+            parent, request, base,
+            model_name=kwargs.get("model_name") or os.path.basename(os.path.abspath(self.args.output_dir)),
+            card={key: kwargs.get(key) for key in ("language", "license", "tags")},
+            library_name="peft" if is_peft_model(unwrapped) else "transformers",
+            pipeline_tag=kwargs.get("tasks") if isinstance(kwargs.get("tasks"), str) else _pipeline_tag(base_model),
+        )  # fmt: skip
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):  # fmt: skip
+        """Write the prepared model's card (README.md), `unlearning_manifest.json` and the salt into `output_dir`.
+        Takes `Trainer.create_model_card`'s arguments; they are remembered for later `save_model` calls."""
+        given = {"language": language, "license": license, "tags": tags, "model_name": model_name, "tasks": tasks,
+                 **kwargs}  # fmt: skip
+        self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
+        if self.is_world_process_zero():
+            self._write_preparation_files(self.args.output_dir)
+
+    def _write_preparation_files(self, folder: str) -> None:
+        from ..manifest import write_manifest, write_salt
+
+        manifest = self.preparation_manifest()
+        write_manifest(folder, manifest)
+        render_prepared_card(manifest).save(os.path.join(folder, "README.md"))
+        write_salt(folder, self._salt)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the card, manifest and salt next to the weights (not in checkpoints)."""
+        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
+        if _internal_call:
+            return
+        if self.args.should_save:
+            self._write_preparation_files(output_dir or self.args.output_dir)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
+        """`Trainer.push_to_hub` with our card, in one commit that never carries the salt or checkpoints."""
+        from ..hub import push_folder
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        self.create_model_card(**kwargs)
+        self._finish_current_push()
+        return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
+                           revision=revision or self.args.hub_revision, overwrite=overwrite,
+                           commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it.
+        salt = os.path.join(self.args.output_dir, SALT_NAME)
+        if self.is_world_process_zero() and os.path.isfile(salt):
+            os.remove(salt)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+
+
+def _pipeline_tag(model) -> str:
+    names = " ".join(getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__])
+    if "ImageClassification" in names:
+        return "image-classification"
+    if "SequenceClassification" in names:
+        return "text-classification"
+    return "text-generation"
+
+
+def render_prepared_card(manifest: dict[str, Any]):
+    """The card of a prepared model (`ModelCard`): the Hub metadata of `hub.card_data`, the revocable group's
+    fingerprint, the settings, how to unlearn it later, and the lineage. Rendered from the manifest alone."""
+    from huggingface_hub import ModelCard
+
+    from ..hub import _bibtex, card_data, model_name
+
+    current = manifest["requests"][0]
+    return ModelCard.from_template(
+        card_data(manifest),
+        template_path=str(CARD_TEMPLATE),
+        model_name=model_name(manifest),
+        request=current,
+        paper=current.get("paper"),
+        bibtex=_bibtex(current.get("paper")),
+        fingerprint=current["fingerprint"],
+        settings=current.get("settings") or {},
+        earlier=manifest["requests"][1:],
+        compute={"steps": None, "wall_time_seconds": None, "hardware": None, **(current.get("compute") or {})},
+        versions=current.get("versions") or {},
+    )
