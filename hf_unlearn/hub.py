@@ -104,6 +104,8 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
          "model_utility": _number(((r.get("metrics") or {}).get("unlearned") or {}).get("model_utility"))}
         for r in manifest["requests"]
     ]  # fmt: skip
+    # a learning-time preparation (Ready2Unlearn) is in the lineage but removed nothing
+    deletions = sum(1 for r in manifest["requests"] if r.get("kind") != "preparation")
     dataset = current.get("dataset") or {}
     return ModelCard.from_template(
         card_data(manifest),
@@ -125,6 +127,8 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
         dataset=dataset,
         plots=plots or {},
         lineage=lineage,
+        deletions=deletions,
+        prepared=deletions < len(lineage),
         compute={"steps": None, "wall_time_seconds": None, "hardware": None, **(current.get("compute") or {})},
         versions=current.get("versions") or {},
     )

@@ -300,7 +300,11 @@ def test_prepared_model_card_and_a_later_ga_run_link_back(tmp_path, digits_data)
     assert [r["method"] for r in lineage] == ["ga", "ready2unlearn"]
     assert lineage[0]["request"] == 2 and lineage[1]["kind"] == "preparation"
     assert lineage[1]["fingerprint"] == prepared["fingerprint"] == lineage[0]["fingerprint"]
-    assert "Ready2Unlearn (learning-time preparation" in (unlearned_dir / "README.md").read_text()
+    card = (unlearned_dir / "README.md").read_text()
+    assert "Ready2Unlearn (learning-time preparation" in card
+    # the preparation is in the lineage but is not counted as a deletion request
+    assert "This is the first deletion request served by this model's line; the line was prepared" in card
+    assert "deletion requests" not in card
     assert (unlearned_dir / SALT_NAME).is_file()
 
 
