@@ -143,7 +143,14 @@ def _card(args) -> int:
             card[key] = getattr(args, key)
     if args.description is not None:
         current["description"] = args.description
-    write_card_files(folder, manifest)
+    if current.get("kind") == "preparation":  # a Ready2Unlearn model: nothing removed yet, its own card
+        from .manifest import write_manifest
+        from .preparation.ready2unlearn import render_prepared_card
+
+        write_manifest(folder, manifest)
+        render_prepared_card(manifest).save(folder / "README.md")
+    else:
+        write_card_files(folder, manifest)
     print(f"wrote {folder / 'README.md'} and {folder / MANIFEST_NAME} (request {current['request']}, "
           f"{len(manifest['requests'])} in the lineage)")  # fmt: skip
     return 0

@@ -289,6 +289,12 @@ def test_prepared_model_card_and_a_later_ga_run_link_back(tmp_path, digits_data)
     assert "Ready2Unlearn" in card and prepared["fingerprint"]["hmac_sha256"] in card and salt not in card
     assert "image-classification" in card
     assert salt not in (prepared_dir / MANIFEST_NAME).read_text()
+    # `hf-unlearn card` re-renders a prepared folder with the prepared model's card, not the unlearned one's
+    from hf_unlearn.cli import main
+
+    assert main(["card", str(prepared_dir), "--license", "mit"]) == 0
+    again = (prepared_dir / "README.md").read_text()
+    assert "Nothing has been removed from this model yet." in again and "license: mit" in again
 
     model = ViTForImageClassification.from_pretrained(prepared_dir)
     unlearned_dir = tmp_path / "unlearned"
