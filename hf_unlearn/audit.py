@@ -77,8 +77,9 @@ def positive_alignment(views: torch.Tensor) -> torch.Tensor:
 def forgetting_score(pa_forget_reference, pa_forget, pa_heldout_reference) -> float:
     """`(mean pa_f(θ_0) − mean pa_f(θ)) / (mean pa_f(θ_0) − mean pa_t(θ_0))`; NaN when the original encoder does not
     align its forget examples more than held-out ones (nothing measurable to forget)."""
-    reference, audited = float(np.mean(pa_forget_reference)), float(np.mean(pa_forget))
-    gap = reference - float(np.mean(pa_heldout_reference))
+    reference, audited, heldout = (float(np.asarray(a, dtype=np.float64).mean())
+                                   for a in (pa_forget_reference, pa_forget, pa_heldout_reference))  # fmt: skip
+    gap = reference - heldout
     return (reference - audited) / gap if gap > 1e-12 else float("nan")
 
 

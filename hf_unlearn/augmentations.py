@@ -64,6 +64,17 @@ class _Views:
         return views.to(pixel_values.dtype)
 
 
+class TextViews:
+    """A text view generator for the audit: `word_dropout` with probability `p`, seeded from torch's generator so that
+    `audit_encoder`'s seed fixes the views."""
+
+    def __init__(self, p: float = 0.1):
+        self.p = p
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        return word_dropout(texts, self.p, seed=int(torch.randint(0, 2**31 - 1, ())))
+
+
 def word_dropout(texts: list[str], p: float = 0.1, seed: int | None = None) -> list[str]:
     """A text view: each word dropped with probability `p` (at least one word kept), as in text-contrastive views
     (e.g. EDA's random deletion, Wei & Zou 2019)."""

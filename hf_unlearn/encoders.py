@@ -155,3 +155,13 @@ def build_tiny_contrastive_encoder(image_size: int = 8, num_channels: int = 1, p
         torch.manual_seed(seed)
         model = ContrastiveEncoder(ContrastiveEncoderConfig(backbone_config=backbone, projection_dim=projection_dim))
     return model.float()
+
+
+def sentence_embeddings(model, tokenizer, texts: list[str], max_length: int = 128) -> torch.Tensor:
+    """Mean-pooled last hidden states of a text encoder over non-padding tokens (Sentence-BERT's pooling, which
+    all-MiniLM-L6-v2 was trained with), L2-normalised: `[len(texts), d]`."""
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    encoded = {key: value.to(model.device) for key, value in encoded.items()}
+    hidden = model(**encoded).last_hidden_state
+    mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return F.normalize(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float(), dim=-1)

@@ -268,6 +268,13 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         if self._kind == "image_text" and model is not None and not is_clip(model):
             raise ValueError(f"The rows carry captions (input_ids) but {type(model).__name__} has no text tower: pass "
                              "a CLIPModel, or drop the captions for an image encoder.")  # fmt: skip
+        if self._kind == "image_text" and model is not None:
+            vocabulary = model.config.text_config.vocab_size
+            for name, rows in (("forget_dataset", forget_dataset), ("retain_dataset", retain_dataset)):
+                largest = max(max(map(int, torch.as_tensor(row["input_ids"]).tolist())) for row in rows)
+                if largest >= vocabulary:
+                    raise ValueError(f"{name} holds caption token id {largest} but the text tower has {vocabulary} "
+                                     "tokens: tokenise the captions with the model's own tokenizer.")  # fmt: skip
         if len(forget_dataset) < 2 and args.alpha > 0:
             raise ValueError(
                 "forget_dataset has 1 image, but each forget anchor's partner must be a different forget image "
@@ -324,9 +331,11 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
             )  # fmt: skip
             losses = clip_info_nce(images, texts[: n_r + n_f], args.temperature)
             anchors, own_view = images, texts[n_r + n_f :]
-        cosine = F.cosine_similarity(anchors[n_r:].float(), own_view.float(), dim=-1) if own_view is not None else None
-        if cosine is None:
-            cosine = anchors.new_zeros(1)
+        if own_view is None:  # num_views=2: no second view of the anchor, no calibration term
+            terms = alignment_calibration_loss(losses[:n_r], losses[n_r:], anchors.new_zeros(1), args.alpha, 0.0)
+            del terms["calibration"]
+            return terms
+        cosine = F.cosine_similarity(anchors[n_r:].float(), own_view.float(), dim=-1)
         return alignment_calibration_loss(losses[:n_r], losses[n_r:], cosine, args.alpha, self.beta_prime)
 
     # ---- the audit in the card ----
