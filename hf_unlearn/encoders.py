@@ -142,15 +142,25 @@ def text_embeddings(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 def build_tiny_contrastive_encoder(image_size: int = 8, num_channels: int = 1, patch_size: int = 2,
                                    hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2,
-                                   projection_dim: int = 32, seed: int = 0) -> ContrastiveEncoder:  # fmt: skip
-    """A randomly initialised float32 ViT `ContrastiveEncoder` from a config (no download), sized for 8×8 digits."""
-    from transformers import ViTConfig
+                                   projection_dim: int = 32, seed: int = 0,
+                                   backbone: str = "vit") -> ContrastiveEncoder:  # fmt: skip
+    """A randomly initialised float32 `ContrastiveEncoder` from a config (no download), sized for 8×8 digits: a ViT
+    (`backbone="vit"`), or a 2-stage ResNet with widths (hidden_size, 2·hidden_size) (`backbone="resnet"`, ~80k
+    parameters at hidden_size 32; it memorises its training images more than the ViT does)."""
+    from transformers import ResNetConfig, ViTConfig
 
-    backbone = ViTConfig(
-        image_size=image_size, patch_size=patch_size, num_channels=num_channels, hidden_size=hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, intermediate_size=hidden_size * 2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
+    if backbone == "resnet":
+        backbone = ResNetConfig(num_channels=num_channels, embedding_size=hidden_size // 2, layer_type="basic",
+                                hidden_sizes=[hidden_size, 2 * hidden_size], depths=[1, 1],
+                                downsample_in_first_stage=False)  # fmt: skip
+    elif backbone == "vit":
+        backbone = ViTConfig(
+            image_size=image_size, patch_size=patch_size, num_channels=num_channels, hidden_size=hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, intermediate_size=hidden_size * 2,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )  # fmt: skip
+    else:
+        raise ValueError(f"backbone={backbone!r}: use 'vit' or 'resnet'.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ContrastiveEncoder(ContrastiveEncoderConfig(backbone_config=backbone, projection_dim=projection_dim))
@@ -165,3 +175,43 @@ def sentence_embeddings(model, tokenizer, texts: list[str], max_length: int = 12
     hidden = model(**encoded).last_hidden_state
     mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return F.normalize(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float(), dim=-1)
+
+
+def train_contrastive(model, pixel_values: torch.Tensor, augment, epochs: int, batch_size: int = 128,
+                      learning_rate: float = 3e-3, temperature: float = 0.5, seed: int = 0,
+                      forget_pixel_values: torch.Tensor | None = None,
+                      forget_weight: float = 0.0) -> float:  # fmt: skip
+    """SimCLR pre-training (AdamW, the InfoNCE of two views per image, in-batch negatives) of an image encoder on
+    `pixel_values` [N, C, H, W]; the plain loop the examples and the benchmark use to build the original and the
+    retrained encoders. With `forget_pixel_values` and `forget_weight` w > 0 each step also subtracts w × the forget
+    images' InfoNCE (gradient ascent on them: the NegGrad baseline; with empty `pixel_values`, plain gradient ascent).
+    Returns the wall time in seconds."""
+    import time
+
+    from .losses import info_nce
+
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    count = len(pixel_values) if len(pixel_values) else len(forget_pixel_values)
+    for _ in range(epochs):
+        order = torch.randperm(count, generator=generator)
+        for begin in range(0, count, batch_size):
+            index = order[begin : begin + batch_size]
+            loss = torch.zeros(())
+            if len(pixel_values):
+                batch = pixel_values[index]
+                z = image_embeddings(model, torch.cat([augment(batch), augment(batch)]), normalize=False)
+                loss = loss + info_nce(z[: len(batch)], z[len(batch) :], temperature).mean()
+            if forget_weight > 0:
+                pick = torch.randint(0, len(forget_pixel_values), (min(len(index), len(forget_pixel_values)),),
+                                     generator=generator)  # fmt: skip
+                batch = forget_pixel_values[pick]
+                z = image_embeddings(model, torch.cat([augment(batch), augment(batch)]), normalize=False)
+                loss = loss - forget_weight * info_nce(z[: len(batch)], z[len(batch) :], temperature).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return time.perf_counter() - start
