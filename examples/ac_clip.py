@@ -123,9 +123,12 @@ def main() -> None:
     trainer.save_model()
     print(f"zero-shot accuracy, forget: {before['forget']:.1f}% -> {after['forget']:.1f}%; "
           f"test: {before['test']:.1f}% -> {after['test']:.1f}%")  # fmt: skip
-    low, high = audit["forgetting_score_ci"] or (float("nan"), float("nan"))
-    print(f"Forgetting Score {audit['forgetting_score']:.3f} (95% interval {low:.3f} to {high:.3f}); "
-          f"EMIA {audit['emia']:.1f}% of forget images judged non-members")  # fmt: skip
+    if audit["forgetting_score_ci"]:
+        low, high = audit["forgetting_score_ci"]
+        print(f"Forgetting Score {audit['forgetting_score']:.3f} (95% interval {low:.3f} to {high:.3f})")
+    else:
+        print(f"Forgetting Score n/a: {audit['missing']['forgetting_score']}")
+    print(f"EMIA {audit['emia']:.1f}% of forget images judged non-members")
     print(f"model, card and heatmaps in {args.output_dir}/")
 
 

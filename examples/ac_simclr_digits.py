@@ -65,8 +65,11 @@ def main() -> None:
                               feature_fn=lambda x: model.eval()(pixel_values=x).features)  # fmt: skip
     trainer.record_audit(audit)
     trainer.save_model()
-    low, high = audit["forgetting_score_ci"] or (float("nan"), float("nan"))
-    print(f"Forgetting Score {audit['forgetting_score']:.3f} (95% interval {low:.3f} to {high:.3f})")
+    if audit["forgetting_score_ci"]:
+        low, high = audit["forgetting_score_ci"]
+        print(f"Forgetting Score {audit['forgetting_score']:.3f} (95% interval {low:.3f} to {high:.3f})")
+    else:
+        print(f"Forgetting Score n/a: {audit['missing']['forgetting_score']}")
     print(f"EMIA {audit['emia']:.1f}% and CMIA {audit['cmia']:.1f}% of forget images judged non-members")
     print(f"linear probe: retain {audit['retain_accuracy']:.1f}%, test {audit['test_accuracy']:.1f}%, "
           f"forget {audit['forget_accuracy']:.1f}%")  # fmt: skip
