@@ -135,12 +135,12 @@ def linear_probe_suite(features: dict[str, np.ndarray], labels: dict[str, np.nda
     for key, name in (("retain", "retain_accuracy"), ("heldout", "test_accuracy"), ("forget", "forget_accuracy")):
         results[name] = float(100.0 * (probe.predict(features[key]) == labels[key]).mean())
 
-    def confidence(key):
+    column = {label: index for index, label in enumerate(probe.classes_)}
+
+    def confidence(key):  # the probe's probability of the true class (0 for a class absent from retain)
         probabilities = probe.predict_proba(features[key])
-        columns = np.searchsorted(probe.classes_, labels[key])
-        known = np.isin(labels[key], probe.classes_)
-        return np.where(known, probabilities[np.arange(len(columns)), np.minimum(columns, len(probe.classes_) - 1)],
-                        0.0)[:, None]  # fmt: skip
+        true = [probabilities[i, column[y]] if y in column else 0.0 for i, y in enumerate(labels[key])]
+        return np.array(true)[:, None]
 
     rng = np.random.default_rng(seed)
     heldout = confidence("heldout")

@@ -121,3 +121,27 @@ def test_cli_audit(tmp_path, digits_data, capsys):
     code = main(["audit", "--model", str(tmp_path / "unlearned"), "--forget", str(tmp_path / "forget.csv"),
                  "--heldout", str(tmp_path / "test.pt")])  # fmt: skip
     assert code == 2 and "use a .pt file of images or a .jsonl file of texts" in capsys.readouterr().err
+
+
+def test_cli_audit_of_a_text_encoder(tmp_path, capsys):
+    """Text rows (.jsonl) are audited with word-dropout views of a text encoder's mean-pooled embeddings."""
+    from transformers import BertConfig, BertModel
+
+    from hf_unlearn.cli import main
+    from hf_unlearn.synthetic import train_tokenizer
+
+    things, colours = ["cat", "dog", "sky", "sea", "tree", "road"], ["red", "blue", "green"]
+    sentences = [f"sentence number {i} says the {things[i % 6]} is {colours[i % 3]}" for i in range(30)]
+    tokenizer = train_tokenizer(sentences, vocab_size=300)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "encoder")  # fmt: skip
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    for name, rows in (("forget", sentences[:10]), ("heldout", sentences[10:30])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    code = main(["audit", "--model", str(tmp_path / "encoder"), "--reference-model", str(tmp_path / "encoder"),
+                 "--forget", str(tmp_path / "forget.jsonl"), "--heldout", str(tmp_path / "heldout.jsonl"),
+                 "--num-views", "3", "--output-dir", str(tmp_path / "audit")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "Forgetting Score: 0.000" in out  # the same encoder as its own reference: nothing forgotten
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["emia"] >= 0
