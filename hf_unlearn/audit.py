@@ -178,10 +178,11 @@ def audit_encoder(
     runs on `feature_fn` (default `embed_fn`) of the un-augmented examples. With `output_dir`, the heatmaps are saved
     there as PNG and the numbers as `audit.json`.
 
-    Returns a dict: `forgetting_score`, `forgetting_score_ci` [low, high], `emia`, `positive_alignment` (means per
-    set and encoder), the matrices (`alignment_matrix`, `alignment_gap_matrix`, `retrained_alignment_gap_matrix`, as
-    nested lists; None where not computable), `missing` (why a number is absent) and, with labels, `retain_accuracy`,
-    `test_accuracy`, `forget_accuracy`, `cmia`.
+    Returns a dict: `forgetting_score`, `forgetting_score_ci` [low, high], `reference_alignment_gap` (FS's
+    denominator: small means a noisy score), `emia`, `positive_alignment` (means per set and encoder), the matrices
+    (`alignment_matrix`, `alignment_gap_matrix`, `retrained_alignment_gap_matrix`, as nested lists; None where not
+    computable), `missing` (why a number is absent) and, with labels, `retain_accuracy`, `test_accuracy`,
+    `forget_accuracy`, `cmia`.
     """
     if len(forget_examples) < 2 or len(heldout_examples) < 2:
         raise ValueError(f"audit_encoder needs at least 2 forget and 2 held-out examples (got {len(forget_examples)} "
@@ -209,6 +210,9 @@ def audit_encoder(
         result["alignment_gap_matrix"] = (reference_matrix - matrix).tolist()
         result["positive_alignment"]["reference"] = {k: float(v.mean()) for k, v in reference_pa.items()}
         result["forgetting_score"] = forgetting_score(reference_pa["forget"], pa["forget"], reference_pa["heldout"])
+        # FS's denominator: how much more the original aligns forget than held-out examples; when it is small the score
+        # is noisy (its interval says how much)
+        result["reference_alignment_gap"] = float(reference_pa["forget"].mean() - reference_pa["heldout"].mean())
         if np.isnan(result["forgetting_score"]):
             result["missing"]["forgetting_score"] = (
                 "the original encoder aligns forget examples no more than held-out ones: nothing to forget"
