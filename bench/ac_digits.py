@@ -1,6 +1,6 @@
 """Alignment Calibration vs the usual baselines on a SimCLR encoder of scikit-learn's digits (real 8×8 scans).
 
-    python bench/ac_digits.py            # ~10 minutes on one CPU core; --write puts the table in docs/results.md
+    python bench/ac_digits.py        # ~20 min on a busy 2-core CPU; --write puts the table in docs/results.md
 
 A tiny ResNet `ContrastiveEncoder` is pre-trained with SimCLR on `--train-size` digits (the original), a random 10% of
 them is the forget set. Compared: the original; retrained from scratch on retain (the target); fine-tune on retain;

