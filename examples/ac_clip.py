@@ -81,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pretrain-epochs", type=int, default=60)
     parser.add_argument("--epochs", type=float, default=10, help="AC epochs (passes over the forget set).")
+    parser.add_argument("--beta", type=float, default=1.0, help="β of the calibration term (β' = β·|D_f|/|D|).")
     parser.add_argument("--output-dir", default="ac-clip-digits")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -103,7 +104,7 @@ def main() -> None:
     original.load_state_dict(model.state_dict())
     before = {"forget": zero_shot_accuracy(model, forget), "test": zero_shot_accuracy(model, test)}
 
-    config = AlignmentCalibrationConfig(output_dir=args.output_dir, num_train_epochs=args.epochs,
+    config = AlignmentCalibrationConfig(output_dir=args.output_dir, num_train_epochs=args.epochs, beta=args.beta,
                                         per_device_train_batch_size=16, retain_per_forget=4, temperature=0.1,
                                         learning_rate=0.01, augmentation="digits", report_to="none",
                                         save_strategy="no", logging_steps=10, disable_tqdm=True, use_cpu=True,
