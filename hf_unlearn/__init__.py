@@ -5,9 +5,12 @@ __version__ = "0.1.0"
 from .callbacks import UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
+from .encoders import ContrastiveEncoder, ContrastiveEncoderConfig
 from .methods import (
     AAMUConfig,
     AAMUTrainer,
+    AlignmentCalibrationConfig,
+    AlignmentCalibrationTrainer,
     DeepCUTConfig,
     DeepCUTTrainer,
     GAConfig,
@@ -26,11 +29,10 @@ from .registry import METHODS, get_method, register_method
 from .trainer import NonFiniteLossError, UnlearningTrainer
 
 __all__ = [
-    "AAMUConfig", "AAMUTrainer",
-    "METHODS", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset", "GAConfig", "GATrainer", "GradDiffConfig",
-    "GradDiffTrainer",
-    "NPOConfig", "NPOTrainer", "NonFiniteLossError", "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer",
-    "UnlearningCollator",
+    "METHODS", "AAMUConfig", "AAMUTrainer", "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer",
+    "ContrastiveEncoder", "ContrastiveEncoderConfig", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset",
+    "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer", "NPOConfig", "NPOTrainer", "NonFiniteLossError",
+    "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
     "Ready2UnlearnConfig", "Ready2UnlearnTrainer",
 ]  # fmt: skip

@@ -77,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     condense.add_argument("--steps", type=int, default=16, help="SGD steps on the blending weights (paper: 12-20).")
     condense.add_argument("--batch-size", type=int, default=64, help="Clusters blended together.")
     condense.add_argument("--seed", type=int, default=0)
+
+    audit = commands.add_parser("audit", help="Audit an encoder's forgetting from its embeddings (Forgetting Score, "
+                                "EMIA, alignment heatmaps; linear probe and CMIA with labels).")  # fmt: skip
+    audit.add_argument("--model", required=True, help="The audited encoder: a folder (ContrastiveEncoder, CLIPModel or "
+                       "a text encoder loadable with AutoModel).")  # fmt: skip
+    audit.add_argument("--reference-model", help="The original encoder before unlearning (gives the Forgetting Score).")
+    audit.add_argument("--retrained-model", help="An encoder retrained without the forget set (its gap matrix too).")
+    for split in ("forget", "heldout", "retain"):
+        audit.add_argument(f"--{split}", required=split != "retain", help=f"The {split} examples: a .pt dict "
+                           "(pixel_values [N, C, H, W] in [0, 1], labels) or .jsonl text/label rows.")  # fmt: skip
+    audit.add_argument("--augmentation", default="simclr", help="Image recipe (simclr, digits, none) or 'word_dropout' "
+                       "for text (the default for .jsonl data).")  # fmt: skip
+    audit.add_argument("--num-views", type=int, default=10, help="Views per example (EMIA's default: 10).")
+    audit.add_argument("--output-dir", default="audit", help="Where audit.json and the heatmaps go.")
     args = parser.parse_args(argv)
 
     from . import METHODS
@@ -91,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"card": _card, "push": _push, "verify": _verify}[args.command](args)
         if args.command == "eval":
             return _evaluate(args)
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "gold":
             return _gold(args)
         if args.command == "condense":
@@ -179,6 +195,76 @@ def _verify(args) -> int:
           f"{len(manifest['requests'])}, unlearned on {request.get('date', 'an unrecorded date')} with "
           f"{request.get('method_name', request['method'])}, {fingerprint['num_examples']} examples, "
           f"fingerprint {fingerprint['hmac_sha256']}.")  # fmt: skip
+    return 0
+
+
+def _load_examples(path: str) -> tuple[object, list[int] | None]:
+    """Examples and labels from a .pt file (images) or a .jsonl file (texts)."""
+    import torch
+
+    from .data import read_jsonl
+
+    if path.endswith(".pt"):
+        data = torch.load(path)
+        if not isinstance(data, dict) or "pixel_values" not in data:
+            raise ValueError(f"{path} must hold a dict with 'pixel_values' [N, C, H, W] (and optional 'labels').")
+        labels = data.get("labels")
+        return torch.as_tensor(data["pixel_values"]).float(), (None if labels is None else list(map(int, labels)))
+    if path.endswith(".jsonl"):
+        rows = read_jsonl(path)
+        if not rows or "text" not in rows[0]:
+            raise ValueError(f"{path}: rows need a 'text' column (and an optional 'label').")
+        labels = [int(row["label"]) for row in rows] if "label" in rows[0] else None
+        return [row["text"] for row in rows], labels
+    raise ValueError(f"{path}: use a .pt file of images or a .jsonl file of texts.")
+
+
+def _audit(args) -> int:
+    import torch
+    from transformers import AutoModel
+
+    from .audit import audit_encoder
+    from .augmentations import TextViews, image_augmentation
+    from .encoders import image_embeddings, sentence_embeddings
+
+    examples = {name: _load_examples(getattr(args, name)) if getattr(args, name) else (None, None)
+                for name in ("forget", "heldout", "retain")}  # fmt: skip
+    texts = isinstance(examples["forget"][0], list)
+
+    def embedder(name):
+        if name is None:
+            return None
+        model = AutoModel.from_pretrained(name).eval()
+        if texts:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            return lambda batch: sentence_embeddings(model, tokenizer, batch)
+        return lambda batch: image_embeddings(model, batch)
+
+    if texts:
+        augment = TextViews(0.1) if args.augmentation in ("word_dropout", "simclr") else None
+    else:
+        augment = image_augmentation(args.augmentation, tuple(examples["forget"][0].shape[-2:]))
+    labels = {name: value[1] for name, value in examples.items()}
+    with_labels = all(labels[name] is not None for name in labels) and examples["retain"][0] is not None
+    with torch.no_grad():
+        result = audit_encoder(
+            embedder(args.model), examples["forget"][0], examples["heldout"][0],
+            reference_embed_fn=embedder(args.reference_model), retrained_embed_fn=embedder(args.retrained_model),
+            augment=augment, num_views=args.num_views, retain_examples=examples["retain"][0],
+            labels=labels if with_labels else None, output_dir=args.output_dir,
+        )  # fmt: skip
+    interval = result["forgetting_score_ci"]
+    score = result["forgetting_score"]
+    print("Forgetting Score: " + (f"{score:.3f} (95% interval {interval[0]:.3f} to {interval[1]:.3f})"
+                                  if interval else f"n/a ({result['missing'].get('forgetting_score')})"))  # fmt: skip
+    print("EMIA: " + (f"{result['emia']:.1f}% of forget examples judged non-members" if result["emia"] is not None
+                      else f"n/a ({result['missing'].get('emia')})"))  # fmt: skip
+    for key in ("retain_accuracy", "test_accuracy", "forget_accuracy", "cmia"):
+        if key in result:
+            print(f"{key}: {result[key]:.1f}%")
+    print(f"written to {args.output_dir}: audit.json, " + ", ".join(f"{n}.png" for n in result["plots"]))
     return 0
 
 

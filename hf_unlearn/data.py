@@ -218,7 +218,10 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
 
 def check_vocabulary(rows, name: str, tokenizer, model) -> None:
     """Fail when token ids do not fit the model's input embedding (a tokenizer from another model, say)."""
-    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    try:
+        embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:  # two-tower models (CLIPModel) have no single input embedding
+        return
     if embedding is None or not hasattr(embedding, "num_embeddings"):
         return
     size = embedding.num_embeddings

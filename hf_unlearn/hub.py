@@ -170,6 +170,9 @@ def write_card_files(folder: str | Path, manifest: dict[str, Any]) -> ModelCard:
             plots[name] = PLOTS[name]
         elif (folder / PLOTS[name]).exists():
             (folder / PLOTS[name]).unlink()  # a stale plot from an earlier render must not describe this request
+    for name, path in (current.get("audit_plots") or {}).items():  # a method's own figures, e.g. AC's audit heatmaps
+        if (folder / path).is_file():
+            plots[name] = path
     entries, target = eval_result_entries(manifest), folder / ".eval_results" / "hf-unlearn.yaml"
     if entries:
         from huggingface_hub import eval_result_entries_to_yaml

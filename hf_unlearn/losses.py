@@ -146,3 +146,48 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
         return torch.exp(-(a - b.T).pow(2) / (2 * sigma**2))
 
     return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
+
+
+def info_nce(anchors: torch.Tensor, partners: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-pair SimCLR InfoNCE (NT-Xent, Chen et al. 2020) of `anchors` [N, d] and `partners` [N, d]: the 2N views are
+    L2-normalised, (a_i, b_i) is the positive pair and the other 2N − 2 views are the negatives. Returns `[N]`, each the
+    mean of the two directions, s the cosine and the softmax over the 2N − 1 other views:
+    ℓ_i = ½(−log softmax(s(a_i, ·)/τ)[b_i] − log softmax(s(b_i, ·)/τ)[a_i])."""
+    n = anchors.size(0)
+    views = F.normalize(torch.cat([anchors, partners]).float(), dim=-1)
+    similarity = views @ views.T / temperature
+    similarity = similarity.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=views.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(views.device)
+    losses = F.cross_entropy(similarity, target, reduction="none")
+    return (losses[:n] + losses[n:]) / 2
+
+
+def clip_info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-pair symmetric image↔text InfoNCE (CLIP, Radford et al. 2021): row i of `image_embeddings` [N, d] and of
+    `text_embeddings` [N, d] are the positive pair, the other rows the negatives. Returns `[N]`:
+    ℓ_i = ½(−log softmax_j(s(x_i, t_j)/τ)[i] − log softmax_j(s(x_j, t_i)/τ)[i])."""
+    images = F.normalize(image_embeddings.float(), dim=-1)
+    texts = F.normalize(text_embeddings.float(), dim=-1)
+    logits = images @ texts.T / temperature
+    target = torch.arange(images.size(0), device=images.device)
+    return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
+
+
+def alignment_calibration_loss(
+    retain_losses: torch.Tensor, forget_losses: torch.Tensor, forget_view_cosine: torch.Tensor, alpha: float,
+    beta_prime: float,
+) -> dict[str, torch.Tensor]:
+    """Alignment Calibration (Wang et al., arXiv 2406.03603) as named terms that sum to the loss:
+
+        L = [Σ_{i∈B_r} ℓ_i + α Σ_{i∈B_f} ℓ_i] / (|B_r| + α|B_f|)  +  β' · mean_{i∈B_f} cos(z(a_i), z(c_i))
+
+    `"retain"` = Σ_r ℓ_i / denominator, `"forget"` = α Σ_f ℓ_i / denominator (negative alignment calibration: ℓ_i of a
+    forget anchor has a different forget image as its positive), `"calibration"` = β' · mean cosine of two views of the
+    same forget image (positive alignment calibration, minimised so they separate).
+    """  # fmt: skip
+    denominator = retain_losses.numel() + alpha * forget_losses.numel()
+    return {
+        "retain": retain_losses.float().sum() / denominator,
+        "forget": alpha * forget_losses.float().sum() / denominator,
+        "calibration": beta_prime * forget_view_cosine.float().mean(),
+    }

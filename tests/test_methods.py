@@ -66,8 +66,15 @@ MULTIMODAL_METHOD_CASES = [
 ]
 
 
+# (registry name, config overrides) run on a tiny ViT contrastive encoder (unlabelled image rows: pixel_values).
+ENCODER_METHOD_CASES = [
+    ("ac", {"augmentation": "digits"}),
+    ("ac", {"augmentation": "none", "num_views": 2, "beta": 0.0, "retain_per_forget": 2}),
+]
+
+
 def test_every_registered_method_is_in_a_matrix():
-    covered = {name for name, _ in METHOD_CASES + IMAGE_METHOD_CASES + MULTIMODAL_METHOD_CASES}
+    covered = {name for name, _ in METHOD_CASES + IMAGE_METHOD_CASES + MULTIMODAL_METHOD_CASES + ENCODER_METHOD_CASES}
     assert covered >= set(hf_unlearn.METHODS) - {"toy_method"}
 
 
@@ -147,6 +154,40 @@ def test_method_on_image_classifier(name, overrides, tmp_path, memorised_image_c
     assert after["forget_accuracy"] <= before["forget_accuracy"] - 0.2, (before, after)
     if config.uses_retain:
         assert after["retain_accuracy"] >= before["retain_accuracy"] - 0.1, (before, after)
+
+
+ENCODER_CASE_IDS = ["-".join([name, *map(str, overrides.values())]) for name, overrides in ENCODER_METHOD_CASES]
+
+
+@pytest.mark.parametrize(("name", "overrides"), ENCODER_METHOD_CASES, ids=ENCODER_CASE_IDS)
+def test_method_on_contrastive_encoder(name, overrides, tmp_path, digits_data):
+    from hf_unlearn.audit import embed_views, positive_alignment
+    from hf_unlearn.augmentations import image_augmentation
+    from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings
+
+    model = build_tiny_contrastive_encoder(seed=0)
+    forget = [{"pixel_values": row["pixel_values"]} for row in digits_data["forget"]]
+    retain = [{"pixel_values": row["pixel_values"]} for row in digits_data["retain"]]
+    config_cls, trainer_cls = hf_unlearn.METHODS[name]
+    config = config_cls(**training_args(tmp_path, **{"learning_rate": 0.05, "num_train_epochs": 4, **overrides}))
+    again = config_cls.from_yaml(config.to_yaml())
+    assert all(getattr(again, f.name) == getattr(config, f.name) for f in fields(config_cls)
+               if f.init and f.name not in {"hub_token", "logging_dir"})  # fmt: skip
+    pixels = torch.stack([row["pixel_values"] for row in forget])
+
+    def forget_alignment():
+        views = embed_views(lambda x: image_embeddings(model.eval(), x), pixels, image_augmentation("digits", 8), 4)
+        return positive_alignment(views).mean().item()
+
+    before = forget_alignment()
+    start = {k: v.clone() for k, v in model.named_parameters()}
+    trainer = trainer_cls(model=model, args=config, forget_dataset=forget, retain_dataset=retain)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss/forget" in entry]
+    assert logged and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logged)
+    assert ("loss/calibration" in logged[0]) == (config.num_views == 3)
+    assert all(not torch.equal(p, start[n]) for n, p in model.named_parameters())
+    assert forget_alignment() != before
 
 
 def test_register_method_without_editing_the_package(tmp_path):

@@ -1,6 +1,7 @@
 """One file per method; importing this package registers them all in `hf_unlearn.METHODS`."""
 
 from .a_amu import AAMUConfig, AAMUTrainer
+from .ac import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
 from .deepcut import DeepCUTConfig, DeepCUTTrainer
 from .ga import GAConfig, GATrainer
 from .grad_diff import GradDiffConfig, GradDiffTrainer
@@ -9,7 +10,7 @@ from .simnpo import SimNPOConfig, SimNPOTrainer
 from .siu import SIUConfig, SIUTrainer
 
 __all__ = [
-    "AAMUConfig", "AAMUTrainer",
+    "AAMUConfig", "AAMUTrainer", "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer",
     "DeepCUTConfig", "DeepCUTTrainer", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
     "NPOConfig", "NPOTrainer", "SimNPOConfig", "SimNPOTrainer", "SIUConfig", "SIUTrainer",
 ]  # fmt: skip

@@ -1,0 +1,300 @@
+"""Auditing an encoder's unlearning with query access to its embeddings (METHODS.md §5; Wang et al., arXiv
+2406.03603), plus the white-box linear-probe suite when labels are known.
+
+For a set of examples x_1..x_N and T random views t(x) (augmentations), with f the encoder and cos the cosine:
+
+- Alignment Matrix `AM[i, j] = E_{t≠t'} cos(f(t(x_i)), f(t'(x_j)))`: the diagonal is each example's positive
+  alignment pa_i (how consistently the encoder maps views of it), the rest negative alignment.
+- Alignment Gap Matrix `AGM = AM(θ_0) − AM(θ)` (the original minus the audited encoder).
+- Forgetting Score `FS = (pa_f(θ_0) − pa_f(θ)) / (pa_f(θ_0) − pa_t(θ_0))`, pa_f / pa_t the mean positive alignment of
+  forget / held-out examples: 0 = nothing forgotten, 1 = the forget examples look exactly like never-seen ones; with a
+  bootstrap 95% interval (forget and held-out examples resampled).
+- EMIA (EncoderMI-threshold, Liu et al. 2021): pa_i is the membership feature; a threshold fitted on members (retain
+  examples, or the forget examples under θ_0 when no retain examples are given) against held-out ones;
+  EMIA = % of forget examples judged non-members.
+- White box (with labels): a logistic-regression linear probe fitted on the retain examples' features gives RA / TA /
+  UA (retain / test (= held-out) / forget accuracy, %); CMIA = an SVC on the probe's true-class confidence (members:
+  retain, non-members: held-out), % of forget examples judged non-members.
+
+Examples are whatever `augment` and `embed_fn` take: image tensors `[N, C, H, W]`, lists of strings, ... Nothing from
+the examples reaches the results or the plots: only similarities and counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HEATMAPS = ("alignment_matrix", "alignment_gap_matrix", "retrained_alignment_gap_matrix")
+
+
+def _chunks(examples, batch_size: int):
+    for start in range(0, len(examples), batch_size):
+        yield examples[start : start + batch_size]
+
+
+@torch.no_grad()
+def embed_views(embed_fn: Callable, examples, augment: Callable | None, num_views: int, batch_size: int = 256,
+                seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """`[T, N, d]` L2-normalised embeddings of `num_views` random views of each example (the examples themselves when
+    `augment` is None). Views are drawn with torch's generator seeded by `seed`, so two encoders see the same views."""
+    views = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(num_views):
+            parts = []
+            for chunk in _chunks(examples, batch_size):
+                shown = augment(chunk) if augment is not None else chunk
+                parts.append(F.normalize(torch.as_tensor(embed_fn(shown)).float().cpu(), dim=-1))
+            views.append(torch.cat(parts))
+    return torch.stack(views)
+
+
+def alignment_matrix(views: torch.Tensor) -> torch.Tensor:
+    """`AM[i, j]` = mean over view pairs t ≠ t' of cos(v_t(x_i), v_t'(x_j)), from `[T, N, d]` normalised views:
+    (Σ_t v_t)(Σ_t v_t)ᵀ minus the T same-view terms Σ_t v_t v_tᵀ, over T(T − 1)."""
+    count = views.size(0)
+    if count < 2:
+        raise ValueError(f"num_views={count}: the alignment of an example needs at least 2 views of it.")
+    total = views.sum(0)
+    same = torch.einsum("tid,tjd->ij", views, views)
+    return (total @ total.T - same) / (count * (count - 1))
+
+
+def positive_alignment(views: torch.Tensor) -> torch.Tensor:
+    """The diagonal of `alignment_matrix` without the N×N matrix: `[N]`, (|Σ_t v_t|² − T) / (T(T − 1))."""
+    count = views.size(0)
+    if count < 2:
+        raise ValueError(f"num_views={count}: the alignment of an example needs at least 2 views of it.")
+    return (views.sum(0).pow(2).sum(-1) - views.pow(2).sum(-1).sum(0)) / (count * (count - 1))
+
+
+def forgetting_score(pa_forget_reference, pa_forget, pa_heldout_reference) -> float:
+    """`(mean pa_f(θ_0) − mean pa_f(θ)) / (mean pa_f(θ_0) − mean pa_t(θ_0))`; NaN when the original encoder does not
+    align its forget examples more than held-out ones (nothing measurable to forget)."""
+    reference, audited, heldout = (float(np.asarray(a, dtype=np.float64).mean())
+                                   for a in (pa_forget_reference, pa_forget, pa_heldout_reference))  # fmt: skip
+    gap = reference - heldout
+    return (reference - audited) / gap if gap > 1e-12 else float("nan")
+
+
+def bootstrap_interval(pa_forget_reference, pa_forget, pa_heldout_reference, num_samples: int = 1000,
+                       seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """The percentile bootstrap 95% interval of the Forgetting Score: forget examples resampled (the same draw for θ_0
+    and θ) and held-out examples resampled independently."""
+    rng = np.random.default_rng(seed)
+    forget_ref, forget, heldout = (np.asarray(a, dtype=np.float64) for a in
+                                   (pa_forget_reference, pa_forget, pa_heldout_reference))  # fmt: skip
+    scores = []
+    for _ in range(num_samples):
+        f = rng.integers(0, len(forget), len(forget))
+        h = rng.integers(0, len(heldout), len(heldout))
+        scores.append(forgetting_score(forget_ref[f], forget[f], heldout[h]))
+    scores = np.asarray(scores)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        return float("nan"), float("nan")
+    return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
+
+
+def fit_threshold(member_scores, nonmember_scores) -> float:
+    """The threshold t maximising the balanced accuracy of "member iff score ≥ t" (EncoderMI-threshold)."""
+    members, nonmembers = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    candidates = np.unique(np.concatenate([members, nonmembers]))
+    best, best_accuracy = candidates[0], -1.0
+    for threshold in candidates:
+        accuracy = ((members >= threshold).mean() + (nonmembers < threshold).mean()) / 2
+        if accuracy > best_accuracy:
+            best, best_accuracy = threshold, accuracy
+    return float(best)
+
+
+def emia(forget_scores, member_scores, nonmember_scores) -> float:
+    """% of forget examples whose membership feature falls below the member/non-member threshold."""
+    threshold = fit_threshold(member_scores, nonmember_scores)
+    return float(100.0 * (np.asarray(forget_scores, float) < threshold).mean())
+
+
+def linear_probe_suite(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """RA / TA / UA (% accuracy of a logistic-regression probe fitted on `features["retain"]`, on retain / heldout /
+    forget) and CMIA (% of forget examples an SVC on the probe's true-class confidence, fitted on retain = members vs
+    heldout = non-members, judges non-members)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(features["retain"], labels["retain"])
+    results = {}
+    for key, name in (("retain", "retain_accuracy"), ("heldout", "test_accuracy"), ("forget", "forget_accuracy")):
+        results[name] = float(100.0 * (probe.predict(features[key]) == labels[key]).mean())
+
+    column = {label: index for index, label in enumerate(probe.classes_)}
+
+    def confidence(key):  # the probe's probability of the true class (0 for a class absent from retain)
+        probabilities = probe.predict_proba(features[key])
+        true = [probabilities[i, column[y]] if y in column else 0.0 for i, y in enumerate(labels[key])]
+        return np.array(true)[:, None]
+
+    rng = np.random.default_rng(seed)
+    heldout = confidence("heldout")
+    members = confidence("retain")
+    members = members[rng.permutation(len(members))[: len(heldout)]]  # balanced, as the paper's shadow sets
+    attacker = SVC(C=3, gamma="auto", kernel="rbf")
+    attacker.fit(np.concatenate([members, heldout]), np.r_[np.ones(len(members)), np.zeros(len(heldout))])
+    results["cmia"] = float(100.0 * (attacker.predict(confidence("forget")) == 0).mean())
+    return results
+
+
+def audit_encoder(
+    embed_fn: Callable,
+    forget_examples,
+    heldout_examples,
+    reference_embed_fn: Callable | None = None,
+    retrained_embed_fn: Callable | None = None,
+    augment: Callable | None = None,
+    num_views: int = 10,
+    retain_examples=None,
+    labels: dict[str, Sequence[int]] | None = None,
+    feature_fn: Callable | None = None,
+    output_dir: str | Path | None = None,
+    num_bootstrap: int = 1000,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Audit the encoder `embed_fn` (a batch of examples → `[B, d]` embeddings) on `forget_examples` against
+    `heldout_examples` (never trained on), over `num_views` views drawn by `augment` (a batch → a batch of views).
+
+    `reference_embed_fn` is the original encoder θ_0 (gives the Forgetting Score, the Alignment Gap Matrix and, without
+    `retain_examples`, the members for EMIA's threshold); `retrained_embed_fn` a model retrained without the forget
+    set (its gap matrix is drawn beside). `retain_examples` are members for EMIA's threshold and the probe's training
+    set. With `labels` (`{"forget", "heldout", "retain"}` class indices) and `retain_examples`, the white-box suite
+    runs on `feature_fn` (default `embed_fn`) of the un-augmented examples. With `output_dir`, the heatmaps are saved
+    there as PNG and the numbers as `audit.json`.
+
+    Returns a dict: `forgetting_score`, `forgetting_score_ci` [low, high], `reference_alignment_gap` (FS's
+    denominator: small means a noisy score), `emia`, `positive_alignment` (means per set and encoder), the matrices
+    (`alignment_matrix`, `alignment_gap_matrix`, `retrained_alignment_gap_matrix`, as nested lists; None where not
+    computable), `missing` (why a number is absent) and, with labels, `retain_accuracy`, `test_accuracy`,
+    `forget_accuracy`, `cmia`.
+    """
+    if len(forget_examples) < 2 or len(heldout_examples) < 2:
+        raise ValueError(f"audit_encoder needs at least 2 forget and 2 held-out examples (got {len(forget_examples)} "
+                         f"and {len(heldout_examples)}).")  # fmt: skip
+
+    def views(fn, examples):
+        return embed_views(fn, examples, augment, num_views, batch_size, seed)
+
+    forget_views, heldout_views = views(embed_fn, forget_examples), views(embed_fn, heldout_examples)
+    matrix = alignment_matrix(forget_views)
+    pa = {"forget": positive_alignment(forget_views), "heldout": positive_alignment(heldout_views)}
+    result: dict[str, Any] = {
+        "num_forget": len(forget_examples), "num_heldout": len(heldout_examples), "num_views": num_views,
+        "alignment_matrix": matrix.tolist(), "alignment_gap_matrix": None, "retrained_alignment_gap_matrix": None,
+        "forgetting_score": None, "forgetting_score_ci": None, "emia": None, "missing": {},
+    }  # fmt: skip
+    positive = {"forget": float(pa["forget"].mean()), "heldout": float(pa["heldout"].mean())}
+    result["positive_alignment"] = {"audited": positive}
+    reference_pa = None
+    if reference_embed_fn is not None:
+        reference_forget = views(reference_embed_fn, forget_examples)
+        reference_pa = {"forget": positive_alignment(reference_forget),
+                        "heldout": positive_alignment(views(reference_embed_fn, heldout_examples))}  # fmt: skip
+        reference_matrix = alignment_matrix(reference_forget)
+        result["alignment_gap_matrix"] = (reference_matrix - matrix).tolist()
+        result["positive_alignment"]["reference"] = {k: float(v.mean()) for k, v in reference_pa.items()}
+        result["forgetting_score"] = forgetting_score(reference_pa["forget"], pa["forget"], reference_pa["heldout"])
+        # FS's denominator: how much more the original aligns forget than held-out examples; when it is small the score
+        # is noisy (its interval says how much)
+        result["reference_alignment_gap"] = float(reference_pa["forget"].mean() - reference_pa["heldout"].mean())
+        if np.isnan(result["forgetting_score"]):
+            result["missing"]["forgetting_score"] = (
+                "the original encoder aligns forget examples no more than held-out ones: nothing to forget"
+            )
+        else:
+            result["forgetting_score_ci"] = list(
+                bootstrap_interval(reference_pa["forget"], pa["forget"], reference_pa["heldout"], num_bootstrap, seed)
+            )
+        if retrained_embed_fn is not None:
+            retrained = alignment_matrix(views(retrained_embed_fn, forget_examples))
+            result["retrained_alignment_gap_matrix"] = (reference_matrix - retrained).tolist()
+    else:
+        result["missing"]["forgetting_score"] = "no reference_embed_fn (the original encoder) was given"
+    if retain_examples is not None:
+        members = positive_alignment(views(embed_fn, retain_examples))
+        result["emia"] = emia(pa["forget"], members, pa["heldout"])
+    elif reference_pa is not None:
+        result["emia"] = emia(pa["forget"], reference_pa["forget"], reference_pa["heldout"])
+        result["emia_members"] = "the forget examples under the original encoder"
+    else:
+        result["missing"]["emia"] = "no members to fit the threshold: pass retain_examples or reference_embed_fn"
+    if labels is not None:
+        if retain_examples is None:
+            raise ValueError("labels were given but no retain_examples: the linear probe is fitted on retain examples.")
+        feature = feature_fn or embed_fn
+        features = {}
+        for name, examples in (("forget", forget_examples), ("heldout", heldout_examples), ("retain", retain_examples)):
+            with torch.no_grad():
+                parts = [torch.as_tensor(feature(chunk)).float().cpu() for chunk in _chunks(examples, batch_size)]
+            features[name] = torch.cat(parts).numpy()
+        result.update(linear_probe_suite(features, {k: np.asarray(labels[k]) for k in features}, seed))
+    if output_dir is not None:
+        import json
+
+        output_dir = Path(output_dir)
+        result["plots"] = save_heatmaps(result, output_dir)
+        (output_dir / "audit.json").write_text(json.dumps(audit_numbers(result) | {"missing": result["missing"]},
+                                                          indent=2))  # fmt: skip
+    return result
+
+
+def audit_numbers(audit: dict) -> dict[str, float]:
+    """The scalar results of an audit (what the card's metric table and `audit.json` hold)."""
+    numbers = {k: float(v) for k, v in audit.items()
+               if k not in ("num_forget", "num_heldout", "num_views") and isinstance(v, (int, float))
+               and not isinstance(v, bool) and np.isfinite(v)}  # fmt: skip
+    if audit.get("forgetting_score_ci"):
+        low, high = audit["forgetting_score_ci"]
+        numbers["forgetting_score_ci_low"], numbers["forgetting_score_ci_high"] = float(low), float(high)
+    return numbers
+
+
+def save_heatmaps(audit: dict, folder: str | Path, max_examples: int = 64) -> dict[str, str]:
+    """Heatmaps (PNG) of the audit's matrices (the first `max_examples` forget examples): `alignment_matrix.png` and,
+    where computed, `alignment_gap_matrix.png` and `retrained_alignment_gap_matrix.png`. Returns `{name: path}`."""
+    from .plots import _pyplot
+
+    titles = {"alignment_matrix": "Alignment Matrix (audited encoder)",
+              "alignment_gap_matrix": "Alignment Gap Matrix: original − audited",
+              "retrained_alignment_gap_matrix": "Alignment Gap Matrix: original − retrained"}  # fmt: skip
+    plt = _pyplot()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gaps = [np.asarray(audit[n]) for n in HEATMAPS[1:] if audit.get(n) is not None]
+    limit = max([float(np.abs(g).max()) for g in gaps] + [1e-6])  # one colour scale for the gap matrices
+    paths = {}
+    for name in HEATMAPS:
+        if audit.get(name) is None:
+            continue
+        matrix = np.asarray(audit[name])[:max_examples, :max_examples]
+        figure, axis = plt.subplots(figsize=(4.2, 3.6))
+        if name == "alignment_matrix":
+            image = axis.imshow(matrix, cmap="viridis", vmin=-1, vmax=1)
+        else:
+            image = axis.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        figure.colorbar(image, ax=axis)
+        axis.set_title(titles[name], fontsize=9)
+        axis.set_xlabel("forget example j")
+        axis.set_ylabel("forget example i")
+        figure.tight_layout()
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        paths[name] = str(path)
+    return paths
