@@ -108,3 +108,51 @@ def test_eval_callback_record_holds_numbers_only(memorised_model, tokenizer, qa_
 
     texts = {row[key] for row in forget for key in ("question", "answer")}
     assert not [s for s in strings(record) if s in texts or any(s in t and len(s) > 12 for t in texts)]
+
+
+def image_needles(rows) -> list[bytes]:
+    """Each forget image as raw float32 and float64 bytes, its 0-16 scan values as bytes, and its first pixels as
+    JSON text — the forms an artefact could carry an image in."""
+    found = []
+    for row in rows:
+        pixels = row["pixel_values"].numpy()
+        found += [pixels.astype(np.float32).tobytes(), pixels.astype(np.float64).tobytes()]
+        found.append((pixels * 16).round().astype(np.uint8).tobytes())
+        values = [float(v) for v in pixels.reshape(-1)]
+        found.append(json.dumps(values)[1:-1][:60].encode())
+    return found
+
+
+def test_no_artefact_holds_forget_images(tmp_path, digits_data, memorised_image_classifier):
+    """Image methods (GA on a classifier, A-AMU with held-out rows, Alignment Calibration on an encoder): the output
+    folder, checkpoints, trainer state, card, manifest and plots hold no forget image."""
+    from conftest import training_args
+
+    import hf_unlearn
+    from hf_unlearn.encoders import build_tiny_contrastive_encoder
+
+    forget, retain, test = digits_data["forget"], digits_data["retain"], digits_data["test"]
+    unlabeled = [{"pixel_values": row["pixel_values"]} for row in forget]
+    runs = {
+        "ga": (memorised_image_classifier, {"forget_dataset": forget}),
+        "a_amu": (memorised_image_classifier, {"forget_dataset": forget, "retain_dataset": retain,
+                                               "heldout_dataset": test[:40]}),
+        "ac": (build_tiny_contrastive_encoder(), {"forget_dataset": unlabeled, "retain_dataset": [
+            {"pixel_values": row["pixel_values"]} for row in retain[:40]]}),
+    }  # fmt: skip
+    needles_ = image_needles(forget)
+    for name, (model, data) in runs.items():
+        config_cls, trainer_cls = hf_unlearn.METHODS[name]
+        extra = {"augmentation": "digits"} if name == "ac" else {}
+        args = config_cls(**training_args(tmp_path / name, max_steps=2, save_strategy="steps", save_steps=1, **extra))
+        trainer = trainer_cls(model=model, args=args, **data)
+        trainer.train()
+        trainer.save_model()
+        files = [path for path in (tmp_path / name).rglob("*") if path.is_file()]
+        assert any(path.name == "trainer_state.json" for path in files) and any("checkpoint-" in str(p) for p in files)
+        for path in files:
+            content = path.read_bytes()
+            if path.name in ("model.safetensors", "optimizer.pt", "rng_state.pth"):
+                continue  # weights, optimizer moments and RNG state: numbers learned from the data, not the data
+            for needle in needles_:
+                assert needle not in content, f"{name}: {path.relative_to(tmp_path)} holds a forget image"
