@@ -123,6 +123,9 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
         metrics=bool(rows),
         metric_columns=columns,
         metric_rows=rows,
+        missing=[{"model": model, "metric": metric, "why": why}
+                 for model, reasons in (current.get("metrics_missing") or {}).items()
+                 for metric, why in reasons.items()],  # fmt: skip
         tofu=dataset.get("id") == "locuslab/TOFU",
         dataset=dataset,
         plots=plots or {},

@@ -390,6 +390,9 @@ class UnlearningTrainer(Trainer):
             "dataset": {"id": datasets[0], "split": split, "public": True} if datasets else None,
             "settings": non_default_settings(self.args),
             "metrics": metrics,
+            # why a metric is absent (e.g. an audit's Forgetting Score without the original encoder), per model
+            "metrics_missing": {name: dict(results["missing"]) for name, results in self._evaluation.items()
+                                if isinstance(results.get("missing"), dict) and results["missing"]},
             "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
             "curves": loss_curves(self.state.log_history),
             "mia_roc": (self._evaluation.get("unlearned") or {}).get("mia_roc") or {},

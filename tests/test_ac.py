@@ -191,3 +191,27 @@ def test_card_embeds_the_audit(tmp_path, digits_data):
     assert manifest["pipeline_tag"] == "image-feature-extraction"
     assert manifest["requests"][0]["metrics"]["unlearned"]["forgetting_score"] == pytest.approx(
         audit["forgetting_score"])
+
+
+def test_card_says_why_an_audit_number_is_missing(tmp_path, digits_data):
+    from hf_unlearn.audit import audit_encoder
+    from hf_unlearn.encoders import image_embeddings
+    from hf_unlearn.manifest import read_manifest
+
+    forget, retain = image_rows(digits_data, "forget"), image_rows(digits_data, "retain")
+    model = build_tiny_contrastive_encoder()
+    config = AlignmentCalibrationConfig(**training_args(tmp_path, max_steps=1, augmentation="digits"))
+    trainer = AlignmentCalibrationTrainer(model=model, args=config, forget_dataset=forget, retain_dataset=retain)
+    trainer.train()
+    pixels = {s: torch.stack([r["pixel_values"] for r in digits_data[s]]) for s in ("forget", "test")}
+    # no original encoder: the Forgetting Score cannot be computed, and the card must say so, not drop it silently
+    audit = audit_encoder(lambda x: image_embeddings(model.eval(), x), pixels["forget"], pixels["test"][:40],
+                          augment=lambda x: x + 0.05 * torch.randn_like(x), num_views=2, num_bootstrap=10)  # fmt: skip
+    assert audit["forgetting_score"] is None and "forgetting_score" in audit["missing"]
+    trainer.record_audit(audit)
+    trainer.save_model()
+    card = (tmp_path / "README.md").read_text()
+    assert "Not computed:" in card
+    assert f"- `forgetting_score` of the unlearned model: {audit['missing']['forgetting_score']}." in card
+    missing = read_manifest(tmp_path)["requests"][0]["metrics_missing"]
+    assert missing["unlearned"]["forgetting_score"] == audit["missing"]["forgetting_score"]

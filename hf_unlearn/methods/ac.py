@@ -346,7 +346,10 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         from ..audit import audit_numbers
 
         self._audit = audit
-        self.record_evaluation(unlearned={**self._evaluation.get("unlearned", {}), **audit_numbers(audit)})
+        unlearned = {**self._evaluation.get("unlearned", {}), **audit_numbers(audit)}
+        if audit.get("missing"):  # said in the card, not left out silently
+            unlearned["missing"] = {**unlearned.get("missing", {}), **audit["missing"]}
+        self.record_evaluation(unlearned=unlearned)
 
     def unlearning_manifest(self):
         manifest = super().unlearning_manifest()
