@@ -215,3 +215,19 @@ def test_card_says_why_an_audit_number_is_missing(tmp_path, digits_data):
     assert f"- `forgetting_score` of the unlearned model: {audit['missing']['forgetting_score']}." in card
     missing = read_manifest(tmp_path)["requests"][0]["metrics_missing"]
     assert missing["unlearned"]["forgetting_score"] == audit["missing"]["forgetting_score"]
+
+
+def test_peft_adapter_trains_and_the_base_stays(tmp_path, digits_data):
+    """With a LoRA config the trainer wraps the encoder (as every method does); AC then moves only adapter weights."""
+    from peft import LoraConfig
+
+    forget, retain = image_rows(digits_data, "forget"), image_rows(digits_data, "retain")
+    config = AlignmentCalibrationConfig(**training_args(tmp_path, max_steps=2, augmentation="digits"))
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    trainer = AlignmentCalibrationTrainer(model=build_tiny_contrastive_encoder(), args=config, forget_dataset=forget,
+                                          retain_dataset=retain, peft_config=lora)  # fmt: skip
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all("lora_" in name for name in changed), sorted(changed)[:5]
+    assert any("lora_B" in name for name in changed)
