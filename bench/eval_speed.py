@@ -61,6 +61,8 @@ def compare_prefix_sharing(model, tokenizer, args):
     qa = [{"question": row["question"], "answer": answer} for row in forget
           for answer in [row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]]  # fmt: skip
     rows = prepare_dataset(qa, "rows", tokenizer, TEMPLATE, 512)
+    prompt_tokens = sum(probability._prompt_length(row) for row in rows)
+    print(f"prompt tokens: {prompt_tokens / sum(len(row['input_ids']) for row in rows):.0%} of all tokens")
     times = {}
     for shared in (True, False, True, False):
         with patch.object(probability, "_takes_cache", (lambda m: True) if shared else (lambda m: False)):
