@@ -101,12 +101,13 @@ def row_format(dataset, name: str) -> str:
         return "tokenized"
     if text_column(columns):
         return "text"
-    if "pixel_values" in columns and label_column(columns):
+    if "pixel_values" in columns:  # a classifier's rows carry `labels`; a contrastive encoder's need none
         return "image"
     raise ValueError(
         f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows), 'text' and "
-        "'label' (classification rows), 'input_ids' and 'labels' (already tokenised rows), or 'pixel_values' and "
-        "'labels' (processed images, e.g. from an image processor). Rename the columns or process the rows first."
+        "'label' (classification rows), 'input_ids' and 'labels' (already tokenised rows), or 'pixel_values' "
+        "(processed images, e.g. from an image processor; with 'labels' for a classifier). Rename the columns or "
+        "process the rows first."
     )
 
 
@@ -117,8 +118,9 @@ def _row_key(row: dict, fmt: str) -> str:
         content = f"{row[text_column(row)]}\x1f{row['label']}"
     elif fmt == "image":
         pixels = torch.as_tensor(row["pixel_values"]).float().contiguous()
+        label = label_column(row)  # the same image under another class is another example
         content = f"{hashlib.sha256(pixels.numpy().tobytes()).hexdigest()}\x1f{list(pixels.shape)}\x1f"
-        content += str(int(torch.as_tensor(row[label_column(row)])))
+        content += str(int(torch.as_tensor(row[label]))) if label else ""
     else:
         content = json.dumps([list(map(int, row["input_ids"])), _as_list(row["labels"])])
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
@@ -178,6 +180,9 @@ def tokenize_text_row(row: dict, tokenizer, max_length: int) -> dict:
 def image_row(row: dict) -> dict:
     """An image-classification row as the collator takes it: `pixel_values` (a tensor) and the int class in `labels`;
     other columns (file names, captions) are dropped."""
+    if label_column(row) is None:
+        raise ValueError(f"An image row has no class label (columns {sorted(row)}): a classifier's rows need an int "
+                         "'labels' column; unlabelled images are for contrastive encoders (Alignment Calibration).")
     label = torch.as_tensor(row[label_column(row)])
     if label.dim() != 0 or label.is_floating_point():
         raise ValueError(f"An image row has label {row[label_column(row)]!r}: labels must be one class index "

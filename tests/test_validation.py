@@ -115,5 +115,8 @@ def test_image_rows_forget_in_retain_and_bad_labels(tmp_path, digits_data):
     bad = [{"pixel_values": forget[0]["pixel_values"], "labels": 1.5}]
     with pytest.raises(ValueError, match="An image row has label 1.5: labels must be one class index"):
         make(tmp_path, build_tiny_image_classifier(), bad, retain)
+    unlabelled = [{"pixel_values": row["pixel_values"]} for row in forget]
+    with pytest.raises(ValueError, match="An image row has no class label .* unlabelled images are for contrastive"):
+        make(tmp_path, build_tiny_image_classifier(), unlabelled, retain)
     trainer = make(tmp_path, build_tiny_image_classifier(), forget, [again | {"label": 3}])
     assert set(trainer.retain_dataset[0]) == {"pixel_values", "labels"} and trainer.retain_dataset[0]["labels"] == 3

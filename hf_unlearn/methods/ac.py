@@ -31,7 +31,6 @@ from ..augmentations import IMAGE_RECIPES, image_augmentation
 from ..config import UnlearningConfig
 from ..data import ForgetRetainDataset, column_names, pairing_seed
 from ..encoders import image_embeddings, is_clip, text_embeddings
-from ..fingerprint import example_hashes
 from ..losses import alignment_calibration_loss, clip_info_nce, info_nce
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
@@ -132,22 +131,6 @@ def refuse_memory_queue(model) -> None:
             "and rebuild the queue afterwards."
         )
 
-
-class _GenericCheckRows:
-    """What `UnlearningTrainer`'s generic checks see of AC rows: the image under `pixel_values` and a constant class,
-    so the shared checks (empty set, the same image in forget and retain) run on rows without labels or with
-    captions; `prepare_rows` unwraps the real rows."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        if index >= len(self.rows):
-            raise IndexError(index)
-        return {"pixel_values": self.rows[index]["pixel_values"], "labels": 0}
 
 
 def ac_row(row: dict, kind: str) -> dict:
@@ -285,19 +268,14 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         self.augment = image_augmentation(augmentation or args.augmentation, tuple(shape[-2:]))
         size = args.dataset_size or len(forget_dataset) + len(retain_dataset)
         self.beta_prime = args.beta * len(forget_dataset) / size
-        raw_forget = [forget_dataset[i] for i in range(len(forget_dataset))]
-        super().__init__(model=model, args=args, forget_dataset=_GenericCheckRows(forget_dataset),
-                         retain_dataset=_GenericCheckRows(retain_dataset), **kwargs)  # fmt: skip
-        # the card's fingerprint is of the rows as the user holds them, not of the views the generic checks saw
-        self._fingerprint_columns = None
-        self._forget_hashes = example_hashes(raw_forget)
+        super().__init__(model=model, args=args, forget_dataset=forget_dataset, retain_dataset=retain_dataset,
+                         **kwargs)  # fmt: skip
         self._audit: dict | None = None
 
     def prepare_rows(self, dataset, name, tokenizer, prompt_template, max_length):
         if dataset is None:
             return None
-        rows = dataset.rows if isinstance(dataset, _GenericCheckRows) else dataset
-        return [ac_row(rows[i], self._kind) for i in range(len(rows))]
+        return [ac_row(dataset[i], self._kind) for i in range(len(dataset))]
 
     def make_pairing(self, forget_rows, retain_rows, args):
         return ThreeViewPairing(forget_rows, retain_rows, args.retain_per_forget, seed=args.seed,
