@@ -231,3 +231,21 @@ def test_peft_adapter_trains_and_the_base_stays(tmp_path, digits_data):
     changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all("lora_" in name for name in changed), sorted(changed)[:5]
     assert any("lora_B" in name for name in changed)
+
+
+def test_a_callable_augmentation_is_recorded_in_the_manifest(tmp_path, digits_data):
+    import kornia.augmentation as K
+
+    from hf_unlearn.manifest import read_manifest
+
+    forget, retain = image_rows(digits_data, "forget"), image_rows(digits_data, "retain")
+    views = K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5))
+    config = AlignmentCalibrationConfig(**training_args(tmp_path, max_steps=1))
+    trainer = AlignmentCalibrationTrainer(model=build_tiny_contrastive_encoder(), args=config, forget_dataset=forget,
+                                          retain_dataset=retain, augmentation=views)  # fmt: skip
+    trainer.train()
+    trainer.save_model()
+    settings = read_manifest(tmp_path)["requests"][0]["settings"]
+    assert "RandomHorizontalFlip" in settings["augmentation"]
+    assert "\n" not in settings["augmentation"]  # one line: it sits in the card's settings table
+    assert "RandomHorizontalFlip" in (tmp_path / "README.md").read_text()

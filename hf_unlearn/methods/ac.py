@@ -266,6 +266,8 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
             )
         shape = torch.as_tensor(forget_dataset[0]["pixel_values"]).shape
         self.augment = image_augmentation(augmentation or args.augmentation, tuple(shape[-2:]))
+        # for the card: a callable's repr (a kornia AugmentationSequential lists its ops and parameters)
+        self._custom_augmentation = " ".join(repr(augmentation).split()) if augmentation is not None else None
         size = args.dataset_size or len(forget_dataset) + len(retain_dataset)
         self.beta_prime = args.beta * len(forget_dataset) / size
         super().__init__(model=model, args=args, forget_dataset=forget_dataset, retain_dataset=retain_dataset,
@@ -334,6 +336,8 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         if "tasks" not in self._card_kwargs:
             manifest["pipeline_tag"] = "zero-shot-image-classification" if self._kind == "image_text" else (
                 "image-feature-extraction")  # fmt: skip
+        if self._custom_augmentation is not None:  # the config names a recipe, but this callable made the views
+            manifest["requests"][0]["settings"]["augmentation"] = self._custom_augmentation
         if self._audit is not None:
             from ..audit import HEATMAPS
 
