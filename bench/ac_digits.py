@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
 from hf_unlearn.audit import audit_encoder, save_heatmaps
@@ -215,13 +215,8 @@ def write(table: str, results: dict) -> None:
                " ![Alignment gap matrix, retrained](ac_digits/ac/retrained_alignment_gap_matrix.png)"
                " ![Alignment gap matrix, AC](ac_digits/ac/alignment_gap_matrix.png)\n")  # fmt: skip
     results_md = docs / "results.md"
-    text = results_md.read_text()
-    block = f"<!-- ac_digits:begin -->\n{table}{figures}<!-- ac_digits:end -->"
-    if "<!-- ac_digits:begin -->" in text:
-        text = re.sub(r"<!-- ac_digits:begin -->.*?<!-- ac_digits:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Alignment Calibration on a SimCLR digits encoder\n\n" + block + "\n"
-    results_md.write_text(text)
+    write_section(results_md, "ac_digits", "Alignment Calibration on a SimCLR digits encoder",
+                  (table + figures).rstrip("\n"))
     print(f"written to {results_md} and {target}/")
 
 

@@ -20,12 +20,12 @@ import copy
 import csv
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn.audit import audit_encoder, save_heatmaps
 from hf_unlearn.augmentations import TextViews, word_dropout
@@ -147,13 +147,8 @@ def write(table: str, results: dict) -> None:
     figures = ("\n![Alignment gap matrix of the retain-only model, against θ_0]"
                "(audit_minilm/retrained_alignment_gap_matrix.png)\n")  # fmt: skip
     results_md = docs / "results.md"
-    text = results_md.read_text()
-    block = f"<!-- audit_minilm:begin -->\n{table}{figures}<!-- audit_minilm:end -->"
-    if "<!-- audit_minilm:begin -->" in text:
-        text = re.sub(r"<!-- audit_minilm:begin -->.*?<!-- audit_minilm:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Encoder audit of all-MiniLM-L6-v2 (text views)\n\n" + block + "\n"
-    results_md.write_text(text)
+    write_section(results_md, "audit_minilm", "Encoder audit of all-MiniLM-L6-v2 (text views)",
+                  (table + figures).rstrip("\n"))
     print(f"written to {results_md}")
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import re
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E4
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_doc import write_section  # noqa: E402  (bench/results_doc.py)
+
 from hf_unlearn import METHODS, Ready2UnlearnConfig, Ready2UnlearnTrainer  # noqa: E402
 from hf_unlearn.data import UnlearningCollator, load_digits_rows, load_tofu, prepare_dataset  # noqa: E402
 from hf_unlearn.evaluation import answer_stats  # noqa: E402
@@ -50,7 +51,6 @@ from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_o
 
 PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
                "revocable_loss_cap")
-MARK_BEGIN, MARK_END = "<!-- ready2unlearn:begin -->", "<!-- ready2unlearn:end -->"
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
 
@@ -348,15 +348,6 @@ def section(setting: Setting, results: dict, args) -> str:
     return "\n".join(lines)
 
 
-def write_section(output: Path, body: str) -> None:
-    text = output.read_text() if output.exists() else ""
-    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Ready2Unlearn: prepared vs normally trained models (`bench/ready2unlearn.py`)\n\n{block}\n"
-    output.write_text(text)
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -412,7 +403,8 @@ def main(argv=None):
         print(body)
         parts.append(body)
     if not args.no_write:
-        write_section(Path(args.output), "\n\n".join(parts))
+        write_section(args.output, "ready2unlearn", "Ready2Unlearn: prepared vs normally trained models "
+                      "(`bench/ready2unlearn.py`)", "\n\n".join(parts))
         print(f"wrote {args.output}")
 
 
