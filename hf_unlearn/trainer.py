@@ -37,6 +37,70 @@ def model_inputs(batch: dict) -> dict:
     return {key: value for key, value in batch.items() if key != "labels"}
 
 
+def starting_point(model) -> tuple[dict | None, dict | None, Any]:
+    """What a model (unwrapped) starts from: the manifest of the folder or Hub repo it was loaded from (earlier deletion
+    requests or a preparation), its base model's `{"id", "revision"}` (None for a local folder), and the base model
+    object (a PEFT model's base)."""
+    name = None
+    if is_peft_model(model):
+        name = next(iter(model.peft_config.values())).base_model_name_or_path
+        model = model.get_base_model()
+    name = name or getattr(getattr(model, "config", None), "_name_or_path", None)
+    parent = read_manifest(name) if name else None
+    revision = getattr(getattr(model, "config", None), "_commit_hash", None)
+    base = {"id": name, "revision": revision} if name and not os.path.isdir(name) else None
+    return parent, base, model
+
+
+class CardFilesMixin:
+    """`save_model` / `push_to_hub` for trainers that write a card, a manifest and the fingerprint's salt next to the
+    weights (never into checkpoints, and never uploaded). A subclass provides `_write_card_files(folder)` and
+    `create_model_card(**kwargs)`, which remembers its arguments in `self._card_kwargs` and writes the files."""
+
+    def _write_card_files(self, folder: str) -> None:
+        raise NotImplementedError
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the card, manifest, plots and salt next to the weights (not in checkpoints)."""
+        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
+        if _internal_call:
+            return
+        if self.args.should_save:
+            self._write_card_files(output_dir or self.args.output_dir)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
+        """`Trainer.push_to_hub`, with our card, in one commit that never carries the salt or checkpoints; refuses to
+        write over a repo whose card names another base model unless `overwrite=True`. `kwargs` go to
+        `create_model_card` (e.g. `language`, `license`, `tags`)."""
+        from .hub import push_folder
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if "model_name" not in kwargs and "model_name" not in self._card_kwargs:
+            kwargs["model_name"] = (self.args.hub_model_id or os.path.basename(self.args.output_dir)).split("/")[-1]
+        self.create_model_card(**kwargs)
+        self._finish_current_push()
+        return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
+                           revision=revision or self.args.hub_revision, overwrite=overwrite,
+                           commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
+        # in memory and is written back by the next save_model.
+        salt = os.path.join(self.args.output_dir, SALT_NAME)
+        if self.is_world_process_zero() and os.path.isfile(salt):
+            os.remove(salt)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+
 class _PairingEpochCallback(TrainerCallback):
     """Tells the pairing dataset which epoch starts, so retain draws depend on (seed, epoch, rank) only."""
 
@@ -57,7 +121,7 @@ class _FiniteUpdateCallback(TrainerCallback):
         self.trainer._check_finite_update()
 
 
-class UnlearningTrainer(Trainer):
+class UnlearningTrainer(CardFilesMixin, Trainer):
     """A `Trainer` for unlearning: one epoch is one pass over `forget_dataset`, each forget example paired with a
     retain example; a method subclass returns named loss terms from `compute_unlearning_loss`, which this class sums,
     logs one by one (`loss/forget`, `loss/retain`, ...) and returns as the loss.
@@ -175,7 +239,7 @@ class UnlearningTrainer(Trainer):
         self._card_kwargs: dict[str, Any] = {}
         self._evaluation: dict[str, dict] = {}
         self._flat_metrics: dict[str, dict[str, float]] = {}
-        self._parent_manifest, self._base_model = self._lineage()
+        self._parent_manifest, self._base_model, _ = starting_point(self.accelerator.unwrap_model(self.model))
 
     # ---- construction helpers ----
 
@@ -221,18 +285,6 @@ class UnlearningTrainer(Trainer):
             self.reference_model = prepare_deepspeed(reference_model, self.accelerator)
         else:
             self.reference_model = self.accelerator.prepare_model(reference_model, evaluation_mode=True)
-
-    def _lineage(self) -> tuple[dict | None, dict | None]:
-        """The manifest of the model we start from (earlier deletion requests) and its base model id/revision."""
-        model = self.accelerator.unwrap_model(self.model)
-        name = None
-        if is_peft_model(model):
-            name = next(iter(model.peft_config.values())).base_model_name_or_path
-            model = model.get_base_model()
-        name = name or getattr(model.config, "_name_or_path", None)
-        parent = read_manifest(name) if name else None
-        revision = getattr(model.config, "_commit_hash", None)
-        return parent, ({"id": name, "revision": revision} if name and not os.path.isdir(name) else None)
 
     # ---- the maths a method composes ----
 
@@ -424,54 +476,14 @@ class UnlearningTrainer(Trainer):
                  "dataset_args": dataset_args, **kwargs}  # fmt: skip
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero():
-            self._write_unlearning_files(self.args.output_dir)
+            self._write_card_files(self.args.output_dir)
 
-    def _write_unlearning_files(self, folder: str) -> None:
+    def _write_card_files(self, folder: str) -> None:
         from .hub import write_card_files
         from .manifest import write_salt
 
         write_card_files(folder, self.unlearning_manifest())
         write_salt(folder, self._salt)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, plus the card, manifest, plots and salt next to the weights (not in checkpoints)."""
-        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
-        if _internal_call:
-            return
-        if self.args.should_save:
-            self._write_unlearning_files(output_dir or self.args.output_dir)
-        if self.args.push_to_hub:
-            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
-                    revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
-        """`Trainer.push_to_hub`, with our card, in one commit that never carries the salt or checkpoints; refuses to
-        write over a repo whose card names another base model unless `overwrite=True`. `kwargs` go to
-        `create_model_card` (e.g. `language`, `license`, `tags`)."""
-        from .hub import push_folder
-
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        token = token if token is not None else self.args.hub_token
-        if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)
-        self.save_model(_internal_call=True)
-        if not self.is_world_process_zero():
-            return None
-        if "model_name" not in kwargs and "model_name" not in self._card_kwargs:
-            kwargs["model_name"] = (self.args.hub_model_id or os.path.basename(self.args.output_dir)).split("/")[-1]
-        self.create_model_card(**kwargs)
-        self._finish_current_push()
-        return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
-                           revision=revision or self.args.hub_revision, overwrite=overwrite,
-                           commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
-        # in memory and is written back by the next save_model.
-        salt = os.path.join(self.args.output_dir, SALT_NAME)
-        if self.is_world_process_zero() and os.path.isfile(salt):
-            os.remove(salt)
-        super()._push_from_checkpoint(checkpoint_folder)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if "forget" not in inputs:

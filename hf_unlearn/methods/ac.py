@@ -346,12 +346,12 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
             }
         return manifest
 
-    def _write_unlearning_files(self, folder: str) -> None:
+    def _write_card_files(self, folder: str) -> None:
         if self._audit is not None and self.is_world_process_zero():
             from ..audit import save_heatmaps
 
             save_heatmaps(self._audit, f"{folder}/{AUDIT_PLOTS_DIR}")
-        super()._write_unlearning_files(folder)
+        super()._write_card_files(folder)
 
 
 register_method("ac", AlignmentCalibrationConfig, AlignmentCalibrationTrainer)

@@ -34,8 +34,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..data import UnlearningCollator, _row_key, check_vocabulary, prepare_dataset, row_format
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
-from ..manifest import SALT_NAME, read_manifest, read_salt
-from ..trainer import is_peft_model, model_inputs
+from ..manifest import read_salt
+from ..trainer import CardFilesMixin, is_peft_model, model_inputs, starting_point
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
@@ -134,7 +134,7 @@ class _MetaScheduleCallback(TrainerCallback):
         self.trainer._meta_pending = state.global_step % args.meta_every == 0
 
 
-class Ready2UnlearnTrainer(Trainer):
+class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
     """A `Trainer` for a model's first training that prepares it for later unlearning of `revocable_dataset`
     (Ready2Unlearn, arXiv 2505.10845): each optimizer step's loss is the ordinary task loss, and on every
     `meta_every`-th step also `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` (see the module docstring).
@@ -380,14 +380,7 @@ class Ready2UnlearnTrainer(Trainer):
         from ..plots import loss_curves
 
         unwrapped = self.accelerator.unwrap_model(self.model)
-        base_model, name = unwrapped, None
-        if is_peft_model(unwrapped):
-            name = next(iter(unwrapped.peft_config.values())).base_model_name_or_path
-            base_model = unwrapped.get_base_model()
-        name = name or getattr(getattr(base_model, "config", None), "_name_or_path", None)
-        parent = read_manifest(name) if name else None
-        base = {"id": name, "revision": getattr(base_model.config, "_commit_hash", None)} if name else None
-        base = base if name and not os.path.isdir(name) else None
+        parent, base, base_model = starting_point(unwrapped)
         runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
         kwargs = self._card_kwargs
         request = {
@@ -422,51 +415,15 @@ class Ready2UnlearnTrainer(Trainer):
                  **kwargs}  # fmt: skip
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero():
-            self._write_preparation_files(self.args.output_dir)
+            self._write_card_files(self.args.output_dir)
 
-    def _write_preparation_files(self, folder: str) -> None:
+    def _write_card_files(self, folder: str) -> None:
         from ..manifest import write_manifest, write_salt
 
         manifest = self.preparation_manifest()
         write_manifest(folder, manifest)
         render_prepared_card(manifest).save(os.path.join(folder, "README.md"))
         write_salt(folder, self._salt)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, plus the card, manifest and salt next to the weights (not in checkpoints)."""
-        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
-        if _internal_call:
-            return
-        if self.args.should_save:
-            self._write_preparation_files(output_dir or self.args.output_dir)
-        if self.args.push_to_hub:
-            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
-                    revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
-        """`Trainer.push_to_hub` with our card, in one commit that never carries the salt or checkpoints."""
-        from ..hub import push_folder
-
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        token = token if token is not None else self.args.hub_token
-        if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)
-        self.save_model(_internal_call=True)
-        if not self.is_world_process_zero():
-            return None
-        self.create_model_card(**kwargs)
-        self._finish_current_push()
-        return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
-                           revision=revision or self.args.hub_revision, overwrite=overwrite,
-                           commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it.
-        salt = os.path.join(self.args.output_dir, SALT_NAME)
-        if self.is_world_process_zero() and os.path.isfile(salt):
-            os.remove(salt)
-        super()._push_from_checkpoint(checkpoint_folder)
-
 
 
 def _pipeline_tag(model) -> str:
