@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from ..losses import IGNORE_INDEX, align_logits_and_labels
+from ..multimodal.alignment import concept_token_ids
 from .metrics import min_k_score, rouge_l_recall
 
 MMUBENCH_METRICS = ("efficacy", "generality", "specificity", "fluency", "diversity", "c_dis", "mia")
@@ -151,8 +152,7 @@ def evaluate_mmubench(model, original_model, processor, concept_name: str, train
     was = (model.training, original_model.training)
     model.eval(), original_model.eval()
     tokenizer = processor.tokenizer
-    name_ids = sorted({i for text in (concept_name, " " + concept_name)
-                       for i in tokenizer(text, add_special_tokens=False)["input_ids"]})  # fmt: skip
+    name_ids = concept_token_ids(tokenizer, concept_name)
     train = [(q, train_image) for q in questions]
     unseen = [(q, image) for image in unseen_images for q in questions]
     others = [(q, image, name) for name, images in other_concepts.items() for image in images for q in questions]

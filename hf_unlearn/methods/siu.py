@@ -22,7 +22,7 @@ import torch
 
 from ..config import UnlearningConfig
 from ..losses import dual_masked_kl, kl_divergence, mean_nll, sequence_logps
-from ..multimodal.alignment import MultimodalCollator, encode_row
+from ..multimodal.alignment import MultimodalCollator, concept_token_ids, encode_row
 from ..registry import register_method
 from ..trainer import UnlearningTrainer, is_peft_model, model_inputs
 
@@ -167,16 +167,6 @@ class SIUTrainer(UnlearningTrainer):
                 loss = mean_nll(*sequence_logps(retain_logits, retain["labels"])).mean()
             terms["retain"] = args.alpha * loss
         return terms
-
-
-def concept_token_ids(tokenizer, concept_name: str) -> list[int]:
-    """The token ids of `concept_name` as it is tokenised alone and after a space (both occur in answers)."""
-    if not concept_name:
-        return []
-    ids = set()
-    for text in (concept_name, " " + concept_name):
-        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return sorted(ids)
 
 
 register_method("siu", SIUConfig, SIUTrainer)

@@ -94,3 +94,13 @@ class MultimodalCollator(UnlearningCollator):
         if images:
             batch["pixel_values"] = torch.stack(images)
         return batch
+
+
+def concept_token_ids(tokenizer, concept_name: str) -> list[int]:
+    """The token ids of `concept_name` as it is tokenised alone and after a space (both occur in answers)."""
+    if not concept_name:
+        return []
+    ids = set()
+    for text in (concept_name, " " + concept_name):
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
