@@ -57,6 +57,20 @@ def test_evaluate_mmubench_on_the_original_model(memorised_llava):  # noqa: F811
     assert 1.0 <= results["fluency"] < 2.0 and results["diversity"] == 100.0
 
 
+def test_batched_generation_equals_one_query_at_a_time(memorised_llava):  # noqa: F811
+    """Image and text-only queries, interleaved and of several image sizes, batched (left-padded, KV cache): the same
+    greedy answers as one query per call, in the queries' order."""
+    model, processor = memorised_llava
+    queries = [("Who is this?", concept_image(name, 40 + i, size=32 + 8 * i)) for i, name in enumerate(CONCEPTS)]
+    queries.insert(1, ("Where does Quimby live?", None))
+    queries.append(("What is this?", None))
+    batched = mmubench.generate_answers(model, processor, queries, batch_size=3)
+    single = [mmubench.generate_answers(model, processor, [query])[0] for query in queries]
+    assert batched == single
+    assert any(name in answer for name, answer in zip(CONCEPTS, batched[:1] + batched[2:], strict=False))
+    assert processor.tokenizer.padding_side == "right"  # restored
+
+
 def test_cli_eval_mmubench(tmp_path, memorised_llava):  # noqa: F811
     import json
 

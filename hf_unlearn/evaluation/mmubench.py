@@ -102,29 +102,42 @@ def mia_score(original_min_k: Sequence[float], unlearned_answers: Sequence[str],
 # ---- running the models ----
 
 
-def _prompt(processor, question: str, prompt_template: str, image) -> dict:
+def _prompts(processor, questions, prompt_template: str, images) -> dict:
+    """One left-padded batch of prompts: text-only when `images` is None, else each with its image."""
     from ..multimodal.alignment import as_rgb
 
-    prompt = prompt_template.format(question=question)
-    if image is None:
-        return processor.tokenizer(prompt, return_tensors="pt")
-    return processor(images=[as_rgb(image)], text=[f"{processor.image_token}\n{prompt}"], return_tensors="pt")
+    prompts = [prompt_template.format(question=question) for question in questions]
+    if images is None:
+        return processor.tokenizer(prompts, return_tensors="pt", padding=True)
+    texts = [f"{processor.image_token}\n{prompt}" for prompt in prompts]
+    return processor(images=[as_rgb(image) for image in images], text=texts, return_tensors="pt", padding=True)
 
 
 @torch.no_grad()
 def generate_answers(model, processor, queries, prompt_template: str = "Question: {question}\nAnswer:",
-                     max_new_tokens: int = 16) -> list[str]:  # fmt: skip
-    """Greedy answers to `(question, image or None)` queries, one at a time (images of any size)."""
-    was_training = model.training
+                     max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:  # fmt: skip
+    """Greedy answers to `(question, image or None)` queries (images of any size), batched: image queries and
+    text-only queries in separate left-padded batches, generated with the KV cache."""
+    was_training, side = model.training, processor.tokenizer.padding_side
     model.eval()
-    answers = []
-    for question, image in queries:
-        inputs = _prompt(processor, question, prompt_template, image).to(model.device)
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
-        new_tokens = out[0, inputs["input_ids"].shape[1] :]
-        answers.append(processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
-    model.train(was_training)
+    processor.tokenizer.padding_side = "left"  # generation continues every prompt from its last token
+    answers = [""] * len(queries)
+    try:
+        for has_image in (True, False):
+            indices = [i for i, (_, image) in enumerate(queries) if (image is not None) == has_image]
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                images = [queries[i][1] for i in chunk] if has_image else None
+                inputs = _prompts(processor, [queries[i][0] for i in chunk], prompt_template, images).to(model.device)
+                out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                     pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+                new_tokens = out[:, inputs["input_ids"].shape[1]:]
+                texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text in zip(chunk, texts, strict=True):
+                    answers[i] = text.strip()
+    finally:
+        model.train(was_training)
+        processor.tokenizer.padding_side = side
     return answers
 
 
