@@ -8,6 +8,7 @@ from conftest import TOFU_PATH
 
 from hf_unlearn import load_tofu
 from hf_unlearn.cli import main
+from hf_unlearn.pipeline import _evaluation_holdout, load_heldout
 from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer
 
 
@@ -115,3 +116,44 @@ def test_load_tofu_without_a_path_asks_the_hub(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or "hub rows")
     assert load_tofu("retain90") == "hub rows"
     assert calls == [(("locuslab/TOFU", "retain90"), {"split": "train"})]
+
+
+def test_run_gives_a_amu_held_out_rows_apart_from_the_evaluation(tmp_path, capsys):
+    config = {"data": {"source": "synthetic", "num_people": 10, "facts_per_person": 2, "forget_fraction": 0.2},
+              "finetune": {"num_train_epochs": 1}, "gold": False,
+              "unlearn": {"max_steps": 2, "per_device_train_batch_size": 2}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--method", "a_amu", "--output-dir", str(tmp_path / "o")]) == 0
+    assert "4 held-out examples (never trained on, not evaluated)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["method"] == "a_amu" and summary["global_steps"] == 2
+    forget, retain = split_forget_retain(make_fictitious_qa(10, 2), 0.2)
+    heldout = load_heldout(config["data"], forget, retain)
+    evaluated = _evaluation_holdout(config["data"], forget, retain)
+    people = {row["person"] for row in forget + retain}
+    assert len(heldout) == len(evaluated) == 4
+    assert not {row["person"] for row in heldout} & (people | {row["person"] for row in evaluated})
+    assert_no_forget_text(tmp_path / "o", forget)
+
+
+def test_tofu_held_out_rows_are_the_holdout10_rows_the_evaluation_does_not_score():
+    data = {"source": "tofu", "forget": "forget05", "path": str(TOFU_PATH)}
+    heldout = load_heldout(data, [], [])
+    evaluated = {row["question"] for row in load_tofu("holdout05", TOFU_PATH)}
+    assert len(heldout) == 200 and not {row["question"] for row in heldout} & evaluated
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"source": "tofu", "forget": "forget10"}, "TOFU's forget10 (its holdout split is the evaluation's"),
+        ({"source": "tofu", "forget": "forget10", "heldout": "holdout10"},
+         "data.heldout shares 400 question(s) with the evaluation's holdout rows"),
+    ],
+)
+def test_held_out_rows_that_cannot_be_kept_apart_are_a_clear_error(tmp_path, capsys, data, message):
+    config = {"method": "a_amu", "data": {**data, "retain": "retain90", "path": str(TOFU_PATH)}, "finetune": None,
+              "gold": False, "unlearn": {"max_steps": 1}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
