@@ -52,6 +52,46 @@ def starting_point(model) -> tuple[dict | None, dict | None, Any]:
     return parent, base, model
 
 
+class LossTermsMixin:
+    """What every trainer of this package shares with its `Trainer` base: `args` coerced to the trainer's
+    `config_class` (a plain `TrainingArguments` is converted; `None` gives `<model name>-<_name>`), and named loss
+    terms logged next to `loss` (`loss/<name>`, averaged over the logging interval and over processes)."""
+
+    config_class: type[TrainingArguments]
+    _name: str
+
+    def _as_config(self, args, model):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+            name = os.path.basename(str(name).rstrip("/")) or "model"
+            return self.config_class(output_dir=f"{name}-{self._name}")
+        if isinstance(args, self.config_class):
+            return args
+        if isinstance(args, TrainingArguments):
+            values = args.to_dict()
+            values["hub_token"] = args.hub_token  # to_dict masks it
+            return self.config_class(**{k: v for k, v in values.items() if k in self.config_class.__dataclass_fields__})
+        raise TypeError(f"args is a {type(args).__name__}: pass a {self.config_class.__name__}(output_dir=..., ...).")
+
+    def record_loss_terms(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
+        """Keep `terms` (name → scalar) for the next `log` of `mode` ("train" or "eval")."""
+        if not hasattr(self, "_loss_terms"):  # set on first use: `Trainer.__init__` may log before a subclass's init
+            self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        for name, value in terms.items():
+            self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        # every process records the same names (the same terms, the same schedule), so the gathers match
+        for name, values in getattr(self, "_loss_terms", {}).get(mode, {}).items():
+            mean = torch.stack(values).mean().to(self.args.device)
+            logs[prefix + name] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
+        if hasattr(self, "_loss_terms"):
+            self._loss_terms[mode].clear()
+        super().log(logs, start_time)
+
+
 class CardFilesMixin:
     """`save_model` / `push_to_hub` for trainers that write a card, a manifest and the fingerprint's salt next to the
     weights (never into checkpoints, and never uploaded). A subclass provides `_write_card_files(folder)` and
@@ -121,7 +161,7 @@ class _FiniteUpdateCallback(TrainerCallback):
         self.trainer._check_finite_update()
 
 
-class UnlearningTrainer(CardFilesMixin, Trainer):
+class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     """A `Trainer` for unlearning: one epoch is one pass over `forget_dataset`, each forget example paired with a
     retain example; a method subclass returns named loss terms from `compute_unlearning_loss`, which this class sums,
     logs one by one (`loss/forget`, `loss/retain`, ...) and returns as the loss.
@@ -230,7 +270,6 @@ class UnlearningTrainer(CardFilesMixin, Trainer):
         self.add_callback(_PairingEpochCallback(self.pairing))
         self.add_callback(_FiniteUpdateCallback(self))
         self._pad = UnlearningCollator(pad_token_id).pad
-        self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._step_losses: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         self.reference_model = None
         self.reference_logps: torch.Tensor | None = None
@@ -254,19 +293,6 @@ class UnlearningTrainer(CardFilesMixin, Trainer):
 
     def make_collator(self, pad_token_id: int) -> UnlearningCollator:
         return UnlearningCollator(pad_token_id)
-
-    def _as_config(self, args, model) -> UnlearningConfig:
-        if args is None:
-            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
-            name = os.path.basename(str(name).rstrip("/")) or "model"
-            return self.config_class(output_dir=f"{name}-{self._name}")
-        if isinstance(args, self.config_class):
-            return args
-        if isinstance(args, TrainingArguments):
-            values = args.to_dict()
-            values["hub_token"] = args.hub_token  # to_dict masks it
-            return self.config_class(**{k: v for k, v in values.items() if k in self.config_class.__dataclass_fields__})
-        raise TypeError(f"args is a {type(args).__name__}: pass a {self.config_class.__name__}(output_dir=..., ...).")
 
     @property
     def needs_reference_model(self) -> bool:
@@ -370,9 +396,7 @@ class UnlearningTrainer(CardFilesMixin, Trainer):
         else:
             self._step_losses = [(loss.detach(), terms)]
             self._check_finite_update(check_gradients=False)
-        mode = "train" if model.training else "eval"
-        for name, value in terms.items():
-            self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
+        self.record_loss_terms("train" if model.training else "eval", terms)
         return (loss, {}) if return_outputs else loss
 
     def _check_finite_update(self, check_gradients: bool = True) -> None:
@@ -493,11 +517,3 @@ class UnlearningTrainer(CardFilesMixin, Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for name, values in self._loss_terms[mode].items():
-            mean = torch.stack(values).mean().to(self.args.device)
-            logs[prefix + name] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
-        self._loss_terms[mode].clear()
-        super().log(logs, start_time)

@@ -73,7 +73,7 @@ def test_first_order_meta_gradient_by_hand(tmp_path):
     assert model.w.grad.item() == pytest.approx(1.9367967, abs=1e-6)
     # each unweighted term as logged: ℓ_rev(w') = softplus(0.5), ℓ_stable(w') = softplus(−1), ℓ_rev(w'') =
     # softplus(−0.9621172)
-    terms = {k.split("/", 1)[1]: v[-1].item() for k, v in trainer._loss_terms.items() if k.startswith("train:")}
+    terms = {k.split("/", 1)[1]: v[-1].item() for k, v in trainer._loss_terms["train"].items()}
     assert terms["revocable_after_unlearn"] == pytest.approx(math.log1p(math.exp(0.5)), abs=1e-6)
     assert terms["stable_after_unlearn"] == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-6)
     assert terms["revocable_after_relearn"] == pytest.approx(math.log1p(math.exp(-0.9621172)), abs=1e-6)

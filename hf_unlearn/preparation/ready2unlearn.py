@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +34,7 @@ from ..data import UnlearningCollator, _row_key, check_vocabulary, prepare_datas
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
 from ..manifest import read_salt
-from ..trainer import CardFilesMixin, is_peft_model, model_inputs, starting_point
+from ..trainer import CardFilesMixin, LossTermsMixin, is_peft_model, model_inputs, starting_point
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
@@ -134,7 +133,7 @@ class _MetaScheduleCallback(TrainerCallback):
         self.trainer._meta_pending = state.global_step % args.meta_every == 0
 
 
-class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
+class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     """A `Trainer` for a model's first training that prepares it for later unlearning of `revocable_dataset`
     (Ready2Unlearn, arXiv 2505.10845): each optimizer step's loss is the ordinary task loss, and on every
     `meta_every`-th step also `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` (see the module docstring).
@@ -162,6 +161,7 @@ class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
     from the saved folder lists this preparation in its own lineage.
     """
 
+    config_class = Ready2UnlearnConfig
     _name = "Ready2Unlearn"
     _tag_names = ["hf-unlearn", "ready2unlearn", "unlearning-readiness"]
     _paper = PAPER
@@ -252,23 +252,9 @@ class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
         self.add_callback(_MetaScheduleCallback(self))
         self._pad = UnlearningCollator(pad_token_id).pad
         self._meta_pending = False
-        self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._card_kwargs: dict[str, Any] = {}
 
     # ---- construction helpers ----
-
-    def _as_config(self, args, model) -> Ready2UnlearnConfig:
-        if args is None:
-            name = getattr(getattr(model, "config", None), "_name_or_path", "") or "model"
-            return Ready2UnlearnConfig(output_dir=f"{os.path.basename(str(name).rstrip('/')) or 'model'}-Ready2Unlearn")
-        if isinstance(args, Ready2UnlearnConfig):
-            return args
-        if isinstance(args, TrainingArguments):
-            values = args.to_dict()
-            values["hub_token"] = args.hub_token  # to_dict masks it
-            fields_ = Ready2UnlearnConfig.__dataclass_fields__
-            return Ready2UnlearnConfig(**{k: v for k, v in values.items() if k in fields_})
-        raise TypeError(f"args is a {type(args).__name__}: pass a Ready2UnlearnConfig(output_dir=..., ...).")
 
     @staticmethod
     def _sample_stable(train_dataset, revocable_dataset, fmt: str, args: Ready2UnlearnConfig) -> list:
@@ -347,8 +333,7 @@ class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
         of accumulation steps (so that `training_step`'s division leaves it with weight 1 per optimizer step)."""
         outputs = model(**model_inputs(inputs))
         loss = example_losses(outputs.logits, inputs["labels"]).mean()
-        mode = "train" if model.training else "eval"
-        self._loss_terms[f"{mode}:loss/task"].append(loss.detach().float())
+        self.record_loss_terms("train" if model.training else "eval", {"task": loss})
         if model.training and self._meta_pending:
             self._meta_pending = False
             stable = self.auxiliary_batch(self.stable_dataset, "stable") if self.stable_dataset is not None else None
@@ -357,19 +342,8 @@ class Ready2UnlearnTrainer(CardFilesMixin, Trainer):
                 self.auxiliary_batch(self.recovery_dataset, "recovery") if self.args.lambda3 > 0 else None,
             )  # fmt: skip
             loss = loss + meta * getattr(self, "current_gradient_accumulation_steps", 1)
-            for name, value in terms.items():
-                self._loss_terms[f"train:loss/{name}"].append(value.detach().float())
+            self.record_loss_terms("train", terms)
         return (loss, outputs) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for key in sorted(k for k in self._loss_terms if k.startswith(f"{mode}:")):
-            values = self._loss_terms.pop(key)
-            if values:  # every process runs the same meta schedule, so all gather the same keys
-                mean = torch.stack(values).mean().to(self.args.device)
-                logs[prefix + key.split(":", 1)[1]] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
-        super().log(logs, start_time)
 
     # ---- the card, the manifest and the Hub ----
 
