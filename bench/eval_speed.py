@@ -2,7 +2,7 @@
 about 7M parameters on this machine's CPU. Target: under 60 s.
 
     python bench/eval_speed.py [--tofu-path ../shared/data/tofu] [--forget-split forget10] [--max-new-tokens 64]
-        [--compare-prefix-sharing 100]
+        [--compare-prefix-sharing 100] [--budget]
 
 The model is built from a config and is untrained, so its greedy generations run to `--max-new-tokens` (the worst
 case for generation time); the tokenizer is trained in-process on TOFU's retain90 text.
@@ -36,6 +36,9 @@ def main():
     parser.add_argument("--compare-prefix-sharing", type=int, default=0, metavar="N",
                         help="Also time scoring the answer, paraphrase and perturbed answers of the first N forget "
                         "questions with and without prompt sharing (KV cache), in this process, and print the ratio.")
+    parser.add_argument("--budget", action="store_true",
+                        help="Also print the compute the suite needs (tokens and FLOPs) and the least time it takes at "
+                        "this machine's measured matrix-multiply rate.")
     args = parser.parse_args()
 
     retain = load_tofu("retain90", args.tofu_path)
@@ -53,6 +56,55 @@ def main():
           f"(target < 60 s); model_utility {results['model_utility']:.4f}")  # fmt: skip
     if args.compare_prefix_sharing:
         compare_prefix_sharing(model, tokenizer, args)
+    if args.budget:
+        compute_budget(model, tokenizer, args)
+
+
+def compute_budget(model, tokenizer, args):
+    """The suite's matrix-multiply work, counted from its rows, and the least time it takes at the best rate this
+    machine's `F.linear` reaches on the model's own shapes (attention scores, norms and Python overhead excluded)."""
+    config = model.config
+    hidden, vocab = config.hidden_size, config.vocab_size
+    embedding = vocab * hidden  # a lookup: no multiply-adds (tied to the output projection, counted there)
+    body = sum(p.numel() for p in model.parameters()) - embedding  # per token: 2 FLOPs per weight
+    splits = [f"{args.forget_split}_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
+              args.forget_split.replace("forget", "holdout")]  # fmt: skip
+    prompt_tokens = answer_tokens = questions = generated_prompts = 0
+    for split in splits:
+        for row in load_tofu(split, args.tofu_path):
+            prompt = len(tokenizer(TEMPLATE.format(question=row["question"]))["input_ids"])
+            answers = [row["answer"], *([row["paraphrased_answer"]] if "paraphrased_answer" in row else []),
+                       *row.get("perturbed_answer", [])]  # fmt: skip
+            prompt_tokens += prompt  # each prompt once: rows that share it are scored against its KV cache
+            answer_tokens += sum(len(tokenizer(" " + answer)["input_ids"]) for answer in answers)
+            if not split.startswith("holdout"):  # ROUGE generations: every split but the holdout
+                questions += 1
+                generated_prompts += prompt
+    generated = questions * args.max_new_tokens
+    flops = {
+        "scoring": 2 * (body * (prompt_tokens + answer_tokens) + embedding * answer_tokens),
+        "generation": 2 * (body * (generated_prompts + generated) + embedding * generated),
+    }
+    rates = {}
+    for rows_, out_features in ((2048, config.intermediate_size), (2048, vocab), (args.batch_size, hidden),
+                                (args.batch_size, vocab)):  # fmt: skip
+        x, w = torch.randn(rows_, hidden), torch.randn(out_features, hidden)
+        torch.nn.functional.linear(x, w)
+        repeats = max(5, int(2e9 / (2 * rows_ * hidden * out_features)))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(x, w)
+        rates[(rows_, out_features)] = 2 * rows_ * hidden * out_features * repeats / (time.perf_counter() - start)
+    best = max(rates.values())
+    print(f"compute budget: scoring {prompt_tokens:,} prompt + {answer_tokens:,} answer tokens; generation "
+          f"{questions:,} questions x {args.max_new_tokens} new tokens")
+    for (rows_, out_features), rate in rates.items():
+        print(f"  F.linear [{rows_} x {hidden}] x [{hidden} x {out_features}]: {rate / 1e9:.0f} GFLOP/s")
+    for name, value in flops.items():
+        print(f"  {name}: {value / 1e12:.2f} TFLOP -> at least {value / best:.1f} s at {best / 1e9:.0f} GFLOP/s")
+    total = sum(flops.values())
+    print(f"  whole suite: {total / 1e12:.2f} TFLOP -> at least {total / best:.1f} s of matrix multiplies alone "
+          f"(target < 60 s)")
 
 
 def compare_prefix_sharing(model, tokenizer, args):
