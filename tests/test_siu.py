@@ -87,6 +87,24 @@ def test_processor_expands_image_to_patch_count(strategy, llava_parts):  # noqa:
         assert model(**out).logits.shape[1] == out["input_ids"].shape[1]
 
 
+def test_train_llava_applies_the_learning_rate_schedule(llava_parts):  # noqa: F811
+    from hf_unlearn.multimodal import build_llava_processor, build_tiny_llava
+    from hf_unlearn.multimodal.tiny import train_llava
+
+    tokenizer, _ = llava_parts
+    rows = [{"question": "Who is this?", "answer": "This is Zorblat.", "image": concept_image(TARGET, 0)}]
+    moved = {}
+    for schedule in ("constant", "linear"):
+        model = build_tiny_llava(tokenizer, hidden_size=64)
+        before = model.get_output_embeddings().weight.detach().clone()
+        # one epoch of one batch = 1 step; warmup_ratio 1 makes that step warmup step 0 of 1, whose learning rate is
+        # 0 × lr: the linear schedule must leave the weights as they were, the constant one must move them
+        train_llava(model, build_llava_processor(model, tokenizer), rows, epochs=1, lr_scheduler_type=schedule,
+                    warmup_ratio=1.0)  # fmt: skip
+        moved[schedule] = (model.get_output_embeddings().weight - before).abs().max().item()
+    assert moved["constant"] > 1e-4 and moved["linear"] == 0.0
+
+
 def test_excluded_mask_on_expanded_label_positions(tmp_path, memorised_llava):  # noqa: F811
     """An image row and a text row in one batch: exactly the planted span's answer tokens are marked, after the
     image placeholder became visual tokens; the DMK sees only the other answer tokens (shifted by one)."""

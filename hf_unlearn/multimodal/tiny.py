@@ -78,16 +78,23 @@ def num_image_tokens(model) -> int:
 
 
 def train_llava(model, processor, rows, epochs: int = 30, learning_rate: float = 3e-3, batch_size: int = 8,
-                prompt_template: str = "Question: {question}\nAnswer:", max_length: int = 256, seed: int = 0):
+                prompt_template: str = "Question: {question}\nAnswer:", max_length: int = 256, seed: int = 0,
+                lr_scheduler_type: str = "constant", warmup_ratio: float = 0.0):  # fmt: skip
     """Fine-tune `model` on `{"question", "answer", "image"}` rows (answer-token cross-entropy, AdamW, shuffled by
-    `seed`): how tests and benchmarks teach a tiny LLaVA the concepts it later unlearns. Returns the last epoch's mean
-    loss."""
+    `seed`): how tests and benchmarks teach a tiny LLaVA the concepts it later unlearns. `lr_scheduler_type` and
+    `warmup_ratio` are `transformers.get_scheduler`'s ("constant": the learning rate never changes; "cosine" decays it
+    to 0 over the run, which keeps long runs from diverging). Returns the last epoch's mean loss."""
+    from transformers import get_scheduler
+
     from ..losses import mean_nll, sequence_logps
     from .alignment import MultimodalCollator, encode_row
 
     encoded = [encode_row(row, processor, prompt_template, max_length, f"row {i}") for i, row in enumerate(rows)]
     collate = MultimodalCollator(processor.tokenizer.pad_token_id or 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    total = epochs * -(-len(encoded) // batch_size)
+    scheduler = get_scheduler(lr_scheduler_type, optimizer, num_warmup_steps=int(warmup_ratio * total),
+                              num_training_steps=total)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -101,6 +108,7 @@ def train_llava(model, processor, rows, epochs: int = 30, learning_rate: float =
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
     model.eval()
     return sum(losses) / len(losses)
