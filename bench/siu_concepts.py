@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="Epochs of training the original (cosine schedule).")
     parser.add_argument("--steps", type=int, default=10, help="Unlearning optimizer steps (target: within 10).")
     parser.add_argument("--batch-size", type=int, default=32, help="Unlearning rows per optimizer step.")
-    parser.add_argument("--lr-grid", default="1e-3,3e-3,5e-3,1e-2",
+    parser.add_argument("--lr-grid", default="1e-3,3e-3,3.5e-3,4e-3,4.5e-3,5e-3,1e-2",
                         help="Learning rates each method chooses from on the validation split (choose_learning_rate).")
     parser.add_argument("--lr", type=float, default=None, help="Use this learning rate for every method, no selection.")
     parser.add_argument("--unseen-views", type=int, default=32, help="Held-out views of the concept scored per split.")
