@@ -4,14 +4,16 @@ set with retraining from scratch, fine-tuning on retain, A-AMU on the full retai
 set, repeated over several seeds (each seed draws its own splits and training seed). Writes a table to
 `docs/results.md` between the `blend_aamu` markers.
 
-    python bench/blend_aamu.py [--seeds 0 1 2] [--forget-size 200] [--dm-iterations 1000] [--cache DIR] [--no-write]
+    python bench/blend_aamu.py [--seeds 0 1 2] [--aamu-epochs 1 2 3] [--extra-grid 'epochs=1;mmd_weight=10,100']
+        [--forget-size 100] [--dm-iterations 1000] [--cache DIR] [--no-write]
 
 Splits of the 1,797 digits (per seed): train 1,000 (forget `--forget-size` + retain the rest), A-AMU's held-out rows
 200 (used by the loss only), validation 200 (every choice: A-AMU's epochs, learning rate and λ, and Blend's images per
 class), test 397 (reported only; the MIA compares forget with test rows). One setting is chosen for all seeds, on the
-validation numbers averaged over the seeds; the targets are judged on the means. Every wall time is measured in the
-process that trained that seed (`--cache` reuses the original / retrained / fine-tuned models and their times, and
-every A-AMU run already done, between tries; DM condensation is timed once, `--dm-iterations 0` skips it).
+validation numbers averaged over the seeds; the targets are judged on the means. Every wall time is measured by the
+run that trained that model (`--cache DIR` keeps the original / retrained / fine-tuned models with their times, and
+every A-AMU run's numbers and time, so a try reruns only what is new; DM condensation is timed once,
+`--dm-iterations 0` skips it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import copy
 import itertools
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -233,6 +236,14 @@ def main():
     )
     parser.add_argument("--mmd-weights", type=float, nargs="+", default=[34.0], help="λ, chosen on validation.")
     parser.add_argument("--sharpness", type=float, nargs="+", default=[2.0], help="k, chosen on validation.")
+    parser.add_argument(
+        "--extra-grid",
+        action="append",
+        default=[],
+        metavar="KEY=V[,V];...",
+        help="Another product of A-AMU settings tried besides the one above, with some lists replaced, "
+        "e.g. 'epochs=1;mmd_weight=10,100' (keys: epochs, lr, mmd_weight, sharpness; repeatable).",
+    )
     parser.add_argument("--aamu-batch-size", type=int, default=32, help="Retain rows per A-AMU step (B).")
     parser.add_argument("--images-per-class", type=int, nargs="+", default=[10, 30, 60], help="Chosen on validation.")
     parser.add_argument("--dm-iterations", type=int, default=1000,
@@ -246,6 +257,15 @@ def main():
     transformers.logging.set_verbosity_error()
 
     grid = list(itertools.product(args.aamu_epochs, args.aamu_lrs, args.mmd_weights, args.sharpness))
+    for spec in args.extra_grid:
+        lists = {"epochs": args.aamu_epochs, "lr": args.aamu_lrs, "mmd_weight": args.mmd_weights,
+                 "sharpness": args.sharpness}  # fmt: skip
+        for part in filter(None, spec.split(";")):
+            key, _, values = part.partition("=")
+            if key.strip() not in lists:
+                raise ValueError(f"--extra-grid {spec!r}: unknown key {key!r}; use {sorted(lists)}.")
+            lists[key.strip()] = [(int if key.strip() == "epochs" else float)(v) for v in values.split(",")]
+        grid += [g for g in itertools.product(*lists.values()) if g not in grid]
     settings = [{"images_per_class": ipc, "epochs": e, "lr": lr, "mmd_weight": lam, "sharpness": k}
                 for ipc in [None, *args.images_per_class] for e, lr, lam, k in grid]  # fmt: skip
     by_name = {setting_name(s): s for s in settings}
@@ -325,7 +345,7 @@ def report(rows, times, runs, by_name, full, reduced, condensation, args) -> str
     ]  # fmt: skip
     chosen = runs[seeds[0]][reduced]
     lines = [
-        "Command: `python bench/blend_aamu.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`",
+        "Command: `python bench/blend_aamu.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "") + "`",
         "",
         f"scikit-learn digits; a ViT built from a config ({MODEL['num_layers']} layers, hidden "
         f"{MODEL['hidden_size']}, patch 2); per seed ({', '.join(map(str, seeds))}: the splits and every training "
@@ -334,7 +354,9 @@ def report(rows, times, runs, by_name, full, reduced, condensation, args) -> str
         f"retrain: {args.epochs} epochs of AdamW (lr {args.lr:g}); fine-tune: {args.finetune_epochs} epochs on retain. "
         f"A-AMU: paper defaults (λ 34, k 2, 1 epoch over the retain set, Adam lr 2.4e-4) with B {args.aamu_batch_size} "
         "retain rows + 4B forget + 4B held-out rows per step; chosen on validation from epochs "
-        f"{args.aamu_epochs} × lr {args.aamu_lrs} × λ {args.mmd_weights} × k {args.sharpness} (× images per class "
+        f"{args.aamu_epochs} × lr {args.aamu_lrs} × λ {args.mmd_weights} × k {args.sharpness}"
+        + "".join(f", plus that with {spec}" for spec in args.extra_grid)
+        + " (× images per class "
         f"{args.images_per_class} for Blend): full set **{full}**; reduced set **{reduced}** → "
         f"{chosen['rows']} rows instead of {1000 - args.forget_size} (seed {seeds[0]}). One setting for all seeds. "
         "Rule: among settings whose mean validation accuracy is within 2 points of the original's, the one whose mean "
