@@ -254,20 +254,21 @@ def judge(results: list[dict], times: list[dict], alignments: list[dict], seeds:
         lines.append(f"- Forgetting Score, AC's minus {baseline}'s distance to retraining (mean over seeds, paired "
                      f"bootstrap 95% interval): {value:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict}.")  # fmt: skip
     lines.append(f"- AC took {ac_time / retrain_time:.2f} of retraining's wall time (means over the seeds).")
-    # why the retrained model's own score is not 1: with pa_f(retrained) ≈ pa_t(retrained) (it never saw the forget
-    # images), FS(retrained) ≈ 1 + (pa_t(original) − pa_t(retrained)) / gap: a shift of the whole alignment level
-    # between two training runs, in units of the original's forget/held-out gap
+    # why the retrained model's own score is not 1: FS(retrained) = 1 − (level + own gap) / gap exactly, with
+    # level = pa_t(retrained) − pa_t(original) (a shift between two training runs) and own gap = pa_f(retrained) −
+    # pa_t(retrained) (sampling noise: the retrained model never saw the forget images)
     signal = []
     for seed, r in zip(seeds, results, strict=True):
         reference, retrained = (r["retrain"]["positive_alignment"][k] for k in ("reference", "audited"))
-        signal.append(f"seed {seed}: gap {reference['forget'] - reference['heldout']:.4f}, retrained's own "
-                      f"{retrained['forget'] - retrained['heldout']:+.4f}, its held-out level "
+        signal.append(f"seed {seed}: gap {reference['forget'] - reference['heldout']:.4f}, own gap "
+                      f"{retrained['forget'] - retrained['heldout']:+.4f}, level "
                       f"{retrained['heldout'] - reference['heldout']:+.4f}")  # fmt: skip
-    lines.append("- Signal against noise (mean positive alignment, cosine; test split): the original aligns its forget "
-                 "images more than held-out ones by the gap (the Forgetting Score's denominator); the retrained model, "
-                 "which never saw them, aligns them about as its held-out images (its own gap), but its whole "
-                 "alignment level differs from the original's, which moves its score away from 1 by that shift over "
-                 "the gap: " + "; ".join(signal) + ".")  # fmt: skip
+    lines.append(f"- Signal against noise (mean positive alignment, cosine; test split): gap = how much more the "
+                 "original aligns its forget images than held-out ones (the Forgetting Score's denominator); own gap = "
+                 "the same for the retrained model, which never saw them, so it is the sampling noise of "
+                 f"{results[0]['AC']['num_forget']} forget images; level = the retrained model's held-out alignment "
+                 "minus the original's, a run-to-run shift that moves the retrained model's score from 1 by "
+                 "−(level + own gap)/gap: " + "; ".join(signal) + ".")  # fmt: skip
     if len({round(r[name]["cmia"], 6) for r in results for name in r}) == 1:
         lines.append(f"- CMIA is {results[0]['AC']['cmia']:.1f}% for every model and seed, the original included: at "
                      "this scale the SVC on the probe's true-class confidence does not separate members from held-out "
