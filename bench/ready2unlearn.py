@@ -6,7 +6,10 @@ data, seed and schedule, then unlearning the revocable group from both with the 
 - `digits`: a tiny ViT (`build_tiny_image_classifier`) on scikit-learn's handwritten digits; the revocable group is
   one class (`--revocable class`) or a random 10% of the training rows (`--revocable random`). Forget metric: accuracy
   on the revocable rows; utility: test accuracy on the other classes (class) or on all classes (random); recovery data:
-  held-out rows of the revocable class (class) or held-out rows (random), never trained on.
+  held-out rows of the revocable class (class) or held-out rows (random), never trained on. 200 validation rows are
+  carved out of the training data: one prepared model is trained per candidate of `Digits.grid`, `choose` picks one
+  on the validation split (the same rule for both groups), and the test split only reports the normal and the chosen
+  model.
 - `tofu`: a tiny Llama built from a config, with a byte-level BPE tokenizer trained on the data, on TOFU (real data
   from `../shared/data/tofu`); the revocable group is the forget10 authors (400 rows) and the rest of the training
   data a subset of retain90 (`--tofu-retain`, so it runs in minutes on a CPU). Forget metric: mean answer probability
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import sys
 import tempfile
 import time
@@ -81,10 +85,18 @@ class Setting:
     tokenizer = None
     preparation: dict = {}
 
-    def preparation_args(self, args) -> dict:
-        """The Ready2UnlearnConfig values: the setting's defaults, overridden by the command line."""
-        return {name: getattr(args, name) if getattr(args, name) is not None else self.preparation[name]
-                for name in PREPARATION}  # fmt: skip
+    grid: tuple[dict, ...] = ({},)
+
+    def candidates(self, args) -> list[dict]:
+        """The Ready2UnlearnConfig values to try: the setting's defaults updated by each `grid` entry, then by the
+        command line (a value given there holds for every candidate); duplicates dropped."""
+        found = []
+        for entry in self.grid:
+            values = {**self.preparation, **entry}
+            values.update({name: getattr(args, name) for name in PREPARATION if getattr(args, name) is not None})
+            if values not in found:
+                found.append(values)
+        return found
 
     def relearn_lrs(self, args) -> list[float]:
         return list(args.relearn_lr or self.relearn_lr)
@@ -98,10 +110,11 @@ class Setting:
 
 class Digits(Setting):
     metric_name = "forget accuracy"
-    # Chosen on this setting (seed 0) among a handful of tried values; λ1 = 1 or α_in = 0.001 made the meta step unlearn
-    # the revocable class during training (forget accuracy 0.0-0.4 before any unlearning).
+    # The grid's centre; one candidate per `grid` entry is trained and the one to report is chosen on the validation
+    # split by `choose` (the same rule for both revocable groups). The test split only reports.
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 2, "meta_batch_size": 32, "revocable_loss_cap": None}  # fmt: skip
+                   "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None}  # fmt: skip
+    grid = tuple({"lambda1": lambda1, "lambda3": lambda3} for lambda1 in (0.1, 0.3) for lambda3 in (0.3, 0.5, 1.0))
     relearn_lr = (0.005, 0.02)
 
     def __init__(self, args):
@@ -109,36 +122,50 @@ class Digits(Setting):
         rows = load_digits_rows()
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed)).tolist()
         rows = [rows[i] for i in order]
-        self.test, pool, self.train = rows[:400], rows[400:550], rows[550:]
-        if args.revocable == "class":
+        # 400 test rows (reported only), 150 held-out rows (recovery data), 200 validation rows (the Ready2Unlearn
+        # settings are chosen on them), the rest trained on.
+        self.splits = {"test": rows[:400], "validation": rows[550:750]}
+        pool, self.train = rows[400:550], rows[750:]
+        self.by_class = args.revocable == "class"
+        if self.by_class:
             self.revocable = [r for r in self.train if r["labels"] == args.revocable_class]
             self.recovery = [r for r in pool if r["labels"] == args.revocable_class]
-            self.utility_rows = [r for r in self.test if r["labels"] != args.revocable_class]
-            self.utility_name = "test accuracy (other classes)"
         else:
             pick = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(args.seed + 1))
             self.revocable = [self.train[i] for i in sorted(pick[: len(self.train) // 10].tolist())]
             self.recovery = pool[: len(self.revocable)]
-            self.utility_rows = self.test
-            self.utility_name = "test accuracy"
-        self.task_name = "test accuracy"
-        # A random 10% is forgotten once it looks like unseen data: the normal model's test accuracy (set after it
-        # is trained), unless --digits-target says otherwise.
-        self.target = args.digits_target if args.revocable == "class" or args.digits_target_given else None
         self.args = args
+        self.use_split("test")
+
+    def use_split(self, split: str) -> None:
+        """Measure task performance, utility and (random 10%) the target on the `validation` or `test` rows."""
+        self.split, self.test = split, self.splits[split]
+        if self.by_class:
+            self.utility_rows = [r for r in self.test if r["labels"] != self.args.revocable_class]
+            self.utility_name = f"{split} accuracy (other classes)"
+        else:
+            self.utility_rows = self.test
+            self.utility_name = f"{split} accuracy"
+        self.task_name = f"{split} accuracy"
+        # A random 10% is forgotten once it looks like unseen data: the normal model's accuracy on this split (set
+        # after it is trained), unless --digits-target says otherwise.
+        given = self.by_class or self.args.digits_target_given
+        self.target = self.args.digits_target if given else None
 
     def describe(self) -> str:
-        return (f"{len(self.train)} training rows ({len(self.revocable)} revocable), {len(self.test)} test rows, "
-                f"{len(self.recovery)} recovery rows never trained on")  # fmt: skip
+        return (f"{len(self.train)} training rows ({len(self.revocable)} revocable), "
+                f"{len(self.splits['validation'])} validation rows (settings are chosen on them), "
+                f"{len(self.splits['test'])} test rows (reported only), {len(self.recovery)} recovery rows never "
+                "trained on")  # fmt: skip
 
     def build_model(self, seed):
         from hf_unlearn.synthetic import build_tiny_image_classifier
 
-        return build_tiny_image_classifier(hidden_size=32, num_layers=2, seed=seed)
+        return build_tiny_image_classifier(hidden_size=self.args.digits_hidden, num_layers=2, seed=seed)
 
     def train_args(self, args):
-        return {"num_train_epochs": args.digits_epochs, "learning_rate": 3e-3, "per_device_train_batch_size": 32,
-                "warmup_steps": 10}  # fmt: skip
+        return {"num_train_epochs": args.digits_epochs, "learning_rate": args.digits_lr,
+                "per_device_train_batch_size": 32, "warmup_steps": 10}  # fmt: skip
 
     def unlearn_args(self, args):
         return {"learning_rate": args.digits_unlearn_lr, "per_device_train_batch_size": 32}
@@ -219,14 +246,15 @@ class Tofu(Setting):
         return self._probability(model, self.retain_rows)
 
 
-def train(setting: Setting, prepared: bool, args, workdir: Path):
+def train(setting: Setting, preparation: dict | None, args, workdir: Path):
+    """One model trained normally (`preparation` None) or with Ready2Unlearn (these config values)."""
     model = setting.build_model(args.seed)
     values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "lr_scheduler_type": "cosine",
               **setting.train_args(args)}  # fmt: skip
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
     start = time.perf_counter()
-    if prepared:
-        config = Ready2UnlearnConfig(**values, **setting.preparation_args(args))
+    if preparation is not None:
+        config = Ready2UnlearnConfig(**values, **preparation)
         trainer = Ready2UnlearnTrainer(model=model, args=config, train_dataset=setting.train,
                                        revocable_dataset=setting.revocable_raw if hasattr(setting, "revocable_raw")
                                        else setting.revocable, recovery_dataset=setting.recovery,
@@ -242,7 +270,10 @@ def train(setting: Setting, prepared: bool, args, workdir: Path):
 
 def unlearn(setting: Setting, model, args, workdir: Path) -> int | None:
     """Gradient ascent (`hf_unlearn.METHODS["ga"]`) on the revocable group until the forget metric reaches the
-    target; the number of optimizer steps it took, or None if `--max-unlearn-steps` were not enough."""
+    target; the number of optimizer steps it took (0 if the model starts at the target), or None if
+    `--max-unlearn-steps` were not enough."""
+    if setting.forget_metric(model) <= setting.target:  # already there: no unlearning needed
+        return 0
     config_cls, trainer_cls = METHODS["ga"]
     values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "max_steps": args.max_unlearn_steps,
               "lr_scheduler_type": "constant", "optim": "sgd", "max_grad_norm": 0, **setting.unlearn_args(args)}
@@ -267,26 +298,74 @@ def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path) 
     trainer.train()
 
 
+def evaluate(setting: Setting, model, args, workdir: Path) -> dict:
+    """Task performance and forget metric of a trained model, then GA to the target, utility after it, and the forget
+    metric after each relearning attack (each from the unlearned weights). Changes `model`: pass a copy."""
+    row = {"task": setting.task_metric(model), "forget_before": setting.forget_metric(model)}
+    if setting.target is None:  # random 10%: the normal model (evaluated first) sets it
+        setting.target = round(row["task"], 4)
+    row["steps"] = unlearn(setting, model, args, workdir / "ga")
+    row["forget_after"] = setting.forget_metric(model)
+    row["utility"] = setting.utility(model)
+    unlearned = copy.deepcopy(model.state_dict())
+    row["recovered"] = {}
+    for learning_rate in setting.relearn_lrs(args):
+        model.load_state_dict(unlearned)
+        relearn(setting, model, args, learning_rate, workdir / "relearn")
+        row["recovered"][learning_rate] = setting.forget_metric(model)
+    return row
+
+
+def choose(validation: dict) -> int:
+    """The selection rule (the same for every setting), on the validation split. A candidate is admissible if its
+    prepared model's validation accuracy is not more than 1 point below the normal model's and its forget metric
+    before unlearning not more than 5 points below the normal model's (it must have learned the revocable group, or
+    "unlearning" it is empty). Among the admissible ones (all, if none is), the candidate meeting the most of the
+    issue's comparative targets (half the GA steps, equal or better utility, less recovery at each learning rate)
+    wins; ties go to fewer GA steps, then higher utility after GA."""
+    normal = validation["normal"]
+    rows = {i: row for i, row in validation.items() if i != "normal"}
+
+    def admissible(row):
+        # rounded: 0.975 - 0.01 is 0.9650000000000001 in floating point
+        return (round(row["task"] - normal["task"], 6) >= -0.01
+                and round(row["forget_before"] - normal["forget_before"], 6) >= -0.05)  # fmt: skip
+
+    pool = [i for i, row in rows.items() if admissible(row)] or list(rows)
+
+    def key(i):
+        met = sum(ok for _, ok, _ in verdicts({"normal": normal, "prepared": rows[i]})[:-1])
+        steps = rows[i]["steps"] if rows[i]["steps"] is not None else float("inf")
+        return (-met, steps, -rows[i]["utility"])
+
+    return min(pool, key=key)
+
+
 def run_setting(setting: Setting, args, log=print) -> dict:
-    results = {}
+    """Trains the normal model and one prepared model per candidate; with more than one candidate, evaluates all on
+    the validation split and keeps the one `choose` picks; then reports the normal and the chosen model on the test
+    split. Returns {"normal": row, "prepared": row, "candidates": [...], "chosen": i, "validation": {...}}."""
+    candidates = setting.candidates(args)
+    trained = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, prepared in (("normal", False), ("prepared", True)):
-            model, seconds = train(setting, prepared, args, Path(tmp) / f"train-{label}")
-            row = {"train_seconds": seconds, "task": setting.task_metric(model),
-                   "forget_before": setting.forget_metric(model)}  # fmt: skip
-            if setting.target is None:
-                setting.target = round(row["task"], 4)
-            row["steps"] = unlearn(setting, model, args, Path(tmp) / f"ga-{label}")
-            row["forget_after"] = setting.forget_metric(model)
-            row["utility"] = setting.utility(model)
-            unlearned = copy.deepcopy(model.state_dict())
-            row["recovered"] = {}
-            for learning_rate in setting.relearn_lrs(args):  # each attack starts from the unlearned weights
-                model.load_state_dict(unlearned)
-                relearn(setting, model, args, learning_rate, Path(tmp) / f"relearn-{label}")
-                row["recovered"][learning_rate] = setting.forget_metric(model)
-            results[label] = row
-            log(f"  {setting.name} / {label}: {row}")
+        tmp = Path(tmp)
+        trained["normal"] = train(setting, None, args, tmp / "train-normal")
+        for i, preparation in enumerate(candidates):
+            trained[i] = train(setting, preparation, args, tmp / f"train-{i}")
+            log(f"  {setting.name}: trained candidate {i} {preparation} in {trained[i][1]:.0f} s")
+        validation, chosen = {}, 0
+        if len(candidates) > 1:
+            setting.use_split("validation")
+            for i in ("normal", *range(len(candidates))):
+                validation[i] = evaluate(setting, copy.deepcopy(trained[i][0]), args, tmp / f"val-{i}")
+                log(f"  {setting.name} / validation / {i}: {validation[i]}")
+            chosen = choose(validation)
+            setting.use_split("test")
+        results = {"candidates": candidates, "chosen": chosen, "validation": validation}
+        for label, key in (("normal", "normal"), ("prepared", chosen)):
+            model, seconds = trained[key]
+            results[label] = {"train_seconds": seconds, **evaluate(setting, model, args, tmp / f"test-{label}")}
+            log(f"  {setting.name} / {label}: {results[label]}")
     return results
 
 
@@ -315,31 +394,73 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
     return found
 
 
-def section(setting: Setting, results: dict, args) -> str:
-    steps = {k: (str(v["steps"]) if v["steps"] is not None else f"> {args.max_unlearn_steps}") for k, v in
-             results.items()}  # fmt: skip
-    prep = setting.preparation_args(args)
+def describe_preparation(prep: dict) -> str:
+    return (f"α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
+            f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, first order, "
+            f"meta step every {prep['meta_every']} optimizer step(s), {prep['meta_batch_size']} rows per auxiliary "
+            "batch")  # fmt: skip
+
+
+def steps_text(row: dict, args) -> str:
+    return str(row["steps"]) if row["steps"] is not None else f"> {args.max_unlearn_steps}"
+
+
+def section(setting: Setting, results: dict, args, command: str) -> str:
+    models = ("normal", "prepared")
+    steps = {k: steps_text(results[k], args) for k in models}
+    candidates, chosen = results["candidates"], results["chosen"]
+    lrs = setting.relearn_lrs(args)
     lines = [
         f"### {setting.name}",
         "",
-        f"Ready2Unlearn: α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
-        f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, first order, "
-        f"meta step every {prep['meta_every']} optimizer step(s), "
-        f"{prep['meta_batch_size']} rows per auxiliary batch; stable set: the default sample of non-revocable "
+        f"Command: `{command}` (CPU, one thread).",
+        "",
+        f"Ready2Unlearn: {describe_preparation(candidates[chosen])}; stable set: the default sample of non-revocable "
         "training rows.",
         "",
         f"Data: {setting.describe()}. GA: {setting.unlearn_args(args)['learning_rate']} learning rate (SGD), "
         f"until {setting.metric_name} ≤ {setting.target}. Relearning: {args.relearn_steps} {args.relearn_optim} "
         f"steps on the recovery data from the unlearned weights, at each learning rate in the table.",
         "",
+    ]
+    if results["validation"]:
+        varied = [name for name in PREPARATION if len({c[name] for c in candidates}) > 1]
+        validation = results["validation"]
+        lines += [
+            f"Choosing the settings on the validation split ({len(candidates)} candidates, the rest as above; "
+            f"`choose` in the script): a candidate is admissible if its validation accuracy is not more than 1 point "
+            f"below the normal model's ({validation['normal']['task']:.4f}) and its {setting.metric_name} before "
+            f"unlearning not more than 5 points below the normal model's ({validation['normal']['forget_before']:.4f}"
+            f"); the admissible candidate meeting most of the comparative targets on validation wins, ties to fewer GA "
+            f"steps, then higher utility. The normal model on validation: "
+            f"{steps_text(validation['normal'], args)} GA steps, utility {validation['normal']['utility']:.4f}, "
+            "recovery "
+            + ", ".join(f"{validation['normal']['recovered'][lr]:.4f}" for lr in lrs) + ".",
+            "",
+            "| candidate | " + " | ".join(varied) + f" | validation accuracy | {setting.metric_name} before | "
+            "GA steps | utility after GA | " + " | ".join(f"after relearning (lr {lr})" for lr in lrs)
+            + " | targets met |",
+            "|---|" + "---|" * len(varied) + "---|---|---|---|" + "---|" * len(lrs) + "---|",
+        ]
+        for i, candidate in enumerate(candidates):
+            row = validation[i]
+            met = sum(ok for _, ok, _ in verdicts({"normal": validation["normal"], "prepared": row})[:-1])
+            name = f"{i} (chosen)" if i == chosen else str(i)
+            lines.append(f"| {name} | " + " | ".join(str(candidate[n]) for n in varied) + f" | {row['task']:.4f} | "
+                         f"{row['forget_before']:.4f} | {steps_text(row, args)} | "
+                         f"{row['utility']:.4f} | " + " | ".join(f"{row['recovered'][lr]:.4f}" for lr in lrs)
+                         + f" | {met} of {2 + len(lrs)} |")  # fmt: skip
+        lines += ["", "On the test split (reported only):", ""]
+    lines += [
         f"| model | {setting.task_name} before unlearning | {setting.metric_name} before | GA steps to target | "
         f"{setting.metric_name} after GA | {setting.utility_name} after GA | "
-        + " | ".join(f"{setting.metric_name} after relearning (lr {lr})" for lr in setting.relearn_lrs(args))
+        + " | ".join(f"{setting.metric_name} after relearning (lr {lr})" for lr in lrs)
         + " | training time (s) |",
-        "|---|---|---|---|---|---|" + "---|" * len(setting.relearn_lrs(args)) + "---|",
+        "|---|---|---|---|---|---|" + "---|" * len(lrs) + "---|",
     ]
-    for label, row in results.items():
-        recovered = " | ".join(f"{row['recovered'][lr]:.4f}" for lr in setting.relearn_lrs(args))
+    for label in models:
+        row = results[label]
+        recovered = " | ".join(f"{row['recovered'][lr]:.4f}" for lr in lrs)
         lines.append(f"| {label} | {row['task']:.4f} | {row['forget_before']:.4f} | {steps[label]} | "
                      f"{row['forget_after']:.4f} | {row['utility']:.4f} | {recovered} | "
                      f"{row['train_seconds']:.1f} |")  # fmt: skip
@@ -347,6 +468,19 @@ def section(setting: Setting, results: dict, args) -> str:
     lines += [f"- {name}: **{'met' if ok else 'NOT met'}** ({detail})" for name, ok, detail in verdicts(results)]
     return "\n".join(lines)
 
+
+def merge(old: str, intro: str, parts: list[str]) -> str:
+    """The section's new text: `intro`, then the old `### ` subsections with each new part put in place of the old one
+    of the same heading (new headings appended), so running one setting keeps the other settings' tables."""
+    old_parts = ["### " + p.strip() for p in old.split("\n### ")[1:]] if old else []
+    # Tables written before each carried its own command: the command was in the old intro; keep it with them.
+    command = re.search(r"^Command: `[^`]*`", old, flags=re.M) if old else None
+    if command:
+        old_parts = [p if "\nCommand: `" in p else p.replace("\n\n", f"\n\n{command.group(0)} (an earlier run, not "
+                     "regenerated since).\n\n", 1) for p in old_parts]  # fmt: skip
+    heading = {p.splitlines()[0]: p for p in parts}
+    merged = [heading.pop(p.splitlines()[0], p) for p in old_parts]
+    return "\n\n".join([intro, *merged, *heading.values()])
 
 
 def main(argv=None):
@@ -357,7 +491,12 @@ def main(argv=None):
                         help="digits: the revocable group is one class, a random 10%% of the training rows, or both "
                              "(two digits runs).")
     parser.add_argument("--revocable-class", type=int, default=3)
-    parser.add_argument("--digits-epochs", type=float, default=15)
+    parser.add_argument("--digits-epochs", type=float, default=40)
+    parser.add_argument("--digits-lr", type=float, default=3e-3, help="Training learning rate (AdamW, cosine).")
+    parser.add_argument("--digits-hidden", type=int, default=64, help="Hidden size of the tiny ViT.")
+    parser.add_argument("--split", choices=["validation", "test"], default="test",
+                        help="digits: where task performance, utility and the random-10%% target are measured; "
+                             "'validation' (200 rows carved out of the training data) is for choosing settings.")
     parser.add_argument("--digits-target", type=float, default=None,
                         help="GA stops at forget accuracy <= this (default: 0.1 for a class; for a random 10%%, the "
                              "normal model's test accuracy).")
@@ -392,19 +531,23 @@ def main(argv=None):
             settings.append(Digits(argparse.Namespace(**{**vars(args), "revocable": revocable})))
     if args.setting in ("tofu", "all"):
         settings.append(Tofu(args))
-    command = "python bench/ready2unlearn.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    parts = [f"Command: `{command.strip()}` (CPU, one thread). Same data, seed and schedule for both models. "
-             "Unlearning: `ga` (SGD, constant learning rate) until the target, the same run for both models. "
-             "Task performance: within 1 point means not more than 1 point worse than normal training."]  # fmt: skip
+    command = ("python bench/ready2unlearn.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    intro = ("Each table's command is in it (CPU, one thread). Same data, seed and schedule for both models. "
+             "Unlearning: `ga` (SGD, constant learning rate) until the target, the same run for both models. Task "
+             "performance: within 1 point means not more than 1 point worse than normal training.")  # fmt: skip
+    parts = []
     for setting in settings:
         print(f"== {setting.name}: {setting.describe()}")
         results = run_setting(setting, args)
-        body = section(setting, results, args)
+        body = section(setting, results, args, command)
         print(body)
         parts.append(body)
     if not args.no_write:
-        write_section(args.output, "ready2unlearn", "Ready2Unlearn: prepared vs normally trained models "
-                      "(`bench/ready2unlearn.py`)", "\n\n".join(parts))
+        output = Path(args.output)
+        text = output.read_text() if output.exists() else ""
+        found = re.search(r"<!-- ready2unlearn:begin -->\n(.*?)\n<!-- ready2unlearn:end -->", text, flags=re.S)
+        write_section(output, "ready2unlearn", "Ready2Unlearn: prepared vs normally trained models "
+                      "(`bench/ready2unlearn.py`)", merge(found.group(1) if found else "", intro, parts))
         print(f"wrote {args.output}")
 
 
