@@ -46,8 +46,9 @@ CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "prepared_
 class Ready2UnlearnConfig(TrainingArguments):
     """Training arguments of Ready2Unlearn: ordinary training plus the meta-objective's step sizes, weights, schedule.
 
-    The paper's hyper-parameter values are not readable from public sources; the defaults here are the project's,
-    chosen on the digits and TOFU benchmarks (`bench/ready2unlearn.py`).
+    The paper's hyper-parameter values are not readable from public sources; the defaults here are the project's
+    starting points, not tuned values: `bench/ready2unlearn.py` sets its own per setting (digits: chosen on a
+    validation split; see docs/results.md), and a user should choose them on held-out data the same way.
     """
 
     alpha_in: float = field(default=0.05, metadata={
