@@ -5,14 +5,14 @@ set, repeated over several seeds (each seed draws its own splits and training se
 `docs/results.md` between the `blend_aamu` markers.
 
     python bench/blend_aamu.py [--seeds 0 1 2] [--aamu-epochs 1 2 3] [--extra-grid 'epochs=1;mmd_weight=10,100']
-        [--forget-size 100] [--dm-iterations 1000] [--cache DIR] [--no-write]
+        [--train-size 1000] [--forget-size 100] [--dm-iterations 1000] [--cache DIR] [--no-write]
 
-Splits of the 1,797 digits (per seed): train 1,000 (forget `--forget-size` + retain the rest), A-AMU's held-out rows
-200 (used by the loss only), validation 200 (every choice: A-AMU's epochs, learning rate and λ, and Blend's images per
-class), test 397 (reported only; the MIA compares forget with test rows). One setting is chosen for all seeds, on the
-validation numbers averaged over the seeds; the targets are judged on the means. Every wall time is measured by the
-run that trained that model (`--cache DIR` keeps the original / retrained / fine-tuned models with their times, and
-every A-AMU run's numbers and time, so a try reruns only what is new; DM condensation is timed once,
+Splits of the 1,797 digits (per seed): train `--train-size` (at most 1,000: forget `--forget-size` + retain the rest),
+A-AMU's held-out rows 200 (used by the loss only), validation 200 (every choice: A-AMU's epochs, learning rate and λ,
+and Blend's images per class), test 397 (reported only; the MIA compares forget with test rows). One setting is chosen
+for all seeds, on the validation numbers averaged over the seeds; the targets are judged on the means. Every wall time
+is measured by the run that trained that model (`--cache DIR` keeps the original / retrained / fine-tuned models with
+their times, and every A-AMU run's numbers and time, so a try reruns only what is new; DM condensation is timed once,
 `--dm-iterations 0` skips it).
 """
 
@@ -56,11 +56,12 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def splits(seed: int, forget_size: int) -> dict[str, list[dict]]:
+def splits(seed: int, forget_size: int, train_size: int = 1000) -> dict[str, list[dict]]:
     rows = load_digits_rows()
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     pick = [rows[i] for i in order]
-    return {"forget": pick[:forget_size], "retain": pick[forget_size:1000], "heldout": pick[1000:1200],
+    # the held-out, validation and test rows stay the same whatever the training size
+    return {"forget": pick[:forget_size], "retain": pick[forget_size:train_size], "heldout": pick[1000:1200],
             "val": pick[1200:1400], "test": pick[1400:]}  # fmt: skip
 
 
@@ -122,7 +123,7 @@ class Cache:
 
     def __init__(self, directory: str | None, args):
         self.directory = Path(directory) if directory else None
-        self.base = (f"f{args.forget_size}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}-"
+        self.base = (f"t{args.train_size}-f{args.forget_size}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}-"
                      f"ft{args.finetune_epochs}-ab{args.aamu_batch_size}")  # fmt: skip
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ class Cache:
 def run_seed(seed: int, settings: list[dict], args, cache: Cache) -> tuple[dict, dict, dict]:
     """Everything for one seed: rows/times of original, retrain and fine-tune, and every A-AMU setting's
     `{"results", "seconds", "blend_seconds", "rows"}` keyed by `setting_name`."""
-    data = splits(seed, args.forget_size)
+    data = splits(seed, args.forget_size, args.train_size)
     rows, times = {}, {}
 
     def fresh(state=None):
@@ -225,7 +226,10 @@ def choose(names: list[str], runs: dict, rows: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Splits + training seeds.")
-    parser.add_argument("--forget-size", type=int, default=100, help="Forget rows out of the 1,000 training rows.")
+    parser.add_argument("--train-size", type=int, default=1000,
+                        help="Training rows (forget + retain; at most 1,000). Fewer rows: an original that memorises "
+                        "more, so the MIA has a membership signal to remove.")
+    parser.add_argument("--forget-size", type=int, default=100, help="Forget rows out of the training rows.")
     parser.add_argument("--epochs", type=int, default=100, help="Epochs of the original and of retraining.")
     parser.add_argument("--lr", type=float, default=1e-3, help="Learning rate of the original/retrain/fine-tune.")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -253,6 +257,9 @@ def main():
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--no-write", action="store_true", help="Print the table only.")
     args = parser.parse_args()
+    if not 0 < args.forget_size < args.train_size <= 1000:
+        parser.error(f"--train-size {args.train_size} and --forget-size {args.forget_size}: need 0 < forget size < "
+                     "train size <= 1000 (the other 797 digits are the held-out, validation and test rows).")
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
 
@@ -284,7 +291,7 @@ def main():
     condensation = None
     if args.dm_iterations > 0:
         seed = args.seeds[0]
-        data = splits(seed, args.forget_size)
+        data = splits(seed, args.forget_size, args.train_size)
         log(f"condensation time at {ipc} images per class: Blend vs DM ({args.dm_iterations} iterations)")
         start = time.perf_counter()
         blend_condense(data["retain"], data["forget"], images_per_class=ipc, seed=seed, progress=False)
@@ -349,7 +356,8 @@ def report(rows, times, runs, by_name, full, reduced, condensation, args) -> str
         "",
         f"scikit-learn digits; a ViT built from a config ({MODEL['num_layers']} layers, hidden "
         f"{MODEL['hidden_size']}, patch 2); per seed ({', '.join(map(str, seeds))}: the splits and every training "
-        f"seed) train 1,000 rows (forget: a random {args.forget_size}, retain {1000 - args.forget_size}), A-AMU "
+        f"seed) train {args.train_size:,} rows (forget: a random {args.forget_size}, retain "
+        f"{args.train_size - args.forget_size}), A-AMU "
         "held-out rows 200 (the loss only), validation 200 (every choice), test 397 (reported only). Original and "
         f"retrain: {args.epochs} epochs of AdamW (lr {args.lr:g}); fine-tune: {args.finetune_epochs} epochs on retain. "
         f"A-AMU: paper defaults (λ 34, k 2, 1 epoch over the retain set, Adam lr 2.4e-4) with B {args.aamu_batch_size} "
@@ -358,7 +366,8 @@ def report(rows, times, runs, by_name, full, reduced, condensation, args) -> str
         + "".join(f", plus that with {spec}" for spec in args.extra_grid)
         + " (× images per class "
         f"{args.images_per_class} for Blend): full set **{full}**; reduced set **{reduced}** → "
-        f"{chosen['rows']} rows instead of {1000 - args.forget_size} (seed {seeds[0]}). One setting for all seeds. "
+        f"{chosen['rows']} rows instead of {args.train_size - args.forget_size} (seed {seeds[0]}). "
+        "One setting for all seeds. "
         "Rule: among settings whose mean validation accuracy is within 2 points of the original's, the one whose mean "
         "forget-vs-validation MIA AUC is closest to 0.5. One CPU thread on a shared 2-core machine; each wall time is "
         "measured where that model was trained (with `--cache`: the earlier run of this script that first trained it, "
