@@ -303,7 +303,11 @@ def main():
     body = report(rows, times, runs, by_name, full, reduced, condensation, args)
     print(body)
     if not args.no_write:
-        write_section(args.output, "blend_aamu", "Blend + A-AMU on digits (`bench/blend_aamu.py`)", body)
+        # another training size is another setting: its own section, next to the default's
+        name, heading = "blend_aamu", "Blend + A-AMU on digits (`bench/blend_aamu.py`)"
+        if args.train_size != 1000:
+            name, heading = f"{name}_train{args.train_size}", f"{heading[:-1]}, {args.train_size} training rows)"
+        write_section(args.output, name, heading, body)
         log(f"wrote the table to {args.output}")
 
 
