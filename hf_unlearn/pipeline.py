@@ -112,8 +112,8 @@ def load_heldout(data: dict[str, Any], forget: list[dict], retain: list[dict]) -
     if source == "tofu" and forget_split in ("forget01", "forget05"):
         evaluated = {row["question"] for row in _evaluation_holdout(data, forget, retain)}
         return [dict(r) for r in load_tofu("holdout10", data.get("path")) if r["question"] not in evaluated]
-    what = f"TOFU's {forget_split} (its holdout split is the evaluation's non-members)" if source == "tofu" else (
-        "jsonl data")
+    what = (f"TOFU's {forget_split} (its holdout split is the evaluation's non-members)" if source == "tofu"
+            else "jsonl data")  # fmt: skip
     raise ValueError(f"This method trains against held-out rows, and {what} has none to spare: set data.heldout to a "
                      "JSONL file of question/answer rows like the forget rows that the model never saw.")
 

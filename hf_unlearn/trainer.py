@@ -73,22 +73,25 @@ class LossTermsMixin:
             return self.config_class(**{k: v for k, v in values.items() if k in self.config_class.__dataclass_fields__})
         raise TypeError(f"args is a {type(args).__name__}: pass a {self.config_class.__name__}(output_dir=..., ...).")
 
+    def _recorded_terms(self, mode: str) -> dict[str, list]:
+        """The loss terms of `mode` ("train" or "eval") awaiting the next `log` (set up on first use)."""
+        return self.__dict__.setdefault("_loss_terms", {"train": defaultdict(list), "eval": defaultdict(list)})[mode]
+
     def record_loss_terms(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
-        """Keep `terms` (name → scalar) for the next `log` of `mode` ("train" or "eval")."""
-        if not hasattr(self, "_loss_terms"):  # set on first use: `Trainer.__init__` may log before a subclass's init
-            self._loss_terms: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        """Keep `terms` (name → scalar) for the next `log` of `mode`."""
+        recorded = self._recorded_terms(mode)
         for name, value in terms.items():
-            self._loss_terms[mode][f"loss/{name}"].append(value.detach().float())
+            recorded[f"loss/{name}"].append(value.detach().float())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
+        recorded = self._recorded_terms(mode)
         # every process records the same names (the same terms, the same schedule), so the gathers match
-        for name, values in getattr(self, "_loss_terms", {}).get(mode, {}).items():
+        for name, values in recorded.items():
             mean = torch.stack(values).mean().to(self.args.device)
             logs[prefix + name] = self.accelerator.gather(mean.unsqueeze(0)).mean().item()
-        if hasattr(self, "_loss_terms"):
-            self._loss_terms[mode].clear()
+        recorded.clear()
         super().log(logs, start_time)
 
 
