@@ -31,6 +31,7 @@ def main():
     parser.add_argument("--forget-split", default="forget10")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--generation-batch-size", type=int, help="Questions per generate call (default: batch size).")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--compare-prefix-sharing", type=int, default=0, metavar="N",
@@ -48,11 +49,12 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
     results = evaluate_tofu(model, tokenizer, args.forget_split, args.tofu_path, max_new_tokens=args.max_new_tokens,
-                            batch_size=args.batch_size)  # fmt: skip
+                            batch_size=args.batch_size, generation_batch_size=args.generation_batch_size)  # fmt: skip
     seconds = time.perf_counter() - start
     threads = torch.get_num_threads()
     print(f"model: Llama, {params / 1e6:.1f}M parameters, vocab {len(tokenizer)}; torch threads {threads}")
-    print(f"TOFU suite on {args.forget_split} (max_new_tokens {args.max_new_tokens}): {seconds:.1f} s "
+    print(f"TOFU suite on {args.forget_split} (max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, "
+          f"generation batch size {args.generation_batch_size or args.batch_size}): {seconds:.1f} s "
           f"(target < 60 s); model_utility {results['model_utility']:.4f}")  # fmt: skip
     if args.compare_prefix_sharing:
         compare_prefix_sharing(model, tokenizer, args)
@@ -86,8 +88,9 @@ def compute_budget(model, tokenizer, args):
         "generation": 2 * (body * (generated_prompts + generated) + embedding * generated),
     }
     rates = {}
-    for rows_, out_features in ((2048, config.intermediate_size), (2048, vocab), (args.batch_size, hidden),
-                                (args.batch_size, vocab)):  # fmt: skip
+    generating = args.generation_batch_size or args.batch_size
+    for rows_, out_features in ((2048, config.intermediate_size), (2048, vocab), (generating, hidden),
+                                (generating, vocab)):  # fmt: skip
         x, w = torch.randn(rows_, hidden), torch.randn(out_features, hidden)
         torch.nn.functional.linear(x, w)
         repeats = max(5, int(2e9 / (2 * rows_ * hidden * out_features)))

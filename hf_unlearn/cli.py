@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("--tofu-path", help="Local folder of TOFU JSONL files (default: the Hub).")
     eval_parser.add_argument("--output", default="eval_results.json", help="Where to write the flat JSON.")
     eval_parser.add_argument("--max-new-tokens", type=int, default=64, help="Greedy generation length for ROUGE.")
-    eval_parser.add_argument("--batch-size", type=int, default=32)
+    eval_parser.add_argument("--batch-size", type=int, default=32, help="Rows scored per forward pass.")
+    eval_parser.add_argument("--generation-batch-size", type=int, help="Questions answered per generate call "
+                             "(tofu suite; default: --batch-size). Larger is faster per token and holds a larger KV "
+                             "cache.")
     eval_parser.add_argument("--limit", type=int, help="Keep the first N rows of each split (quick checks only).")
     for split in ("forget", "retain", "test", "heldout"):
         eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label).")
@@ -329,7 +332,8 @@ def _evaluate(args) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens,
-               "batch_size": args.batch_size, "limit": args.limit}  # fmt: skip
+               "batch_size": args.batch_size, "limit": args.limit,
+               "generation_batch_size": args.generation_batch_size}  # fmt: skip
     columns, gold_args = {}, {}
     reference = load(args.reference_model) if args.reference_model else None
     if args.gold_model:

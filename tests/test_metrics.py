@@ -111,6 +111,19 @@ def test_rouge_l_recall():
         M.rouge_l_recall(["a"], ["a", "b"])
 
 
+def test_rouge_l_recall_stems_like_rouge_score():
+    """Stemmed words match ('walked' ~ 'walking': recall 1 where the unstemmed match is 2/3), and the cached stemmer
+    scores exactly as rouge-score's own `use_stemmer=True` on TOFU-like sentences."""
+    from rouge_score import rouge_scorer
+
+    assert M.rouge_l_recall(["she walked home"], ["she walking home"]) == [pytest.approx(1.0)]
+    predictions = ["The author's novels were translated into nine languages", "He studied chemistry", "running dogs"]
+    references = ["Her novels have been translated into many languages.", "She studies chemical engineering.", "ran"]
+    reference_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = [reference_scorer.score(r, p)["rougeL"].recall for p, r in zip(predictions, references, strict=True)]
+    assert M.rouge_l_recall(predictions, references) == expected
+
+
 def test_token_statistics_matches_the_training_maths(memorised_model, tokenizer, qa_data):
     """One batched pass gives the same answer log-probs as the training loss, in any batch size, and a memorised
     model predicts (nearly) every answer token: exact memorisation and extraction strength close to 1."""
@@ -169,6 +182,20 @@ def test_greedy_answers_recall_memorised_facts(memorised_model, make_model, toke
     untrained = greedy_answers(make_model(), tokenizer, questions, max_new_tokens=32)
     assert sum(M.rouge_l_recall(untrained, references)) / len(untrained) < 0.5
     assert tokenizer.padding_side == "right"  # restored
+
+
+def test_greedy_answers_static_cache_matches_the_growing_cache(memorised_model, tokenizer, qa_data):
+    """A Llama generates with a preallocated (static) KV cache; the answers are those of the default growing cache."""
+    from unittest.mock import patch
+
+    from hf_unlearn.evaluation import generation
+
+    questions = [r["question"] for r in qa_data[0]]
+    assert generation._takes_static_cache(memorised_model)
+    static = generation.greedy_answers(memorised_model, tokenizer, questions, max_new_tokens=32, batch_size=4)
+    with patch.object(generation, "_takes_static_cache", return_value=False):
+        dynamic = generation.greedy_answers(memorised_model, tokenizer, questions, max_new_tokens=32, batch_size=4)
+    assert static == dynamic and any(static)
 
 
 def test_probability_zero_is_a_documented_value_or_a_clear_error():

@@ -49,3 +49,33 @@ def test_every_key_and_the_missing_reasons(tofu_model):
 def test_bad_forget_split(tofu_model):
     with pytest.raises(ValueError, match="forget_split='retain90': use forget01"):
         evaluate_tofu(*tofu_model, "retain90", TOFU_PATH)
+
+
+@pytest.mark.parametrize("split,membership", [("forget01_perturbed", True), ("retain_perturbed", False),
+                                              ("real_authors_perturbed", False)])  # fmt: skip
+def test_one_pass_per_split_gives_each_answer_kind_its_own_numbers(tofu_model, split, membership):
+    """A split's answers, paraphrases and perturbed answers scored in one pass (each prompt once) give the numbers of
+    one pass per kind, in the right places: [N] answers, [N] paraphrases (or None), [N, k] perturbed."""
+    import torch
+
+    from hf_unlearn.evaluation.tofu import _split_statistics, _statistics
+
+    model, tokenizer = tofu_model
+    rows = [dict(row) for row in load_tofu(split, TOFU_PATH).select(range(5))]
+    questions, k = [r["question"] for r in rows], min(len(r["perturbed_answer"]) for r in rows)
+
+    def mean_logps(answers, repeat=1):
+        stats = _statistics(model, tokenizer, [q for q in questions for _ in range(repeat)], answers, 4)
+        return stats["sum_logps"] / stats["num_tokens"]
+
+    answer_stats, paraphrased, perturbed = _split_statistics(model, tokenizer, rows, 4, membership)
+    assert perturbed.shape == (5, k) and answer_stats["sum_logps"].shape == (5,)
+    assert ("min_k_plus_plus" in answer_stats) == membership
+    answers = answer_stats["sum_logps"] / answer_stats["num_tokens"]
+    assert torch.allclose(answers, mean_logps([r["answer"] for r in rows]), atol=1e-4)
+    expected = mean_logps([a for r in rows for a in r["perturbed_answer"][:k]], k).view(5, k)
+    assert torch.allclose(perturbed, expected, atol=1e-4)
+    if "paraphrased_answer" in rows[0]:
+        assert torch.allclose(paraphrased, mean_logps([r["paraphrased_answer"] for r in rows]), atol=1e-4)
+    else:
+        assert paraphrased is None

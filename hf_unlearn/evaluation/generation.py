@@ -29,13 +29,14 @@ def greedy_answers(
     prompts_all = [prompt_template.format(question=q) for q in questions]
     order = sorted(range(len(prompts_all)), key=lambda i: len(prompts_all[i]))  # similar lengths: less padding
     answers: list[str] = [""] * len(prompts_all)
+    cache = {"cache_implementation": "static"} if _takes_static_cache(model) else {}
     try:
         for start in tqdm(range(0, len(order), batch_size), desc="generating answers", leave=False, disable=None):
             indices = order[start:start + batch_size]
             prompts = [prompts_all[i] for i in indices]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
             output = model.generate(
-                **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+                **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True, **cache,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             )  # fmt: skip
             new_tokens = output[:, batch["input_ids"].shape[1]:]
@@ -45,3 +46,11 @@ def greedy_answers(
         model.train(was_training)
         tokenizer.padding_side = side
     return answers
+
+
+def _takes_static_cache(model) -> bool:
+    """Whether `generate` can preallocate the KV cache (`cache_implementation="static"`): the models transformers marks
+    as compilable. A preallocated cache is written in place, where a growing one copies itself at every new token (on
+    CPU, a quarter of generation time for a small Llama)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(target, "_can_compile_fullgraph", False))

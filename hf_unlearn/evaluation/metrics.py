@@ -9,6 +9,7 @@ Conventions, as the leaderboards compute them:
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -181,5 +182,21 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one of each.")
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_stemming_tokenizer())
     return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
+
+
+@functools.cache
+def _stemming_tokenizer():
+    """rouge-score's own tokenizer with its Porter stemmer (`use_stemmer=True`), each word stemmed once per process:
+    the same tokens, in less than half the time (stemming is most of ROUGE-L's cost)."""
+    from nltk.stem import porter
+    from rouge_score import tokenize, tokenizers
+
+    class StemmingTokenizer(tokenizers.Tokenizer):
+        stem = staticmethod(functools.lru_cache(maxsize=100_000)(porter.PorterStemmer().stem))
+
+        def tokenize(self, text):
+            return tokenize.tokenize(text, self)
+
+    return StemmingTokenizer()

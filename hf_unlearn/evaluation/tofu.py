@@ -3,8 +3,6 @@ vs holdout, extraction, and — given the gold (retain-only) model's numbers —
 
 from __future__ import annotations
 
-import torch
-
 from ..data import load_tofu, prepare_dataset
 from . import metrics as M
 from .generation import DEFAULT_MAX_NEW_TOKENS, greedy_answers
@@ -20,16 +18,29 @@ def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plu
     return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0, min_k_plus_plus)
 
 
-def _mean_logps(model, tokenizer, questions, answers, batch_size, stats=None) -> torch.Tensor:
-    stats = stats or _statistics(model, tokenizer, questions, answers, batch_size)
-    return stats["sum_logps"] / stats["num_tokens"]
+def _split_statistics(model, tokenizer, rows, batch_size, membership=False):
+    """A split's answers, paraphrased answers (where the split has them) and first k perturbed answers (k the fewest
+    any row has), scored in one pass so that each question's prompt runs once for all of them. Returns the answers'
+    token statistics, the paraphrases' mean log-probs (None without) and the perturbed answers' mean log-probs `[N, k]`.
 
-
-def _perturbed_mean_logps(model, tokenizer, rows, batch_size) -> torch.Tensor:
-    k = min(len(row["perturbed_answer"]) for row in rows)
-    questions = [row["question"] for row in rows for _ in range(k)]
-    answers = [answer for row in rows for answer in row["perturbed_answer"][:k]]
-    return _mean_logps(model, tokenizer, questions, answers, batch_size).view(len(rows), k)
+    `membership`: the answers also feed the MIA, so they are scored apart, with Min-K%++, batched exactly as the
+    holdout and reference-model passes they are compared with (a model is then its own reference to the last bit).
+    """
+    n, k = len(rows), min(len(row["perturbed_answer"]) for row in rows)
+    questions = [row["question"] for row in rows]
+    fields = ["answer", "paraphrased_answer"] if "paraphrased_answer" in rows[0] else ["answer"]
+    if membership:
+        answer_stats = _statistics(model, tokenizer, questions, [row["answer"] for row in rows], batch_size, True)
+        fields = fields[1:]
+    perturbed = [answer for row in rows for answer in row["perturbed_answer"][:k]]
+    stats = _statistics(model, tokenizer, questions * len(fields) + [q for q in questions for _ in range(k)],
+                        [row[field] for field in fields for row in rows] + perturbed, batch_size)  # fmt: skip
+    mean_logps = stats["sum_logps"] / stats["num_tokens"]
+    if not membership:
+        answer_stats = {name: value[:n] for name, value in stats.items()}
+        mean_logps = mean_logps[n:]
+    paraphrased = mean_logps[:n] if "paraphrased_answer" in rows[0] else None
+    return answer_stats, paraphrased, mean_logps[-n * k:].view(n, k)
 
 
 def evaluate_tofu(
@@ -44,12 +55,15 @@ def evaluate_tofu(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
     limit: int | None = None,
+    generation_batch_size: int | None = None,
 ) -> dict:
     """Every TOFU number for `model`, as a flat dict with the leaderboards' keys.
 
     `forget_quality` needs the gold model's forget truth ratios (`result["forget_truth_ratios"]` of an
     `evaluate_tofu` run on it) and `privleak` its MIA AUC; without them those keys are absent and `missing` says why.
     `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row).
+    `batch_size` rows are scored per forward pass and `generation_batch_size` (default: `batch_size`) questions
+    answered per `generate` call; larger generation batches cost KV-cache memory and save time per token.
     """
     if not forget_split.startswith("forget"):
         raise ValueError(f"forget_split={forget_split!r}: use forget01, forget05 or forget10.")
@@ -62,6 +76,7 @@ def evaluate_tofu(
     return evaluate_qa_suite(
         model, tokenizer, rows_of(f"{forget_split}_perturbed"), rows_of(forget_split.replace("forget", "holdout")),
         utility, gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens, batch_size,
+        generation_batch_size,
     )  # fmt: skip
 
 
@@ -88,6 +103,7 @@ def evaluate_qa_suite(
     privleak_attack: str = "min_k",
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
+    generation_batch_size: int | None = None,
 ) -> dict:
     """The TOFU suite on any question/answer rows that carry TOFU's fields (`perturbed_answer`, and
     `paraphrased_answer` on the forget and retain splits): forget / utility splits, MIA forget vs `holdout_rows`.
@@ -96,23 +112,22 @@ def evaluate_qa_suite(
     TOFU's model utility when they are retain, real_authors and world_facts.
     """
     results: dict = {"missing": {}}
-    # the forget answers' pass also serves the MIA and extraction numbers, so it computes Min-K%++ too
-    member = _statistics(model, tokenizer, [r["question"] for r in forget_rows], [r["answer"] for r in forget_rows],
-                         batch_size, min_k_plus_plus=True)  # fmt: skip
-    splits = {"forget": forget_rows, **utility_splits}
-    for name, rows in splits.items():
-        questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
-        correct = _mean_logps(model, tokenizer, questions, answers, batch_size, member if name == "forget" else None)
-        perturbed = _perturbed_mean_logps(model, tokenizer, rows, batch_size)
-        if "paraphrased_answer" in rows[0]:
+    answer_stats = {}
+    for name, rows in {"forget": forget_rows, **utility_splits}.items():
+        # the forget answers' statistics also serve the MIA and extraction numbers, so they include Min-K%++
+        stats, paraphrased, perturbed = _split_statistics(model, tokenizer, rows, batch_size, name == "forget")
+        answer_stats[name] = stats
+        correct = stats["sum_logps"] / stats["num_tokens"]
+        if paraphrased is not None:
             results[f"{name}_probability"] = correct.exp().mean().item()
-            paraphrased = _mean_logps(model, tokenizer, questions, [r["paraphrased_answer"] for r in rows], batch_size)
         else:
             results[f"{name}_probability"] = M.normalised_probability(correct, perturbed).mean().item()
             paraphrased = correct  # real authors / world facts have no paraphrase: the answer itself is the truth
         ratios = M.truth_ratio(paraphrased, perturbed)
         results[f"{name}_truth_ratio"] = M.truth_ratio_score(ratios, "forget" if name == "forget" else name)
-        generated = greedy_answers(model, tokenizer, questions, TEMPLATE, max_new_tokens, batch_size)
+        answers = [r["answer"] for r in rows]
+        generated = greedy_answers(model, tokenizer, [r["question"] for r in rows], TEMPLATE, max_new_tokens,
+                                   generation_batch_size or batch_size)  # fmt: skip
         results[f"{name}_rouge"] = sum(M.rouge_l_recall(generated, answers)) / len(answers)
         if name == "forget":
             results["forget_truth_ratios"] = ratios.tolist()
@@ -124,6 +139,7 @@ def evaluate_qa_suite(
     else:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
 
+    member = answer_stats["forget"]
     nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout_rows],
                             [r["answer"] for r in holdout_rows], batch_size, min_k_plus_plus=True)  # fmt: skip
     scores = {}
