@@ -1,8 +1,10 @@
 """Alignment Calibration vs the usual baselines on a SimCLR encoder of scikit-learn's digits (real 8×8 scans).
 
     python bench/ac_digits.py        # ~35 min on a busy 2-core CPU; --write puts the table in docs/results.md
-    python bench/ac_digits.py --train-size 300 --forget-fraction 0.2 --epochs 400 --seeds 0 1 --signal-only
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --seeds 0 1 --signal-only
         # the original and the retrained model only: is there a membership signal above the sampling noise?
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --section ac_digits_signal --write
+        # the setup where there is (docs/results.md, its own section)
 
 Per seed (default 0, 1, 2): a random split of the digits, a tiny ResNet `ContrastiveEncoder` pre-trained with SimCLR on
 `--train-size` of them (the original), a random `--forget-fraction` (10%) of those as the forget set, and a model
