@@ -1,20 +1,24 @@
 """Alignment Calibration vs the usual baselines on a SimCLR encoder of scikit-learn's digits (real 8×8 scans).
 
     python bench/ac_digits.py        # ~35 min on a busy 2-core CPU; --write puts the table in docs/results.md
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --seeds 0 1 --signal-only
+        # the original and the retrained model only: is there a membership signal above the sampling noise?
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --section ac_digits_signal --write
+        # the setup where there is (docs/results.md, its own section)
 
-Per seed (default 0, 1, 2): a random split of the digits, a tiny ResNet `ContrastiveEncoder` pre-trained with SimCLR
-on `--train-size` of them (the original), a random 10% of those as the forget set, and a model retrained from scratch
-on the rest (the target). Compared: the original; retrained; fine-tune on retain; gradient ascent on the forget
-InfoNCE; NegGrad (retain InfoNCE − forget InfoNCE); Alignment Calibration. Each unlearning method has six candidate
-settings and keeps one, chosen on a validation split (held-out digits never trained on, apart from the test split): the
-setting whose Forgetting Score and EMIA are closest to the retrained model's, among those that keep validation
-linear-probe accuracy within 2 points of it, averaged over the seeds. The table reports the test split, as means over
-the seeds; a paired bootstrap over the forget and held-out images says whether AC's distance to retraining on the
-Forgetting Score differs from each baseline's by more than the sampling noise.
+Per seed (default 0, 1, 2): a random split of the digits, a tiny ResNet `ContrastiveEncoder` pre-trained with SimCLR on
+`--train-size` of them (the original), a random `--forget-fraction` (10%) of those as the forget set, and a model
+retrained from scratch on the rest (the target). Compared: the original; retrained; fine-tune on retain; gradient ascent
+on the forget InfoNCE; NegGrad (retain InfoNCE − forget InfoNCE); Alignment Calibration. Each unlearning method has six
+candidate settings and keeps one, chosen on a validation split (held-out digits never trained on, apart from the test
+split): the setting whose Forgetting Score and EMIA are closest to the retrained model's, among those that keep
+validation linear-probe accuracy within 2 points of it, averaged over the seeds. The table reports the test split, as
+means over the seeds; a paired bootstrap over the forget and held-out images says whether AC's distance to retraining on
+the Forgetting Score differs from each baseline's by more than the sampling noise.
 
 Forgetting Score, EMIA and the probe (RA / TA / UA, CMIA) are `hf_unlearn.audit.audit_encoder`'s; wall time is the
 unlearning (or training) alone, in this process. Heatmaps of the original, retrained and AC encoders (first seed) go to
-docs/ac_digits/ with --write.
+docs/<--section>/ (ac_digits) with --write.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import copy
 import math
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +43,25 @@ from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings, train_contrastive
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = "python bench/ac_digits.py --write"
+COMMAND = "python bench/ac_digits.py"
+HEADINGS = {"ac_digits": "Alignment Calibration on a SimCLR digits encoder",
+            "ac_digits_signal": "Alignment Calibration on a SimCLR digits encoder: a setup with a membership signal"}
+
+
+def weak_augmentation(image_size: int = 8):
+    """Milder views than the "digits" recipe (crop scale 0.8-1, rotation ±5°, brightness/contrast jitter 0.15), so a
+    memorised image's views stay close to what the encoder saw in training."""
+    import kornia.augmentation as K
+
+    ops = [K.RandomResizedCrop((image_size, image_size), scale=(0.8, 1.0), ratio=(0.9, 1.1)), K.RandomRotation(5.0),
+           K.ColorJitter(brightness=0.15, contrast=0.15, p=0.8)]  # fmt: skip
+    pipeline = K.AugmentationSequential(*ops)
+
+    @torch.no_grad()
+    def views(pixel_values: torch.Tensor) -> torch.Tensor:
+        return pipeline(pixel_values.float()).to(pixel_values.dtype)
+
+    return views
 
 
 def splits(train_size: int, forget_fraction: float, seed: int) -> dict:
@@ -48,6 +71,9 @@ def splits(train_size: int, forget_fraction: float, seed: int) -> dict:
     labels = torch.tensor([rows[i]["labels"] for i in order])
     num_forget = round(forget_fraction * train_size)
     heldout = len(rows) - train_size
+    if not 2 <= num_forget <= train_size - 2 or heldout < 4:
+        raise ValueError(f"train_size={train_size}, forget_fraction={forget_fraction}: need at least 2 forget and 2 "
+                         f"retain images and 4 held-out ones (the digits have {len(rows)} images in all).")  # fmt: skip
     cut = {"forget": (0, num_forget), "retain": (num_forget, train_size),
            "validation": (train_size, train_size + heldout // 2), "test": (train_size + heldout // 2, len(rows))}
     return {name: (pixels[a:b], labels[a:b]) for name, (a, b) in cut.items()}  # fmt: skip
@@ -160,22 +186,41 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200, help="SimCLR epochs of the original and the retrained.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One run per seed: its own split (forget set), original, retrained and unlearning runs.")
+    parser.add_argument("--forget-fraction", type=float, default=0.1, help="Share of the training images forgotten.")
+    parser.add_argument("--width", type=int, default=32,
+                        help="The ResNet's first-stage width; its second stage and the head's hidden layer: twice.")
+    parser.add_argument("--projection-dim", type=int, default=32, help="The projection head's output size.")
+    parser.add_argument("--augmentation", choices=["digits", "weak"], default="digits",
+                        help="Views for training, unlearning and the audit: the library's 'digits' recipe, or milder "
+                             "ones (crop scale 0.8-1, rotation ±5°, jitter 0.15).")  # fmt: skip
+    parser.add_argument("--signal-only", action="store_true",
+                        help="Train the original and the retrained model only and print the membership signal (the "
+                             "original's forget-vs-held-out alignment gap) against the noise (the retrained model's).")
+    parser.add_argument("--section", default="ac_digits",
+                        help="docs/results.md section (and docs/ folder for the heatmaps) that --write fills.")
     parser.add_argument("--write", action="store_true", help="Write the table to docs/results.md, heatmaps to docs/.")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    augment = image_augmentation("digits", 8)
+    augment = image_augmentation("digits", 8) if args.augmentation == "digits" else weak_augmentation(8)
+
+    def encoder(seed):
+        return build_tiny_contrastive_encoder(backbone="resnet", seed=seed, hidden_size=args.width,
+                                              projection_dim=args.projection_dim)  # fmt: skip
+
+    if args.signal_only:
+        return signal_check(args, augment, encoder)
     budget = max(1, args.epochs // 10)
     grids = {name: grid(budget) for name, grid in GRIDS.items()}
     runs = []  # per seed: data, models, times, validation audits of every candidate
     for seed in args.seeds:
         torch.manual_seed(seed)  # the augmentations draw from torch's global generator
-        data = splits(args.train_size, 0.1, seed)
+        data = splits(args.train_size, args.forget_fraction, seed)
         print(f"seed {seed}: {len(data['forget'][0])} forget, {len(data['retain'][0])} retain, "
               f"{len(data['validation'][0])} validation, {len(data['test'][0])} test")  # fmt: skip
-        original = build_tiny_contrastive_encoder(backbone="resnet", seed=seed)
+        original = encoder(seed)
         train = torch.cat([data["forget"][0], data["retain"][0]])
         times = {"original": train_contrastive(original, train, augment, args.epochs, 100, 3e-3, seed=seed)}
-        retrained = build_tiny_contrastive_encoder(backbone="resnet", seed=seed)
+        retrained = encoder(seed)
         times["retrain"] = train_contrastive(retrained, data["retain"][0], augment, args.epochs, 100, 3e-3, seed=seed)
         target = audit(retrained, original, data, "validation", augment)
         print(f"  original {times['original']:.1f} s, retrained {times['retrain']:.1f} s; retrained on validation: "
@@ -218,7 +263,32 @@ def main() -> None:
     print("\n".join(lines))
     if args.write:
         targets = "\nTargets (test split, over the seeds):\n\n" + "\n".join(lines) + "\n"
-        write(table + targets, results[0], args.seeds[0])
+        write(table + targets, results[0], args.seeds[0], args.section)
+
+
+def signal_check(args, augment, encoder) -> None:
+    """Per seed: the original and the retrained model, and on the test split the original's alignment gap (forget
+    minus held-out mean positive alignment), the retrained model's own gap (the same, for images it never saw: sampling
+    noise), its standard error from the per-image spread (sqrt(var_f/n_f + var_t/n_t)), and the two ratios."""
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        data = splits(args.train_size, args.forget_fraction, seed)
+        original, retrained = encoder(seed), encoder(seed)
+        train = torch.cat([data["forget"][0], data["retain"][0]])
+        seconds = train_contrastive(original, train, augment, args.epochs, 100, 3e-3, seed=seed)
+        train_contrastive(retrained, data["retain"][0], augment, args.epochs, 100, 3e-3, seed=seed)
+        pa = {name: forget_alignment(model, data, "test", augment)
+              for name, model in (("original", original), ("retrain", retrained))}  # fmt: skip
+        gap = pa["original"]["forget"].mean() - pa["original"]["test"].mean()
+        own = pa["retrain"]["forget"].mean() - pa["retrain"]["test"].mean()
+        noise = math.sqrt(pa["retrain"]["forget"].var(ddof=1) / len(pa["retrain"]["forget"])
+                          + pa["retrain"]["test"].var(ddof=1) / len(pa["retrain"]["test"]))  # fmt: skip
+        print(f"seed {seed}: {len(data['forget'][0])} forget, {len(data['retain'][0])} retain, "
+              f"{len(data['test'][0])} test; original trained in {seconds:.0f} s; pa forget/test original "
+              f"{pa['original']['forget'].mean():.4f}/{pa['original']['test'].mean():.4f}, retrained "
+              f"{pa['retrain']['forget'].mean():.4f}/{pa['retrain']['test'].mean():.4f}; gap {gap:.4f}, own gap "
+              f"{own:+.4f} (SE {noise:.4f}); gap/|own gap| {gap / abs(own):.1f}, gap/SE {gap / noise:.1f}",
+              flush=True)  # fmt: skip
 
 
 def mean(results: list[dict], name: str, key: str) -> float:
@@ -260,8 +330,8 @@ def judge(results: list[dict], times: list[dict], alignments: list[dict], seeds:
     signal = []
     for seed, r in zip(seeds, results, strict=True):
         reference, retrained = (r["retrain"]["positive_alignment"][k] for k in ("reference", "audited"))
-        signal.append(f"seed {seed}: gap {reference['forget'] - reference['heldout']:.4f}, own gap "
-                      f"{retrained['forget'] - retrained['heldout']:+.4f}, level "
+        gap, own = reference["forget"] - reference["heldout"], retrained["forget"] - retrained["heldout"]
+        signal.append(f"seed {seed}: gap {gap:.4f}, own gap {own:+.4f} (gap/|own gap| {gap / abs(own):.1f}), level "
                       f"{retrained['heldout'] - reference['heldout']:+.4f}")  # fmt: skip
     lines.append(f"- Signal against noise (mean positive alignment, cosine; test split): gap = how much more the "
                  "original aligns its forget images than held-out ones (the Forgetting Score's denominator); own gap = "
@@ -280,9 +350,13 @@ def render(results: list[dict], times: list[dict], chosen: dict, args) -> str:
     names = {"original": "original", "retrain": "retrained on retain (target)", "fine-tune": "fine-tune on retain",
              "gradient ascent": "gradient ascent", "NegGrad": "NegGrad", "AC": "Alignment Calibration"}  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
-    lines = [f"Command: `{COMMAND}` (train size {args.train_size}, 10% forget, {args.epochs} SimCLR epochs, seeds "
-             f"{seeds}: one split, original, retrained model and grid per seed; tiny ResNet ContrastiveEncoder; CPU, "
-             "one thread). Every number is the mean over the seeds, on the test split.", "",
+    command = " ".join([COMMAND, *sys.argv[1:]])
+    model = "tiny ResNet ContrastiveEncoder" + ("" if (args.width, args.projection_dim) == (32, 32) else
+                                                f" (width {args.width}, projection {args.projection_dim})")
+    lines = [f"Command: `{command}` (train size {args.train_size}, {args.forget_fraction:.0%} forget, {args.epochs} "
+             f"SimCLR epochs, seeds {seeds}: one split, original, retrained model and grid per seed; {model}; "
+             f"'{args.augmentation}' views; CPU, one thread). Every number is the mean over the seeds, on the test "
+             "split.", "",
              "| model | Forgetting Score (per seed) | EMIA % | CMIA % | RA % | TA % | UA % | wall time s | setting |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, name in names.items():
@@ -311,21 +385,22 @@ def render(results: list[dict], times: list[dict], chosen: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(table: str, results: dict, seed: int) -> None:
-    """The table into docs/results.md; the heatmaps of the original, retrained and AC encoders of the first seed."""
+def write(table: str, results: dict, seed: int, section: str = "ac_digits") -> None:
+    """The table into docs/results.md's `section`; the heatmaps of the original, retrained and AC encoders of the first
+    seed into docs/<section>/."""
     docs = ROOT / "docs"
-    target = docs / "ac_digits"
+    target = docs / section
     if target.exists():
         shutil.rmtree(target)
     for name in ("original", "retrain", "AC"):
         save_heatmaps(results[name], target / name.lower())
     figures = (f"\nHeatmaps (seed {seed}, the first 64 forget images): "
-               "![Alignment matrix, original](ac_digits/original/alignment_matrix.png)"
-               " ![Alignment gap matrix, retrained](ac_digits/ac/retrained_alignment_gap_matrix.png)"
-               " ![Alignment gap matrix, AC](ac_digits/ac/alignment_gap_matrix.png)\n")  # fmt: skip
+               f"![Alignment matrix, original]({section}/original/alignment_matrix.png)"
+               f" ![Alignment gap matrix, retrained]({section}/ac/retrained_alignment_gap_matrix.png)"
+               f" ![Alignment gap matrix, AC]({section}/ac/alignment_gap_matrix.png)\n")  # fmt: skip
     results_md = docs / "results.md"
-    write_section(results_md, "ac_digits", "Alignment Calibration on a SimCLR digits encoder",
-                  (table + figures).rstrip("\n"))
+    write_section(results_md, section, HEADINGS.get(section, f"Alignment Calibration on a SimCLR digits encoder "
+                                                    f"({section})"), (table + figures).rstrip("\n"))
     print(f"written to {results_md} and {target}/")
 
 
