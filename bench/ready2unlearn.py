@@ -54,7 +54,9 @@ from hf_unlearn.evaluation import answer_stats  # noqa: E402
 from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_outputs  # noqa: E402
 
 PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
-               "revocable_loss_cap")
+               "revocable_loss_cap", "inner_steps", "relearn_steps", "meta_order")
+# Command-line names of the config fields whose own name is taken by another flag (--relearn-steps: the attack's).
+FLAG = {"relearn_steps": "simulated_relearn_steps"}
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
 
@@ -89,11 +91,17 @@ class Setting:
 
     def candidates(self, args) -> list[dict]:
         """The Ready2UnlearnConfig values to try: the setting's defaults updated by each `grid` entry, then by the
-        command line (a value given there holds for every candidate); duplicates dropped."""
+        command line (a value given there holds for every candidate); duplicates dropped. `--lambda1-grid` /
+        `--lambda3-grid` replace the setting's grid by their product (one not given: the single value in use)."""
+        grid = self.grid
+        if getattr(args, "lambda1_grid", None) or getattr(args, "lambda3_grid", None):
+            grid = tuple({**({"lambda1": l1} if l1 is not None else {}), **({"lambda3": l3} if l3 is not None else {})}
+                         for l1 in args.lambda1_grid or [None] for l3 in args.lambda3_grid or [None])  # fmt: skip
         found = []
-        for entry in self.grid:
+        for entry in grid:
             values = {**self.preparation, **entry}
-            values.update({name: getattr(args, name) for name in PREPARATION if getattr(args, name) is not None})
+            given = {name: getattr(args, FLAG.get(name, name)) for name in PREPARATION}
+            values.update({name: value for name, value in given.items() if value is not None})
             if values not in found:
                 found.append(values)
         return found
@@ -113,7 +121,8 @@ class Digits(Setting):
     # The grid's centre; one candidate per `grid` entry is trained and the one to report is chosen on the validation
     # split by `choose` (the same rule for both revocable groups). The test split only reports.
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None}  # fmt: skip
+                   "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None, "inner_steps": 1,
+                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
     grid = tuple({"lambda1": lambda1, "lambda3": lambda3} for lambda1 in (0.1, 0.3) for lambda3 in (0.3, 0.5, 1.0))
     relearn_lr = (0.005, 0.02)
 
@@ -184,7 +193,8 @@ class Tofu(Setting):
     # Set by analogy with digits, without a search (CPU time): α_in ≈ half the normal model's GA path (GA at 0.05 took
     # 6 steps), and the ascent terms capped at −log(target probability) = −log 0.05 ≈ 3.0, not log(vocabulary).
     preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0}  # fmt: skip
+                   "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0, "inner_steps": 1,
+                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
     relearn_lr = (0.05, 0.2)
     metric_name = "forget probability"
     utility_name = "retain probability"
@@ -396,9 +406,10 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
 
 def describe_preparation(prep: dict) -> str:
     return (f"α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
-            f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, first order, "
-            f"meta step every {prep['meta_every']} optimizer step(s), {prep['meta_batch_size']} rows per auxiliary "
-            "batch")  # fmt: skip
+            f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, "
+            f"{prep['meta_order']} order, {prep['inner_steps']} simulated unlearning and {prep['relearn_steps']} "
+            f"simulated relearning step(s), meta step every {prep['meta_every']} optimizer step(s), "
+            f"{prep['meta_batch_size']} rows per auxiliary batch")  # fmt: skip
 
 
 def steps_text(row: dict, args) -> str:
@@ -514,9 +525,14 @@ def main(argv=None):
                              "the setting's: digits 0.005 0.02, tofu 0.05 0.2).")
     parser.add_argument("--relearn-optim", default="sgd", help="Relearning optimizer (a TrainingArguments optim).")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
-        kind = int if name in ("meta_every", "meta_batch_size") else float
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+        kind = int if name in ("meta_every", "meta_batch_size", "inner_steps", "relearn_steps") else float
+        kind = str if name == "meta_order" else kind
+        parser.add_argument("--" + FLAG.get(name, name).replace("_", "-"), type=kind, default=None,
                             help=f"Ready2UnlearnConfig.{name} (default: the setting's, see the script).")
+    parser.add_argument("--lambda1-grid", type=float, nargs="+", default=None,
+                        help="λ1 values to try (with --lambda3-grid: their product) in place of the setting's grid.")
+    parser.add_argument("--lambda3-grid", type=float, nargs="+", default=None,
+                        help="λ3 values to try (with --lambda1-grid: their product) in place of the setting's grid.")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/results.md alone.")
     args = parser.parse_args(argv)
