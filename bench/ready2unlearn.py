@@ -7,7 +7,8 @@ data, seed and schedule, then unlearning the revocable group from both with the 
   one class (`--revocable class`) or a random 10% of the training rows (`--revocable random`). Forget metric: accuracy
   on the revocable rows; utility: test accuracy on the other classes (class) or on all classes (random); recovery data:
   held-out rows of the revocable class (class) or held-out rows (random), never trained on. 200 validation rows are
-  carved out of the training data: one prepared model is trained per candidate of `Digits.grid`, `choose` picks one
+  carved out of the training data: one prepared model is trained per candidate of `Digits.grid` (or of the
+  command's `--grid`), `choose` picks one
   on the validation split (the same rule for both groups), and the test split only reports the normal and the chosen
   model.
 - `tofu`: a tiny Llama built from a config, with a byte-level BPE tokenizer trained on the data, on TOFU (real data
@@ -91,14 +92,10 @@ class Setting:
 
     def candidates(self, args) -> list[dict]:
         """The Ready2UnlearnConfig values to try: the setting's defaults updated by each `grid` entry, then by the
-        command line (a value given there holds for every candidate); duplicates dropped. `--lambda1-grid` /
-        `--lambda3-grid` replace the setting's grid by their product (one not given: the single value in use)."""
-        grid = self.grid
-        if getattr(args, "lambda1_grid", None) or getattr(args, "lambda3_grid", None):
-            grid = tuple({**({"lambda1": l1} if l1 is not None else {}), **({"lambda3": l3} if l3 is not None else {})}
-                         for l1 in args.lambda1_grid or [None] for l3 in args.lambda3_grid or [None])  # fmt: skip
+        command line (a value given there holds for every candidate); duplicates dropped. `--grid` replaces the
+        setting's grid."""
         found = []
-        for entry in grid:
+        for entry in getattr(args, "grid", None) or self.grid:
             values = {**self.preparation, **entry}
             given = {name: getattr(args, FLAG.get(name, name)) for name in PREPARATION}
             values.update({name: value for name, value in given.items() if value is not None})
@@ -438,7 +435,9 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
         varied = [name for name in PREPARATION if len({c[name] for c in candidates}) > 1]
         validation = results["validation"]
         lines += [
-            f"Choosing the settings on the validation split ({len(candidates)} candidates, the rest as above; "
+            f"Choosing the settings on the validation split ({len(candidates)} candidates"
+            + (", the command's `--grid` in place of the script's default grid" if getattr(args, "grid", None) else "")
+            + ", the rest as above; "
             f"`choose` in the script): a candidate is admissible if its validation accuracy is not more than 1 point "
             f"below the normal model's ({validation['normal']['task']:.4f}) and its {setting.metric_name} before "
             f"unlearning not more than 5 points below the normal model's ({validation['normal']['forget_before']:.4f}"
@@ -494,6 +493,19 @@ def merge(old: str, intro: str, parts: list[str]) -> str:
     return "\n\n".join([intro, *merged, *heading.values()])
 
 
+def grid_entry(text: str) -> dict:
+    """`--grid` entry `name=value,...` -> {name: value} with each value of its config field's type."""
+    entry = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in PREPARATION or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: use name=value with a name among {list(PREPARATION)}")
+        kind = {"meta_order": str, "meta_every": int, "meta_batch_size": int, "inner_steps": int,
+                "relearn_steps": int}.get(name, float)  # fmt: skip
+        entry[name] = kind(value)
+    return entry
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=["digits", "tofu", "all"], default="all")
@@ -529,10 +541,9 @@ def main(argv=None):
         kind = str if name == "meta_order" else kind
         parser.add_argument("--" + FLAG.get(name, name).replace("_", "-"), type=kind, default=None,
                             help=f"Ready2UnlearnConfig.{name} (default: the setting's, see the script).")
-    parser.add_argument("--lambda1-grid", type=float, nargs="+", default=None,
-                        help="λ1 values to try (with --lambda3-grid: their product) in place of the setting's grid.")
-    parser.add_argument("--lambda3-grid", type=float, nargs="+", default=None,
-                        help="λ3 values to try (with --lambda1-grid: their product) in place of the setting's grid.")
+    parser.add_argument("--grid", type=grid_entry, nargs="+", default=None, metavar="NAME=VALUE,...",
+                        help="Candidates to try in place of the setting's grid, each a comma-separated list of "
+                             "Ready2UnlearnConfig fields, e.g. lambda1=0.05,lambda3=0.5,alpha_re=0.01,relearn_steps=2.")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/results.md alone.")
     args = parser.parse_args(argv)
