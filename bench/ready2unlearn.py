@@ -8,9 +8,8 @@ data, seed and schedule, then unlearning the revocable group from both with the 
   on the revocable rows; utility: test accuracy on the other classes (class) or on all classes (random); recovery data:
   held-out rows of the revocable class (class) or held-out rows (random), never trained on. 200 validation rows are
   carved out of the training data: one prepared model is trained per candidate of `Digits.grid` (or of the
-  command's `--grid`), `choose` picks one
-  on the validation split (the same rule for both groups), and the test split only reports the normal and the chosen
-  model.
+  command's `--grid`), `choose` picks one on the validation split (the same rule for both groups), and the test split
+  only reports the normal and the chosen model.
 - `tofu`: a tiny Llama built from a config, with a byte-level BPE tokenizer trained on the data, on TOFU (real data
   from `../shared/data/tofu`); the revocable group is the forget10 authors (400 rows) and the rest of the training
   data a subset of retain90 (`--tofu-retain`, so it runs in minutes on a CPU). Forget metric: mean answer probability
