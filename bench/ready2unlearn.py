@@ -7,9 +7,9 @@ data, seed and schedule, then unlearning the revocable group from both with the 
   one class (`--revocable class`) or a random 10% of the training rows (`--revocable random`). Forget metric: accuracy
   on the revocable rows; utility: test accuracy on the other classes (class) or on all classes (random); recovery data:
   held-out rows of the revocable class (class) or held-out rows (random), never trained on. 200 validation rows are
-  carved out of the training data: one prepared model is trained per candidate of `Digits.grid`, `choose` picks one
-  on the validation split (the same rule for both groups), and the test split only reports the normal and the chosen
-  model.
+  carved out of the training data: one prepared model is trained per candidate of `Digits.grid` (or of the
+  command's `--grid`), `choose` picks one on the validation split (the same rule for both groups), and the test split
+  only reports the normal and the chosen model.
 - `tofu`: a tiny Llama built from a config, with a byte-level BPE tokenizer trained on the data, on TOFU (real data
   from `../shared/data/tofu`); the revocable group is the forget10 authors (400 rows) and the rest of the training
   data a subset of retain90 (`--tofu-retain`, so it runs in minutes on a CPU). Forget metric: mean answer probability
@@ -54,7 +54,9 @@ from hf_unlearn.evaluation import answer_stats  # noqa: E402
 from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_outputs  # noqa: E402
 
 PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
-               "revocable_loss_cap")
+               "revocable_loss_cap", "inner_steps", "relearn_steps", "meta_order")
+# Command-line names of the config fields whose own name is taken by another flag (--relearn-steps: the attack's).
+FLAG = {"relearn_steps": "simulated_relearn_steps"}
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
 
@@ -89,11 +91,13 @@ class Setting:
 
     def candidates(self, args) -> list[dict]:
         """The Ready2UnlearnConfig values to try: the setting's defaults updated by each `grid` entry, then by the
-        command line (a value given there holds for every candidate); duplicates dropped."""
+        command line (a value given there holds for every candidate); duplicates dropped. `--grid` replaces the
+        setting's grid."""
         found = []
-        for entry in self.grid:
+        for entry in getattr(args, "grid", None) or self.grid:
             values = {**self.preparation, **entry}
-            values.update({name: getattr(args, name) for name in PREPARATION if getattr(args, name) is not None})
+            given = {name: getattr(args, FLAG.get(name, name)) for name in PREPARATION}
+            values.update({name: value for name, value in given.items() if value is not None})
             if values not in found:
                 found.append(values)
         return found
@@ -113,7 +117,8 @@ class Digits(Setting):
     # The grid's centre; one candidate per `grid` entry is trained and the one to report is chosen on the validation
     # split by `choose` (the same rule for both revocable groups). The test split only reports.
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None}  # fmt: skip
+                   "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None, "inner_steps": 1,
+                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
     grid = tuple({"lambda1": lambda1, "lambda3": lambda3} for lambda1 in (0.1, 0.3) for lambda3 in (0.3, 0.5, 1.0))
     relearn_lr = (0.005, 0.02)
 
@@ -184,7 +189,8 @@ class Tofu(Setting):
     # Set by analogy with digits, without a search (CPU time): α_in ≈ half the normal model's GA path (GA at 0.05 took
     # 6 steps), and the ascent terms capped at −log(target probability) = −log 0.05 ≈ 3.0, not log(vocabulary).
     preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
-                   "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0}  # fmt: skip
+                   "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0, "inner_steps": 1,
+                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
     relearn_lr = (0.05, 0.2)
     metric_name = "forget probability"
     utility_name = "retain probability"
@@ -396,9 +402,10 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
 
 def describe_preparation(prep: dict) -> str:
     return (f"α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
-            f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, first order, "
-            f"meta step every {prep['meta_every']} optimizer step(s), {prep['meta_batch_size']} rows per auxiliary "
-            "batch")  # fmt: skip
+            f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, "
+            f"{prep['meta_order']} order, {prep['inner_steps']} simulated unlearning and {prep['relearn_steps']} "
+            f"simulated relearning step(s), meta step every {prep['meta_every']} optimizer step(s), "
+            f"{prep['meta_batch_size']} rows per auxiliary batch")  # fmt: skip
 
 
 def steps_text(row: dict, args) -> str:
@@ -427,7 +434,9 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
         varied = [name for name in PREPARATION if len({c[name] for c in candidates}) > 1]
         validation = results["validation"]
         lines += [
-            f"Choosing the settings on the validation split ({len(candidates)} candidates, the rest as above; "
+            f"Choosing the settings on the validation split ({len(candidates)} candidates"
+            + (", the command's `--grid` in place of the script's default grid" if getattr(args, "grid", None) else "")
+            + ", the rest as above; "
             f"`choose` in the script): a candidate is admissible if its validation accuracy is not more than 1 point "
             f"below the normal model's ({validation['normal']['task']:.4f}) and its {setting.metric_name} before "
             f"unlearning not more than 5 points below the normal model's ({validation['normal']['forget_before']:.4f}"
@@ -483,6 +492,19 @@ def merge(old: str, intro: str, parts: list[str]) -> str:
     return "\n\n".join([intro, *merged, *heading.values()])
 
 
+def grid_entry(text: str) -> dict:
+    """`--grid` entry `name=value,...` -> {name: value} with each value of its config field's type."""
+    entry = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in PREPARATION or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: use name=value with a name among {list(PREPARATION)}")
+        kind = {"meta_order": str, "meta_every": int, "meta_batch_size": int, "inner_steps": int,
+                "relearn_steps": int}.get(name, float)  # fmt: skip
+        entry[name] = kind(value)
+    return entry
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=["digits", "tofu", "all"], default="all")
@@ -514,9 +536,13 @@ def main(argv=None):
                              "the setting's: digits 0.005 0.02, tofu 0.05 0.2).")
     parser.add_argument("--relearn-optim", default="sgd", help="Relearning optimizer (a TrainingArguments optim).")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
-        kind = int if name in ("meta_every", "meta_batch_size") else float
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+        kind = int if name in ("meta_every", "meta_batch_size", "inner_steps", "relearn_steps") else float
+        kind = str if name == "meta_order" else kind
+        parser.add_argument("--" + FLAG.get(name, name).replace("_", "-"), type=kind, default=None,
                             help=f"Ready2UnlearnConfig.{name} (default: the setting's, see the script).")
+    parser.add_argument("--grid", type=grid_entry, nargs="+", default=None, metavar="NAME=VALUE,...",
+                        help="Candidates to try in place of the setting's grid, each a comma-separated list of "
+                             "Ready2UnlearnConfig fields, e.g. lambda1=0.05,lambda3=0.5,alpha_re=0.01,relearn_steps=2.")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/results.md alone.")
     args = parser.parse_args(argv)

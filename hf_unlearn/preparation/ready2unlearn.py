@@ -18,6 +18,7 @@ differentiates through it (`create_graph=True`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..data import UnlearningCollator, _row_key, check_vocabulary, prepare_dataset, row_format
@@ -311,6 +313,14 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         args = self.args
         module = self.accelerator.unwrap_model(model)
         second = args.meta_order == "second"
+        # Second order differentiates through the inner gradients, i.e. through attention's backward: the fused
+        # scaled_dot_product_attention kernels have no derivative of their backward (on CPU: "derivative for
+        # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"), the math kernel does.
+        with sdpa_kernel(SDPBackend.MATH) if second else contextlib.nullcontext():
+            return self._meta_objective(module, revocable, stable, recovery, second)
+
+    def _meta_objective(self, module, revocable: dict, stable: dict | None, recovery: dict | None, second: bool):
+        args = self.args
         theta = {name: param for name, param in module.named_parameters() if param.requires_grad}
         unlearned = theta
         for _ in range(args.inner_steps):
