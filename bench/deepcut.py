@@ -346,8 +346,9 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target, selectio
                          f"{row['val_accuracy']:.4f} | {row['val_macro_f1']:.4f} | "
                          f"{row['val_accuracy'] - retrain_val:+.4f} | "
                          f"{abs(row['forget_accuracy'] - row['val_accuracy']):.4f} |")  # fmt: skip
-        lines += ["", f"Rule: {SELECTION_RULE}. Chosen: **{chosen or 'none (no setting qualifies)'}**. Its test "
-                  "numbers, next to the original and retrain:", ""]  # fmt: skip
+        lines += ["", f"Rule: {SELECTION_RULE}. Chosen: **{chosen or 'none (no setting qualifies)'}**. "
+                  + ("Its test numbers, next to the original and retrain:" if chosen else
+                     "No setting is evaluated on test; the original and retrain:"), ""]  # fmt: skip
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, (results, wall, steps) in table.items():
         cells = [f"{results[key]:.4f}" for _, key in COLUMNS]
