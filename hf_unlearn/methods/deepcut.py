@@ -60,6 +60,9 @@ class DeepCUTConfig(UnlearningConfig):
             raise ValueError(f"pooling={self.pooling!r} is unknown: use one of {list(POOLINGS)}.")
         if self.num_views not in (1, 2):
             raise ValueError(f"num_views={self.num_views}: use 2 (two dropout views, the paper's) or 1.")
+        if self.retain_loss != "nll":
+            raise ValueError(f"retain_loss={self.retain_loss!r}: DeepCUT's retain term is the cross-entropy L_CE(D_r) "
+                             "of the first view's logits; set retain_loss='nll'.")  # fmt: skip
 
     @property
     def uses_retain(self) -> bool:

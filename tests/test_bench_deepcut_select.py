@@ -1,0 +1,75 @@
+"""`bench/deepcut.py --select`: the validation-based choice among DeepCUT settings, and its cache, on stand-ins for
+the training runs (no model is trained here)."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import deepcut as bench  # noqa: E402
+
+ARGS = SimpleNamespace(seed=0, train_size=2000, val_size=500, test_size=1000, forget_fraction=0.1, epochs=3,
+                       lr=5e-5, batch_size=32, unlearn_lr=5e-5, unlearn_epochs=1, unlearn_batch_size=16,
+                       eval_steps=1)  # fmt: skip
+SPEC = {"name": "SST-2"}
+TABLE = {"retrain": ({"val_accuracy": 0.85}, 100.0, 171)}  # retrain took 100 s: the time limit is 20 s
+# setting -> (wall seconds, reached the stopping target, val accuracy)
+RUNS = {"defaults": (10.0, True, 0.70), "gamma=0.3": (15.0, True, 0.80), "gamma=0.1": (12.0, False, 0.84),
+        "alpha=3": (30.0, True, 0.83), "layer=3": (19.0, True, 0.79)}  # fmt: skip
+
+
+def fake_run(calls):
+    def unlearn(name, method, settings):
+        key = ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+        calls.append(key)
+        wall, reached, val = RUNS[key]
+        model = SimpleNamespace(val=val, state_dict=lambda: {"w": torch.tensor([val])})
+        return model, wall, 4, reached
+
+    return unlearn
+
+
+def validation(model):
+    return {"val_accuracy": model.val, "val_macro_f1": model.val}
+
+
+def forget_accuracy(model):
+    return {"forget_accuracy": 0.85}
+
+
+def variants():
+    return [{}, *(bench.parse_overrides(key) for key in RUNS if key != "defaults")]
+
+
+def test_select_takes_the_best_validation_among_settings_that_reach_the_target_in_time():
+    calls = []
+    cache = bench.Cache(None, "sst2", ARGS)
+    chosen, rows = bench.select_deepcut(SPEC, variants(), TABLE, fake_run(calls), validation, forget_accuracy, cache)
+    # gamma=0.1 (0.84) never reached the target and alpha=3 (0.83) took 30 s > 100/5: gamma=0.3 (0.80) beats layer=3
+    assert chosen == "DeepCUT (gamma=0.3)"
+    assert len(rows) == len(RUNS) and rows["DeepCUT (gamma=0.1)"]["reached"] is False
+    # without a directory only the settings are kept, in memory, so the chosen one can be evaluated on test
+    assert cache.load(rows[chosen]["key"])["state"]["w"].item() == torch.tensor(0.80).item()
+    assert cache.load("original") is None
+
+
+def test_select_says_none_when_no_setting_qualifies():
+    table = {"retrain": ({"val_accuracy": 0.85}, 10.0, 171)}  # 2 s limit: every setting is too slow
+    chosen, _ = bench.select_deepcut(SPEC, variants(), table, fake_run([]), validation, forget_accuracy,
+                                     bench.Cache(None, "sst2", ARGS))  # fmt: skip
+    assert chosen is None
+
+
+def test_cache_reruns_only_new_settings(tmp_path):
+    first, second = [], []
+    bench.select_deepcut(SPEC, variants()[:2], TABLE, fake_run(first), validation, forget_accuracy,
+                         bench.Cache(str(tmp_path), "sst2", ARGS))  # fmt: skip
+    chosen, rows = bench.select_deepcut(SPEC, variants(), TABLE, fake_run(second), validation, forget_accuracy,
+                                        bench.Cache(str(tmp_path), "sst2", ARGS))  # fmt: skip
+    assert first == ["defaults", "gamma=0.3"] and second == ["gamma=0.1", "alpha=3", "layer=3"]
+    assert chosen == "DeepCUT (gamma=0.3)" and rows[chosen]["seconds"] == 15.0  # the stored run's time
+    # another unlearning setting (here the check interval) is another file
+    other = bench.Cache(str(tmp_path), "sst2", SimpleNamespace(**{**vars(ARGS), "eval_steps": 2}))
+    assert other.load(other.variant_key({})) is None
