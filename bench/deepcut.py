@@ -106,6 +106,9 @@ def parse_overrides(text: str) -> dict:
     out = {}
     for item in filter(None, text.split(",")):
         key, value = item.split("=", 1)
+        if value in ("true", "false"):
+            out[key.strip()] = value == "true"
+            continue
         for cast in (int, float):
             try:
                 value = cast(value)

@@ -115,6 +115,29 @@ def test_two_dropout_views_and_no_third_pass(sst2_classifier, tmp_path):
     assert calls == [True] * (2 * 3 * 2)  # two views per micro-batch, in train mode, and nothing runs a third time
 
 
+@pytest.mark.parametrize("detach_retain", [False, True])
+def test_detach_retain_stops_the_forget_term_at_the_retain_side(sst2_classifier, tmp_path, detach_retain):
+    """`detach_retain`: L_f's retain representations carry no gradient (only the forget anchors move); by default
+    both sides do."""
+    from unittest.mock import patch
+
+    from hf_unlearn.methods import deepcut
+
+    model, tokenizer, train, _ = sst2_classifier
+    seen = []
+
+    def recording(anchors, candidates, *rest):
+        seen.append((anchors.requires_grad, candidates.requires_grad))
+        return contrastive_unlearning_loss(anchors, candidates, *rest)
+
+    args = DeepCUTConfig(**training_args(tmp_path, max_steps=1, alpha=0.0, detach_retain=detach_retain))
+    trainer = DeepCUTTrainer(model=copy.deepcopy(model), args=args, forget_dataset=train[:8],
+                             retain_dataset=train[8:24], processing_class=tokenizer)  # fmt: skip
+    with patch.object(deepcut, "contrastive_unlearning_loss", recording):
+        trainer.train()
+    assert seen == [(True, not detach_retain)] * 2  # two views, one step
+
+
 def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):
     """Forget 10% of the memorised phrases; stop once forget accuracy is at the original's test accuracy."""
     from hf_unlearn import UnlearningEvalCallback

@@ -51,6 +51,11 @@ class DeepCUTConfig(UnlearningConfig):
         default=None,
         metadata={"help": "Column of each row's class for a causal LM (e.g. 'author'); classifiers use the label."},
     )
+    detach_retain: bool = field(
+        default=False,
+        metadata={"help": "Stop L_f's gradient at the retain representations, so that only the forget anchors move "
+                  "(the paper's form, the default, also moves the retain examples toward and away from them)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -214,8 +219,9 @@ class DeepCUTTrainer(UnlearningTrainer):
             frozen = self.reference_forward(model, forget, output_hidden_states=True).hidden_states[args.layer]
             z_frozen = pool_hidden_states(frozen, forget["attention_mask"], args.pooling)
             anchor_negatives = [(view[:n] * z_frozen).sum(-1).masked_fill(~needs_frozen, float("-inf")) for view in z]
+        candidates = [view[n:].detach() if args.detach_retain else view[n:] for view in z]
         forget_term = torch.stack([
-            contrastive_unlearning_loss(z[v][:n], z[(v + 1) % len(z)][n:], positive, negative, args.temperature,
+            contrastive_unlearning_loss(z[v][:n], candidates[(v + 1) % len(z)], positive, negative, args.temperature,
                                         None if anchor_negatives is None else anchor_negatives[v])
             for v in range(len(z))
         ]).mean()  # fmt: skip
