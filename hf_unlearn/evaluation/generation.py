@@ -50,7 +50,6 @@ def greedy_answers(
 
 def _takes_static_cache(model) -> bool:
     """Whether `generate` can preallocate the KV cache (`cache_implementation="static"`): the models transformers marks
-    as compilable. A preallocated cache is written in place, where a growing one copies itself at every new token (on
-    CPU, a quarter of generation time for a small Llama)."""
+    as compilable. A preallocated cache is written in place, where a growing one copies itself at every new token."""
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     return bool(getattr(target, "_can_compile_fullgraph", False))

@@ -112,11 +112,9 @@ def evaluate_qa_suite(
     TOFU's model utility when they are retain, real_authors and world_facts.
     """
     results: dict = {"missing": {}}
-    answer_stats = {}
     for name, rows in {"forget": forget_rows, **utility_splits}.items():
         # the forget answers' statistics also serve the MIA and extraction numbers, so they include Min-K%++
         stats, paraphrased, perturbed = _split_statistics(model, tokenizer, rows, batch_size, name == "forget")
-        answer_stats[name] = stats
         correct = stats["sum_logps"] / stats["num_tokens"]
         if paraphrased is not None:
             results[f"{name}_probability"] = correct.exp().mean().item()
@@ -131,6 +129,7 @@ def evaluate_qa_suite(
         results[f"{name}_rouge"] = sum(M.rouge_l_recall(generated, answers)) / len(answers)
         if name == "forget":
             results["forget_truth_ratios"] = ratios.tolist()
+            member = stats
 
     results["model_utility"] = M.harmonic_mean([results[f"{s}_{m}"] for s in utility_splits
                                                 for m in ("probability", "rouge", "truth_ratio")])  # fmt: skip
@@ -139,7 +138,6 @@ def evaluate_qa_suite(
     else:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
 
-    member = answer_stats["forget"]
     nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout_rows],
                             [r["answer"] for r in holdout_rows], batch_size, min_k_plus_plus=True)  # fmt: skip
     scores = {}
