@@ -50,3 +50,7 @@ record = {"rank": rank, "world_size": args.world_size, "checksum": checksum, "te
           "chosen_step": evaluation.chosen_step, "history": evaluation.history, **Recorder.drawn}
 with open(f"{output_dir}/rank{rank}.json", "w") as handle:
     json.dump(record, handle)
+# leave the process group together: a rank exiting while gloo's threads still run can abort ("terminate called
+# without an active exception", seen once in CI)
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()

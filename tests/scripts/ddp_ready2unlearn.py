@@ -37,3 +37,7 @@ terms = [e["loss/revocable_after_unlearn"] for e in trainer.state.log_history if
 record = {"rank": rank, "world_size": args.world_size, "checksum": checksum, "terms": terms, "drawn": Recording.drawn}
 with open(f"{output_dir}/rank{rank}.json", "w") as handle:
     json.dump(record, handle)
+# leave the process group together: a rank exiting while gloo's threads still run can abort ("terminate called
+# without an active exception", seen once in CI)
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()
