@@ -115,6 +115,11 @@ def is_clip(model) -> bool:
     return hasattr(model, "get_image_features") and hasattr(model, "get_text_features")
 
 
+def _device(model) -> torch.device:
+    """Where `model`'s weights are (its first parameter's device; the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def _tensor(output) -> torch.Tensor:
     """transformers 5 `get_*_features` return a model output; older ones a tensor."""
     if isinstance(output, torch.Tensor):
@@ -124,7 +129,8 @@ def _tensor(output) -> torch.Tensor:
 
 def image_embeddings(model, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """z of images: a `ContrastiveEncoder`'s projection, a CLIP model's image features, or a model returning
-    `embeddings`/`image_embeds`/a tensor."""
+    `embeddings`/`image_embeds`/a tensor. The images go to the model's device; z stays there."""
+    pixel_values = pixel_values.to(_device(model))
     if is_clip(model):
         z = _tensor(model.get_image_features(pixel_values=pixel_values))
     else:
@@ -135,7 +141,9 @@ def image_embeddings(model, pixel_values: torch.Tensor, normalize: bool = True) 
 
 def text_embeddings(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     normalize: bool = True) -> torch.Tensor:  # fmt: skip
-    """z of captions under a CLIP model (its text features)."""
+    """z of captions under a CLIP model (its text features); the tokens go to the model's device, z stays there."""
+    input_ids = input_ids.to(_device(model))
+    attention_mask = attention_mask.to(input_ids.device) if attention_mask is not None else None
     z = _tensor(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
     return F.normalize(z.float(), dim=-1) if normalize else z
 

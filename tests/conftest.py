@@ -21,11 +21,19 @@ torch.set_num_threads(1)
 TOFU_PATH = Path(os.environ.get("HF_UNLEARN_TOFU_PATH", Path(__file__).resolve().parents[2] / "shared/data/tofu"))
 
 
+# CI runs every test on the CPU. `HF_UNLEARN_TEST_DEVICE=cuda` lets the trainers pick the accelerator instead (a GPU
+# check of every method; tests that compare with hand-worked numbers may then differ in the last digits).
+USE_CPU = os.environ.get("HF_UNLEARN_TEST_DEVICE", "cpu") == "cpu"
+# The trainers' seed (data order, dropout, pairing draws). CI uses 0; `HF_UNLEARN_TEST_SEED=N` reruns the suite at
+# another seed, a check that a test's claim does not rest on one lucky draw.
+SEED = int(os.environ.get("HF_UNLEARN_TEST_SEED", "0"))
+
+
 def training_args(tmp_path, **overrides) -> dict:
-    """Quiet, fast, CPU-only arguments for a few unlearning steps."""
+    """Quiet, fast arguments for a few unlearning steps; CPU-only unless HF_UNLEARN_TEST_DEVICE says otherwise."""
     args = {
         "output_dir": str(tmp_path), "report_to": "none", "save_strategy": "no", "disable_tqdm": True,
-        "use_cpu": True, "logging_steps": 1, "per_device_train_batch_size": 4, "seed": 0,
+        "use_cpu": USE_CPU, "logging_steps": 1, "per_device_train_batch_size": 4, "seed": SEED,
     }  # fmt: skip
     args.update(overrides)
     return args

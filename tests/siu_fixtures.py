@@ -69,8 +69,9 @@ def mean_answer_nll(model, processor, rows) -> float:
 
     encoded = [encode_row(row, processor, "Question: {question}\nAnswer:", 256, "row") for row in rows]
     batch = MultimodalCollator(processor.tokenizer.pad_token_id).pad(encoded)
-    labels = batch.pop("labels")
     batch.pop("excluded")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    labels = batch.pop("labels")
     was_training = model.training
     model.eval()
     value = mean_nll(*sequence_logps(model(**batch).logits, labels)).mean().item()

@@ -90,7 +90,7 @@ def test_beta_prime_and_training_moves_forget_alignment(tmp_path, digits_data):
     logged = [e for e in trainer.state.log_history if "loss/forget" in e]
     assert logged and all({"loss/retain", "loss/calibration"} <= set(e) for e in logged)
     assert all(math.isfinite(e["loss"]) for e in logged)
-    assert all(not torch.equal(p, start[n]) for n, p in model.named_parameters())
+    assert all(not torch.equal(p.cpu(), start[n].cpu()) for n, p in model.named_parameters())
     config = AlignmentCalibrationConfig(**training_args(tmp_path, dataset_size=1000, beta=3.0))
     trainer = AlignmentCalibrationTrainer(model=model, args=config, forget_dataset=forget, retain_dataset=retain)
     assert trainer.beta_prime == pytest.approx(3.0 * 20 / 1000)
@@ -155,7 +155,7 @@ def test_clip_rows(tmp_path, digits_data):
     trainer.train()
     logged = [e for e in trainer.state.log_history if "loss/forget" in e]
     assert logged and all(math.isfinite(e["loss"]) for e in logged)
-    assert sum(not torch.equal(p, start[n]) for n, p in model.named_parameters()) > len(start) // 2
+    assert sum(not torch.equal(p.cpu(), start[n].cpu()) for n, p in model.named_parameters()) > len(start) // 2
     with pytest.raises(ValueError, match="has no text tower"):
         AlignmentCalibrationTrainer(model=build_tiny_contrastive_encoder(), args=config, forget_dataset=forget,
                                     retain_dataset=retain)  # fmt: skip
@@ -228,7 +228,7 @@ def test_peft_adapter_trains_and_the_base_stays(tmp_path, digits_data):
                                           retain_dataset=retain, peft_config=lora)  # fmt: skip
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
-    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p.cpu(), before[name].cpu())}
     assert changed and all("lora_" in name for name in changed), sorted(changed)[:5]
     assert any("lora_B" in name for name in changed)
 

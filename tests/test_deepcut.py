@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import TOFU_PATH, training_args
+from conftest import TOFU_PATH, USE_CPU, training_args
 from transformers import BertConfig, BertForSequenceClassification
 
 from hf_unlearn import DeepCUTConfig, DeepCUTTrainer
@@ -89,7 +89,7 @@ def sst2_classifier(tmp_path_factory):
     rows = prepare_dataset(train, "train", tokenizer, "", 64)
     args = TrainingArguments(output_dir=str(tmp_path_factory.mktemp("sst2")), num_train_epochs=30, learning_rate=2e-3,
                              per_device_train_batch_size=16, report_to="none", save_strategy="no",
-                             disable_tqdm=True, use_cpu=True, seed=0, logging_strategy="no")  # fmt: skip
+                             disable_tqdm=True, use_cpu=USE_CPU, seed=0, logging_strategy="no")  # fmt: skip
     collator = UnlearningCollator(tokenizer.pad_token_id)
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
     return model, tokenizer, train, test
@@ -139,7 +139,11 @@ def test_detach_retain_stops_the_forget_term_at_the_retain_side(sst2_classifier,
 
 
 def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):
-    """Forget 10% of the memorised phrases; stop once forget accuracy is at the original's test accuracy."""
+    """Forget 10% of the memorised phrases; stop at the first check where forget accuracy is at the original's test
+    accuracy AND retain accuracy is within 2 points of the original's. Stopping on forget accuracy alone caught the run
+    mid-step at 6 of 8 seeds (retain 14-15 points down after 2-5 steps; training on restores it):
+    `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 tests/test_deepcut.py` measured 2/8 for that version and 8/8
+    for this one (docs/results.md, "Seed robustness of the test suite")."""
     from hf_unlearn import UnlearningEvalCallback
     from hf_unlearn.data import prepare_dataset
 
@@ -148,14 +152,16 @@ def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):
     forget, retain = train[::10], [row for i, row in enumerate(train) if i % 10]
     before = accuracy(model, tokenizer, forget, retain, test)
     assert before["forget_accuracy"] == 1.0 and before["retain_accuracy"] >= 0.99 and before["test_accuracy"] < 0.8
-    forget_rows = prepare_dataset(forget, "forget", tokenizer, "", 64)
+    forget_rows, retain_rows = (prepare_dataset(rows, name, tokenizer, "", 64) for rows, name in
+                                ((forget, "forget"), (retain, "retain")))  # fmt: skip
 
-    def forget_accuracy(model):
-        results = evaluate_classifier(model, forget_rows, forget_rows, forget_rows, pad_token_id=tokenizer.pad_token_id)
-        return {"forget_accuracy": results["forget_accuracy"]}
+    def forget_and_retain_accuracy(model):
+        results = evaluate_classifier(model, forget_rows, retain_rows, forget_rows, pad_token_id=tokenizer.pad_token_id)
+        return {key: results[key] for key in ("forget_accuracy", "retain_accuracy")}
 
-    callback = UnlearningEvalCallback(forget_accuracy, eval_steps=1,
-                                      stop_when={"forget_accuracy": ("<=", before["test_accuracy"])})  # fmt: skip
+    target = {"forget_accuracy": ("<=", before["test_accuracy"]),
+              "retain_accuracy": (">=", before["retain_accuracy"] - 0.02)}  # fmt: skip
+    callback = UnlearningEvalCallback(forget_and_retain_accuracy, eval_steps=1, stop_when=target)
     args = DeepCUTConfig(**training_args(tmp_path, learning_rate=2e-3, num_train_epochs=8,
                                          per_device_train_batch_size=4))  # fmt: skip
     trainer = DeepCUTTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import training_args
+from conftest import SEED, training_args
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
@@ -44,7 +44,8 @@ def test_save_model_writes_card_manifest_and_salt(memorised_model, tokenizer, qa
     request = manifest["requests"][0]
     assert request["method"] == "npo" and request["compute"]["steps"] == 2
     assert request["description"] == "Two people's facts, at their request."
-    assert request["settings"] == {"learning_rate": 0.001, "max_steps": 2, "per_device_train_batch_size": 4, "seed": 0}
+    settings = {"learning_rate": 0.001, "max_steps": 2, "per_device_train_batch_size": 4, "seed": SEED}
+    assert request["settings"] == settings
     assert [step for step, _ in request["curves"]["loss/forget"]] == [1, 2]
     assert (out / "plots/loss_curves.png").is_file()
     # the salt is beside the model, never in a checkpoint, and verifies the card's fingerprint

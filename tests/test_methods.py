@@ -39,6 +39,7 @@ def latent(model, rows) -> torch.Tensor:
     was_training = model.training
     model.eval()
     batch = UnlearningCollator(0).pad([{k: row[k] for k in ("input_ids", "attention_mask")} for row in rows])
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
     model.train(was_training)
     return pool_hidden_states(hidden, batch["attention_mask"], "mean")
@@ -47,6 +48,8 @@ def latent(model, rows) -> torch.Tensor:
 # (registry name, config overrides) run on a tiny ViT that memorised real digits (image rows: pixel_values, labels).
 IMAGE_METHOD_CASES = [
     ("ga", {}),
+    # Seed-sensitive: passed at 3 of 8 trainer seeds in `bench/seed_sweep.py` (docs/results.md), seed 0 not among them
+    # there (torch 2.11); it passes at seed 0 here. Its thresholds (forget -0.2, retain within 0.1) sit at the edge.
     ("grad_diff", {"learning_rate": 1e-4, "num_train_epochs": 10, "per_device_train_batch_size": 8}),
     ("a_amu", {"learning_rate": 2.4e-4, "num_train_epochs": 5, "alpha": 30.0}),
     ("a_amu", {"learning_rate": 2.4e-4, "base_method": "grad_diff", "gamma": 0.05, "alpha": 5.0}),
@@ -58,6 +61,8 @@ NEEDS_HELDOUT = {"a_amu"}
 # (registry name, config overrides) run on a tiny LLaVA that learned to name three concepts from pictures
 # (tests/siu_fixtures.py); each unlearns one concept from one image.
 MULTIMODAL_METHOD_CASES = [
+    # Seed-sensitive: SIU's "other concepts held" assertion passed at 2 (LoRA) and 1 (full) of 8 trainer seeds in
+    # `bench/seed_sweep.py` (docs/results.md); elsewhere the other concepts' NLL rose 0.7-1.8. It passes at seed 0 here.
     ("siu", {}),
     ("siu", {"use_lora": False, "learning_rate": 3e-3}),
     ("siu", {"variant": "po"}),
@@ -109,7 +114,7 @@ def test_method(name, overrides, tmp_path, memorised_model, tokenizer, qa_data):
     assert logged and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logged)
     assert all("loss/forget" in entry for entry in logged)
     assert ("loss/retain" in logged[0]) == config.uses_retain
-    changed = [n for n, p in memorised_model.named_parameters() if not torch.equal(p, start[n])]
+    changed = [n for n, p in memorised_model.named_parameters() if not torch.equal(p.cpu(), start[n].cpu())]
     assert len(changed) == len(start)
 
     forget_rise = answer_nll(memorised_model, forget_rows).mean() - forget_before
@@ -186,7 +191,7 @@ def test_method_on_contrastive_encoder(name, overrides, tmp_path, digits_data):
     logged = [entry for entry in trainer.state.log_history if "loss/forget" in entry]
     assert logged and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logged)
     assert ("loss/calibration" in logged[0]) == (config.num_views == 3)
-    assert all(not torch.equal(p, start[n]) for n, p in model.named_parameters())
+    assert all(not torch.equal(p.cpu(), start[n].cpu()) for n, p in model.named_parameters())
     assert forget_alignment() != before
 
 
@@ -238,7 +243,8 @@ def test_method_on_multimodal_model(name, overrides, tmp_path, memorised_llava):
     assert all(("loss/ce" in e and "loss/dmk" in e) if config.variant == "siu" else "loss/forget" in e for e in logged)
     # every trained weight of the language model moves (the vision tower's last layer feeds nothing: layer -2)
     trained = [n for n in start if "language_model" in n]
-    assert trained and all(not torch.equal(dict(trainer.model.named_parameters())[n], start[n]) for n in trained)
+    after = {n: p.detach().cpu() for n, p in trainer.model.named_parameters()}
+    assert trained and all(not torch.equal(after[n], start[n].cpu()) for n in trained)
     assert hf_unlearn.trainer.is_peft_model(trainer.model) == config.use_lora
 
     model = trainer.model

@@ -25,7 +25,7 @@ class RecordingCollator(UnlearningCollator):
 
 
 def weights(model):
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
+    return {name: param.detach().cpu().clone() for name, param in model.named_parameters()}
 
 
 def assert_same_weights(a, b, atol):
@@ -88,6 +88,8 @@ def test_peft_reference_is_the_adapter_disabled_base(tmp_path, make_model, token
     assert trainable and all("lora_" in n for n in trainable)
     trainer.train()
     batch = trainer._pad([trainer.forget_dataset[i] for i in range(4)])
+    batch = {k: v.to(trainer.model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    frozen_copy.to(trainer.model.device)
     trainer.model.train()
     reference = trainer.reference_logits(trainer.model, batch)
     assert trainer.model.training  # the reference pass restores train mode
