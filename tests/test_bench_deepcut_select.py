@@ -73,3 +73,20 @@ def test_cache_reruns_only_new_settings(tmp_path):
     # another unlearning setting (here the check interval) is another file
     other = bench.Cache(str(tmp_path), "sst2", SimpleNamespace(**{**vars(ARGS), "eval_steps": 2}))
     assert other.load(other.variant_key({})) is None
+
+
+def checks(test_accuracy, forget_accuracy=0.86):
+    results = {"forget_accuracy": forget_accuracy, "test_accuracy": test_accuracy, "mia_auc": 0.50}
+    retrain = {"test_accuracy": 0.873, "mia_auc": 0.49}
+    return {label: ok for label, ok, _ in bench.target_checks(results, 20.0, retrain, 100.0)}
+
+
+def test_targets_count_exactly_two_points_as_within_two_points():
+    # 0.873 − 0.853 = 20 of 1000 test rows = 2.00 points, though 0.020000000000000018 in floats: within 2 points
+    assert 0.873 - 0.853 > 0.02 and checks(0.853)["test≈retrain"] is True
+    assert checks(0.852)["test≈retrain"] is False  # 2.1 points
+    # forget≈test at exactly 3 points (0.883 − 0.853 = 0.030000000000000027 in floats) and at 3.1
+    assert checks(0.853, forget_accuracy=0.883)["forget≈test"] is True
+    assert checks(0.853, forget_accuracy=0.884)["forget≈test"] is False
+    # MIA |0.50 − 0.49| = 0.01 <= 0.05 and time 20 s / 100 s = 0.2 <= 1/5 (exactly)
+    assert checks(0.853)["MIA≈retrain"] is True and checks(0.853)["time ≤ retrain/5"] is True
