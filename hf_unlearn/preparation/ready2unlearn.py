@@ -63,7 +63,7 @@ class Ready2UnlearnConfig(TrainingArguments):
     relearn_max_grad_norm: float | None = field(default=None, metadata={
         "help": "Clip each simulated relearning gradient to this global norm, as `Trainer`'s `max_grad_norm` clips an "
                 "attacker's fine-tuning (g·min(1, c/(‖g‖+1e-6)), as torch.nn.utils.clip_grad_norm_). None: plain "
-                "gradient steps (the paper's simulated relearning)."})
+                "gradient steps, θ'' = θ' − α_re·∇ℓ(D_recovery; θ')."})
     lambda1: float = field(default=1.0, metadata={
         "help": "λ1: weight of −ℓ(D_rev; θ'): unlearning must raise the revocable loss quickly."})
     lambda2: float = field(default=1.0, metadata={
