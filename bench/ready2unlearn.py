@@ -54,9 +54,11 @@ from hf_unlearn.evaluation import answer_stats  # noqa: E402
 from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_outputs  # noqa: E402
 
 PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
-               "revocable_loss_cap", "inner_steps", "relearn_steps", "meta_order")
-# Command-line names of the config fields whose own name is taken by another flag (--relearn-steps: the attack's).
-FLAG = {"relearn_steps": "simulated_relearn_steps"}
+               "revocable_loss_cap", "inner_steps", "relearn_steps", "relearn_max_grad_norm", "meta_order")
+# Command-line names of the config fields whose own name is taken by another flag (--relearn-steps and
+# --relearn-max-grad-norm: the attack's).
+NULLABLE = ("meta_batch_size", "revocable_loss_cap", "relearn_max_grad_norm")  # None: the config's default meaning
+FLAG = {"relearn_steps": "simulated_relearn_steps", "relearn_max_grad_norm": "simulated_relearn_max_grad_norm"}
 QUIET = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True, "logging_strategy": "no", "use_cpu": True}
 
 
@@ -118,7 +120,7 @@ class Digits(Setting):
     # split by `choose` (the same rule for both revocable groups). The test split only reports.
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
                    "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None, "inner_steps": 1,
-                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
+                   "relearn_steps": 1, "relearn_max_grad_norm": None, "meta_order": "first"}  # fmt: skip
     grid = tuple({"lambda1": lambda1, "lambda3": lambda3} for lambda1 in (0.1, 0.3) for lambda3 in (0.3, 0.5, 1.0))
     relearn_lr = (0.005, 0.02)
 
@@ -190,7 +192,7 @@ class Tofu(Setting):
     # 6 steps), and the ascent terms capped at −log(target probability) = −log 0.05 ≈ 3.0, not log(vocabulary).
     preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
                    "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0, "inner_steps": 1,
-                   "relearn_steps": 1, "meta_order": "first"}  # fmt: skip
+                   "relearn_steps": 1, "relearn_max_grad_norm": None, "meta_order": "first"}  # fmt: skip
     relearn_lr = (0.05, 0.2)
     metric_name = "forget probability"
     utility_name = "retain probability"
@@ -252,10 +254,12 @@ class Tofu(Setting):
         return self._probability(model, self.retain_rows)
 
 
-def train(setting: Setting, preparation: dict | None, args, workdir: Path):
-    """One model trained normally (`preparation` None) or with Ready2Unlearn (these config values)."""
-    model = setting.build_model(args.seed)
-    values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "lr_scheduler_type": "cosine",
+def train(setting: Setting, preparation: dict | None, args, workdir: Path, seed: int | None = None):
+    """One model trained normally (`preparation` None) or with Ready2Unlearn (these config values); `seed` (default
+    `--seed`) sets the model's initialisation and the training order, not the data split."""
+    seed = args.seed if seed is None else seed
+    model = setting.build_model(seed)
+    values = {**QUIET, "output_dir": str(workdir), "seed": seed, "lr_scheduler_type": "cosine",
               **setting.train_args(args)}  # fmt: skip
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
     start = time.perf_counter()
@@ -292,13 +296,15 @@ def unlearn(setting: Setting, model, args, workdir: Path) -> int | None:
 
 
 def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path) -> None:
-    """`--relearn-steps` steps of ordinary fine-tuning on the recovery data (the attacker's relearning)."""
+    """`--relearn-steps` steps of ordinary fine-tuning on the recovery data (the attacker's relearning), the gradient
+    norm clipped at `--relearn-max-grad-norm` (`Trainer`'s `max_grad_norm`; 0: no clipping)."""
     rows = prepare_dataset(setting.recovery, "recovery", setting.tokenizer, "Question: {question}\nAnswer:",
                            getattr(args, "tofu_max_length", 512))  # fmt: skip
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
     values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "max_steps": args.relearn_steps,
               "learning_rate": learning_rate, "optim": args.relearn_optim, "per_device_train_batch_size": 16,
-              "lr_scheduler_type": "constant", "remove_unused_columns": False}  # fmt: skip
+              "max_grad_norm": args.relearn_max_grad_norm, "lr_scheduler_type": "constant",
+              "remove_unused_columns": False}  # fmt: skip
     trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=rows,
                       data_collator=UnlearningCollator(pad))  # fmt: skip
     trainer.train()
@@ -340,7 +346,7 @@ def choose(validation: dict) -> int:
     pool = [i for i, row in rows.items() if admissible(row)] or list(rows)
 
     def key(i):
-        met = sum(ok for _, ok, _ in verdicts({"normal": normal, "prepared": rows[i]})[:-1])
+        met = sum(ok for _, ok, _ in comparative(verdicts({"normal": normal, "prepared": rows[i]})))
         steps = rows[i]["steps"] if rows[i]["steps"] is not None else float("inf")
         return (-met, steps, -rows[i]["utility"])
 
@@ -372,7 +378,27 @@ def run_setting(setting: Setting, args, log=print) -> dict:
             model, seconds = trained[key]
             results[label] = {"train_seconds": seconds, **evaluate(setting, model, args, tmp / f"test-{label}")}
             log(f"  {setting.name} / {label}: {results[label]}")
+        if args.task_seeds:
+            # Task performance only, over training seeds (the chosen settings, the same data split): the 1-point rule
+            # judged on the mean, above one seed's noise.
+            results["task_seeds"] = {"normal": {}, "prepared": {}}
+            for seed in args.task_seeds:
+                for label, preparation in (("normal", None), ("prepared", candidates[chosen])):
+                    if seed == args.seed:
+                        value = results[label]["task"]
+                    else:
+                        model, _ = train(setting, preparation, args, tmp / f"seed-{seed}-{label}", seed=seed)
+                        value = setting.task_metric(model)
+                    results["task_seeds"][label][seed] = value
+                    log(f"  {setting.name} / {label} / training seed {seed}: {setting.task_name} {value:.4f}")
     return results
+
+
+def spread(values: dict) -> str:
+    """`mean ± sample standard deviation (v1 / v2 / ...)` of per-seed values."""
+    numbers = torch.tensor(list(values.values()), dtype=torch.float64)
+    sd = numbers.std().item() if len(numbers) > 1 else 0.0
+    return f"{numbers.mean().item():.4f} ± {sd:.4f} ({' / '.join(f'{v:.4f}' for v in values.values())})"
 
 
 def verdicts(results: dict) -> list[tuple[str, bool, str]]:
@@ -397,15 +423,32 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
     found.append(("task performance within 1 point of normal training (not more than 1 point worse)",
                   round((normal["task"] - prepared["task"]) * 100, 6) <= 1.0,
                   f"{prepared['task']:.4f} vs {normal['task']:.4f}"))  # fmt: skip
+    if results.get("task_seeds"):
+        seeds = results["task_seeds"]
+        means = {label: sum(seeds[label].values()) / len(seeds[label]) for label in ("normal", "prepared")}
+        found.append((f"task performance within 1 point of normal training, mean over training seeds "
+                      f"{', '.join(map(str, seeds['normal']))} (not more than 1 point worse)",
+                      round((means["normal"] - means["prepared"]) * 100, 6) <= 1.0,
+                      f"{spread(seeds['prepared'])} vs {spread(seeds['normal'])}"))  # fmt: skip
     return found
+
+
+def comparative(found: list) -> list:
+    """The comparative targets of `verdicts` (steps, utility, recovery), without the task-performance ones."""
+    return [v for v in found if not v[0].startswith("task performance")]
 
 
 def describe_preparation(prep: dict) -> str:
     return (f"α_in={prep['alpha_in']}, α_re={prep['alpha_re']}, λ1={prep['lambda1']}, λ2={prep['lambda2']}, "
             f"λ3={prep['lambda3']}, revocable_loss_cap={prep['revocable_loss_cap'] or 'log C'}, "
             f"{prep['meta_order']} order, {prep['inner_steps']} simulated unlearning and {prep['relearn_steps']} "
-            f"simulated relearning step(s), meta step every {prep['meta_every']} optimizer step(s), "
+            f"simulated relearning step(s) ({clipping(prep.get('relearn_max_grad_norm'))}), "
+            f"meta step every {prep['meta_every']} optimizer step(s), "
             f"{prep['meta_batch_size']} rows per auxiliary batch")  # fmt: skip
+
+
+def clipping(max_grad_norm: float | None) -> str:
+    return f"gradient norm clipped at {max_grad_norm}" if max_grad_norm else "unclipped"
 
 
 def steps_text(row: dict, args) -> str:
@@ -427,7 +470,8 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
         "",
         f"Data: {setting.describe()}. GA: {setting.unlearn_args(args)['learning_rate']} learning rate (SGD), "
         f"until {setting.metric_name} ≤ {setting.target}. Relearning: {args.relearn_steps} {args.relearn_optim} "
-        f"steps on the recovery data from the unlearned weights, at each learning rate in the table.",
+        f"steps ({clipping(args.relearn_max_grad_norm)}, batch 16) on the recovery data from the unlearned weights, "
+        "at each learning rate in the table.",
         "",
     ]
     if results["validation"]:
@@ -453,7 +497,7 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
         ]
         for i, candidate in enumerate(candidates):
             row = validation[i]
-            met = sum(ok for _, ok, _ in verdicts({"normal": validation["normal"], "prepared": row})[:-1])
+            met = sum(ok for _, ok, _ in comparative(verdicts({"normal": validation["normal"], "prepared": row})))
             name = f"{i} (chosen)" if i == chosen else str(i)
             lines.append(f"| {name} | " + " | ".join(str(candidate[n]) for n in varied) + f" | {row['task']:.4f} | "
                          f"{row['forget_before']:.4f} | {steps_text(row, args)} | "
@@ -501,7 +545,7 @@ def grid_entry(text: str) -> dict:
             raise argparse.ArgumentTypeError(f"{item!r}: use name=value with a name among {list(PREPARATION)}")
         kind = {"meta_order": str, "meta_every": int, "meta_batch_size": int, "inner_steps": int,
                 "relearn_steps": int}.get(name, float)  # fmt: skip
-        entry[name] = kind(value)
+        entry[name] = None if value.lower() == "none" and name in NULLABLE else kind(value)
     return entry
 
 
@@ -516,9 +560,6 @@ def main(argv=None):
     parser.add_argument("--digits-epochs", type=float, default=40)
     parser.add_argument("--digits-lr", type=float, default=3e-3, help="Training learning rate (AdamW, cosine).")
     parser.add_argument("--digits-hidden", type=int, default=64, help="Hidden size of the tiny ViT.")
-    parser.add_argument("--split", choices=["validation", "test"], default="test",
-                        help="digits: where task performance, utility and the random-10%% target are measured; "
-                             "'validation' (200 rows carved out of the training data) is for choosing settings.")
     parser.add_argument("--digits-target", type=float, default=None,
                         help="GA stops at forget accuracy <= this (default: 0.1 for a class; for a random 10%%, the "
                              "normal model's test accuracy).")
@@ -535,6 +576,12 @@ def main(argv=None):
                         help="Relearning learning rates, one attack each from the same unlearned weights (default: "
                              "the setting's: digits 0.005 0.02, tofu 0.05 0.2).")
     parser.add_argument("--relearn-optim", default="sgd", help="Relearning optimizer (a TrainingArguments optim).")
+    parser.add_argument("--relearn-max-grad-norm", type=float, default=1.0,
+                        help="Relearning clips the gradient norm at this (TrainingArguments.max_grad_norm; 1.0 is "
+                             "Trainer's default, 0 turns clipping off).")
+    parser.add_argument("--task-seeds", type=int, nargs="+", default=None,
+                        help="Also train the normal and the chosen prepared model with these training seeds (the same "
+                             "data split; --seed's models are reused) and judge the 1-point task rule on the mean.")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
         kind = int if name in ("meta_every", "meta_batch_size", "inner_steps", "relearn_steps") else float
         kind = str if name == "meta_order" else kind

@@ -88,20 +88,45 @@ def test_first_order_meta_gradient_by_hand(tmp_path):
     assert model.w.grad.item() == pytest.approx(1.3143374, abs=1e-6)
 
 
+def test_clipped_simulated_relearning_by_hand(tmp_path):
+    """The hand-worked case above with relearn_max_grad_norm = 1 (first order): the relearning gradient
+    g_re = −1.4621172 is clipped as torch.nn.utils.clip_grad_norm_ clips it, g_re·min(1, 1/(|g_re| + 1e-6)):
+      w'' = w' − 1·(−1.4621172 / 1.4621182) = −0.5 + 0.9999993                                 = 0.4999993
+      λ3:  −dℓ_rev/dw at w'' = σ(−0.4999993) = 0.3775408
+      total dL/dw = 0.5 + 0.6224593 + 0.5378828 + 0.3775408                                    = 2.0378830
+    A norm above |g_re| leaves the step as it was (1.9367967)."""
+    model = OneWeight(0.0)
+    task, revocable, stable, recovery = row(1.0, 1), row(1.0, 0), row(2.0, 1), row(2.0, 0)
+    trainer = make_trainer(tmp_path, model, [task], [revocable], [stable], [recovery], alpha_in=1.0, alpha_re=1.0,
+                           revocable_loss_cap=float("inf"), relearn_max_grad_norm=1.0)  # fmt: skip
+    model.train()
+    for max_norm, expected in ((1.0, 2.0378830), (1.5, 1.9367967)):
+        model.w.grad = None
+        trainer.args.relearn_max_grad_norm = max_norm
+        trainer._meta_pending = True
+        trainer.compute_loss(model, trainer._pad([task])).backward()
+        assert model.w.grad.item() == pytest.approx(expected, abs=1e-6)
+        terms = {k.split("/", 1)[1]: v[-1].item() for k, v in trainer._loss_terms["train"].items()}
+        w2 = 0.4999993 if max_norm == 1.0 else 0.9621172
+        assert terms["revocable_after_relearn"] == pytest.approx(math.log1p(math.exp(-w2)), abs=1e-6)
+
+
 def mlp_rows(seed, n, label_offset=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=generator, dtype=torch.float64)
     return [{"pixel_values": x[i], "labels": (i + label_offset) % 3} for i in range(n)]
 
 
-@pytest.mark.parametrize("inner_steps", [1, 2])
-def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_steps):
+@pytest.mark.parametrize(("inner_steps", "relearn_max_grad_norm"), [(1, None), (2, None), (1, 0.05)])
+def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_steps, relearn_max_grad_norm):
     """The second-order meta-gradient is the exact derivative of the meta loss as a function of θ: central differences
-    (ε = 1e-6, float64) agree to 1e-6; the first-order gradient differs from it."""
+    (ε = 1e-6, float64) agree to 1e-6; the first-order gradient differs from it. With the relearning gradient clipped
+    (a norm of 0.05, below the gradient's), the clipping coefficient is differentiated too."""
     model = TinyMLP()
     train, revocable, stable, recovery = mlp_rows(0, 4), mlp_rows(1, 3), mlp_rows(2, 3, 1), mlp_rows(3, 3)
     trainer = make_trainer(tmp_path, model, train, revocable, stable, recovery, alpha_in=0.5, alpha_re=0.3,
-                           inner_steps=inner_steps, meta_order="second", revocable_loss_cap=float("inf"))  # fmt: skip
+                           inner_steps=inner_steps, meta_order="second", revocable_loss_cap=float("inf"),
+                           relearn_max_grad_norm=relearn_max_grad_norm)  # fmt: skip
     batches = [trainer._pad(rows) for rows in (revocable, stable, recovery)]
     params = [p for p in model.parameters()]
     loss, _ = trainer.meta_objective(model, *batches)
@@ -117,6 +142,10 @@ def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_s
             minus = trainer.meta_objective(model, *batches)[0].item()
             flat[i] = original
             assert (plus - minus) / (2 * eps) == pytest.approx(expected[i].item(), abs=1e-6)
+    if relearn_max_grad_norm is not None:  # the clipping is active: without it the meta loss differs
+        trainer.args.relearn_max_grad_norm = None
+        assert abs(trainer.meta_objective(model, *batches)[0].item() - loss.item()) > 1e-3
+        trainer.args.relearn_max_grad_norm = relearn_max_grad_norm
     trainer.args.meta_order = "first"
     first = torch.autograd.grad(trainer.meta_objective(model, *batches)[0], params)
     assert max((a - b).abs().max().item() for a, b in zip(first, analytic, strict=True)) > 1e-3
@@ -248,7 +277,8 @@ def test_peft_only_adapter_weights_take_the_updates(tmp_path, make_model, tokeni
      ({"lambda2": -0.5}, "lambda2=-0.5 is negative"), ({"inner_steps": 0}, "inner_steps=0"),
      ({"meta_order": "third"}, "meta_order='third' is unknown"), ({"meta_every": 0}, "meta_every=0"),
      ({"meta_batch_size": 0}, "meta_batch_size=0"), ({"relearn_steps": -1}, "relearn_steps=-1"),
-     ({"revocable_loss_cap": 0.0}, "revocable_loss_cap=0.0")],
+     ({"revocable_loss_cap": 0.0}, "revocable_loss_cap=0.0"),
+     ({"relearn_max_grad_norm": 0.0}, "relearn_max_grad_norm=0.0: use a positive norm")],
 )  # fmt: skip
 def test_bad_config_values_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):

@@ -6,6 +6,7 @@ so this is the project's own, every coefficient a config field):
 
     inner:  θ'  = θ  + α_in · ∇_θ ℓ(D_rev; θ)                  simulated unlearning (gradient ascent), `inner_steps`
             θ'' = θ' − α_re · ∇_θ' ℓ(D_recovery; θ')           simulated relearning on similar data, `relearn_steps`
+                                                            (optionally clipped: `relearn_max_grad_norm`)
     outer:  L = ℓ(D_task; θ) − λ1 · ℓ(D_rev; θ') + λ2 · ℓ(D_stable; θ') − λ3 · ℓ(D_rev; θ'')
 
 `ℓ` is the mean per-example loss: cross-entropy for classifier rows, mean answer-token NLL for question/answer rows.
@@ -59,6 +60,10 @@ class Ready2UnlearnConfig(TrainingArguments):
         "help": "α_re: step size of the simulated relearning, θ'' = θ' − α_re·∇ℓ(D_recovery; θ')."})
     inner_steps: int = field(default=1, metadata={"help": "Gradient-ascent steps of the simulated unlearning."})
     relearn_steps: int = field(default=1, metadata={"help": "Gradient-descent steps of the simulated relearning."})
+    relearn_max_grad_norm: float | None = field(default=None, metadata={
+        "help": "Clip each simulated relearning gradient to this global norm, as `Trainer`'s `max_grad_norm` clips an "
+                "attacker's fine-tuning (g·min(1, c/(‖g‖+1e-6)), as torch.nn.utils.clip_grad_norm_). None: plain "
+                "gradient steps, θ'' = θ' − α_re·∇ℓ(D_recovery; θ')."})
     lambda1: float = field(default=1.0, metadata={
         "help": "λ1: weight of −ℓ(D_rev; θ'): unlearning must raise the revocable loss quickly."})
     lambda2: float = field(default=1.0, metadata={
@@ -103,6 +108,9 @@ class Ready2UnlearnConfig(TrainingArguments):
             raise ValueError(f"inner_steps={self.inner_steps}: the simulated unlearning needs at least 1 step.")
         if self.relearn_steps < 0:
             raise ValueError(f"relearn_steps={self.relearn_steps} is negative: use 0 or more.")
+        if self.relearn_max_grad_norm is not None and not self.relearn_max_grad_norm > 0:
+            raise ValueError(f"relearn_max_grad_norm={self.relearn_max_grad_norm}: use a positive norm, or None for "
+                             "unclipped simulated relearning.")  # fmt: skip
         if self.meta_order not in META_ORDERS:
             raise ValueError(f"meta_order={self.meta_order!r} is unknown: use one of {list(META_ORDERS)}.")
         if self.meta_every < 1:
@@ -295,13 +303,20 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         cap = math.log(logits.shape[-1]) if cap is None else cap
         return loss, loss.clamp(max=cap)
 
-    def _step(self, module, params: dict, batch: dict, step_size: float, second_order: bool) -> dict:
+    def _step(self, module, params: dict, batch: dict, step_size: float, second_order: bool,
+              max_grad_norm: float | None = None) -> dict:
         """`params + step_size · ∇ℓ(batch; params)` (a negative `step_size` descends); the gradient is a constant
-        unless `second_order`."""
+        unless `second_order`. With `max_grad_norm` the gradient is first clipped to that global norm, as
+        `torch.nn.utils.clip_grad_norm_` clips it (coefficient min(1, c/(‖g‖ + 1e-6)))."""
         loss = self._loss_at(module, params, batch)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order, allow_unused=True)
+        grads = [grad if grad is None or second_order else grad.detach() for grad in grads]
+        if max_grad_norm is not None:
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None]))
+            coefficient = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+            grads = [grad if grad is None else grad * coefficient for grad in grads]
         return {
-            name: value if grad is None else value + step_size * (grad if second_order else grad.detach())
+            name: value if grad is None else value + step_size * grad
             for (name, value), grad in zip(params.items(), grads, strict=True)
         }
 
@@ -334,7 +349,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         if args.lambda3 > 0 and recovery is not None:
             relearned = unlearned
             for _ in range(args.relearn_steps):
-                relearned = self._step(module, relearned, recovery, -args.alpha_re, second)
+                relearned = self._step(module, relearned, recovery, -args.alpha_re, second, args.relearn_max_grad_norm)
             terms["revocable_after_relearn"], capped = self._capped(module, relearned, revocable)
             loss = loss - args.lambda3 * capped
         return loss, terms
