@@ -4,7 +4,7 @@ CI runs every test at seed 0. `tests/conftest.py` reads `HF_UNLEARN_TEST_SEED` (
 build through `training_args`: data order, dropout, pairing draws), so one command reruns the suite at another seed.
 A test that passes at some seeds and fails at others makes a claim that rests on the draw: this script finds them.
 
-    python bench/seed_sweep.py --seeds 0 1 2 3 --parallel 2 --workers 1 tests/test_methods.py
+    python bench/seed_sweep.py --seeds 0 1 2 3 --parallel 2 tests/test_methods.py -k image_classifier
     python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 4 --workers 4 --write    # the whole suite
 
 `--workers N` hands `-n N` to pytest (pytest-xdist, when installed); `--parallel P` runs P seeds at once. With
@@ -75,7 +75,8 @@ def main():
     parser.add_argument("--write", action="store_true", help="Write the table to docs/results.md.")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("targets", nargs="*", default=["tests"], help="What pytest runs (default: tests).")
-    args = parser.parse_args()
+    args, pytest_options = parser.parse_known_args()  # e.g. `-k image_classifier` goes to pytest as it is
+    args.targets += pytest_options
 
     start = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:

@@ -48,9 +48,9 @@ def latent(model, rows) -> torch.Tensor:
 # (registry name, config overrides) run on a tiny ViT that memorised real digits (image rows: pixel_values, labels).
 IMAGE_METHOD_CASES = [
     ("ga", {}),
-    # Seed-sensitive: passed at 3 of 8 trainer seeds in `bench/seed_sweep.py` (docs/results.md), seed 0 not among them
-    # there (torch 2.11); it passes at seed 0 here. Its thresholds (forget -0.2, retain within 0.1) sit at the edge.
-    ("grad_diff", {"learning_rate": 1e-4, "num_train_epochs": 10, "per_device_train_batch_size": 8}),
+    # Seed-sensitive: passes at 7 of 8 trainer seeds (fails at 2), `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7
+    # --parallel 2 tests/test_methods.py -k "image_classifier and grad_diff"`; the earlier α 1, 10-epoch row: 5 of 8.
+    ("grad_diff", {"learning_rate": 1e-4, "num_train_epochs": 20, "per_device_train_batch_size": 8, "alpha": 2.0}),
     ("a_amu", {"learning_rate": 2.4e-4, "num_train_epochs": 5, "alpha": 30.0}),
     ("a_amu", {"learning_rate": 2.4e-4, "base_method": "grad_diff", "gamma": 0.05, "alpha": 5.0}),
 ]
@@ -61,8 +61,8 @@ NEEDS_HELDOUT = {"a_amu"}
 # (registry name, config overrides) run on a tiny LLaVA that learned to name three concepts from pictures
 # (tests/siu_fixtures.py); each unlearns one concept from one image.
 MULTIMODAL_METHOD_CASES = [
-    # Seed-sensitive: SIU's "other concepts held" assertion passed at 2 (LoRA) and 1 (full) of 8 trainer seeds in
-    # `bench/seed_sweep.py` (docs/results.md); elsewhere the other concepts' NLL rose 0.7-1.8. It passes at seed 0 here.
+    # Seed-sensitive: SIU's rows reach all their targets (others held included) at 5 (LoRA) and 6 (full) of 8 trainer
+    # seeds, `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 2 tests/test_methods.py -k multimodal`.
     ("siu", {}),
     ("siu", {"use_lora": False, "learning_rate": 3e-3}),
     ("siu", {"variant": "po"}),
@@ -140,16 +140,26 @@ IMAGE_CASE_IDS = ["-".join([name, *map(str, overrides.values())]) for name, over
 
 @pytest.mark.parametrize(("name", "overrides"), IMAGE_METHOD_CASES, ids=IMAGE_CASE_IDS)
 def test_method_on_image_classifier(name, overrides, tmp_path, memorised_image_classifier, digits_data):
+    """Forget accuracy down by 0.2 and (with a retain set) retain accuracy within 0.1, at the first step where both
+    hold (`UnlearningEvalCallback`), within the budget."""
     from hf_unlearn.evaluation import evaluate_classifier
 
     model = memorised_image_classifier
     config_cls, trainer_cls = hf_unlearn.METHODS[name]
     config = config_cls(**training_args(tmp_path, **{"learning_rate": 1e-3, "num_train_epochs": 3, **overrides}))
-    before = evaluate_classifier(model, digits_data["forget"], digits_data["retain"], digits_data["test"])
+    forget, retain = digits_data["forget"], digits_data["retain"]
+    before = evaluate_classifier(model, forget, retain, digits_data["test"])
+    target = {"forget_accuracy": ("<=", before["forget_accuracy"] - 0.2)}
+    if config.uses_retain:
+        target["retain_accuracy"] = (">=", before["retain_accuracy"] - 0.1)
+
+    def accuracies(model):
+        return {k: v for k, v in evaluate_classifier(model, forget, retain, forget).items() if k in target}
+
     extra = {"heldout_dataset": digits_data["test"][100:]} if name in NEEDS_HELDOUT else {}
     trainer = trainer_cls(
-        model=model, args=config, forget_dataset=digits_data["forget"],
-        retain_dataset=digits_data["retain"] if config.uses_retain else None, **extra,
+        model=model, args=config, forget_dataset=forget, retain_dataset=retain if config.uses_retain else None,
+        callbacks=[hf_unlearn.UnlearningEvalCallback(accuracies, eval_steps=1, stop_when=target)], **extra,
     )  # fmt: skip
     trainer.train()
     after = evaluate_classifier(model, digits_data["forget"], digits_data["retain"], digits_data["test"])
@@ -233,9 +243,23 @@ def test_method_on_multimodal_model(name, overrides, tmp_path, memorised_llava):
     facts = [row for n in mm.CONCEPTS for row in mm.fact_rows(n)]
     before = {key: mm.mean_answer_nll(model, processor, rows) for key, rows in
               (("unseen", unseen), ("others", others), ("facts", facts))}  # fmt: skip
+    # the targets: the concept's name on unseen pictures; the methods with a keep term hold the text facts; and SIU
+    # the other concepts' recognition (PO and GA+KL do not: the paper's finding). Training stops at the first step
+    # where all of a method's targets hold (within max_steps), as a user stops unlearning at a target.
+    target = {"unseen": (">", 1.0)}
+    if config.variant != "ga":
+        target["facts"] = ("<", 0.5)
+    if config.variant == "siu":
+        target["others"] = ("<", 0.5)
+
+    def rises(model):
+        sets = {"unseen": unseen, "others": others, "facts": facts}
+        return {key: mm.mean_answer_nll(model, processor, sets[key]) - before[key] for key in target}
+
     forget, retain = mm.siu_data(config.variant)
+    callback = hf_unlearn.UnlearningEvalCallback(rises, eval_steps=1, stop_when=target)
     trainer = trainer_cls(model=model, args=config, forget_dataset=forget, retain_dataset=retain,
-                          processing_class=processor, concept_name=TARGET)  # fmt: skip
+                          processing_class=processor, concept_name=TARGET, callbacks=[callback])  # fmt: skip
     start = {k: v.clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -250,8 +274,8 @@ def test_method_on_multimodal_model(name, overrides, tmp_path, memorised_llava):
     model = trainer.model
     after = {key: mm.mean_answer_nll(model, processor, rows) for key, rows in
              (("unseen", unseen), ("others", others), ("facts", facts))}  # fmt: skip
-    assert after["unseen"] - before["unseen"] > 1.0, (before, after)  # the concept's name on unseen pictures
-    if config.variant != "ga":  # the methods with a keep term hold the text facts
+    assert after["unseen"] - before["unseen"] > 1.0, (before, after)
+    if "facts" in target:
         assert after["facts"] - before["facts"] < 0.5, (before, after)
-    if config.variant == "siu":  # and SIU the other concepts' recognition (PO and GA+KL do not: the paper's finding)
+    if "others" in target:
         assert after["others"] - before["others"] < 0.5, (before, after)
