@@ -40,7 +40,7 @@ import torch
 from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
-from hf_unlearn.audit import audit_encoder, embed_views, positive_alignment, save_heatmaps
+from hf_unlearn.audit import audit_encoder, embed_views, emia, positive_alignment, save_heatmaps
 from hf_unlearn.augmentations import image_augmentation
 from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings, train_contrastive
@@ -148,22 +148,11 @@ def forget_alignment(model, data, heldout: str, augment) -> dict:
                 for key, images in sets.items()}
 
 
-def fast_emia(forget_scores, member_scores, nonmember_scores) -> float:
-    """`hf_unlearn.audit.emia` (the same threshold: the first candidate of highest balanced accuracy), vectorised with
-    sorted scores so the bootstrap can call it thousands of times."""
-    members, nonmembers = np.sort(np.asarray(member_scores, float)), np.sort(np.asarray(nonmember_scores, float))
-    candidates = np.unique(np.concatenate([members, nonmembers]))
-    accuracy = ((len(members) - np.searchsorted(members, candidates, "left")) / len(members)
-                + np.searchsorted(nonmembers, candidates, "left") / len(nonmembers)) / 2  # fmt: skip
-    threshold = candidates[int(np.argmax(accuracy))]
-    return float(100.0 * (np.asarray(forget_scores, float) < threshold).mean())
-
-
 def metric_value(pa: dict, name: str, metric: str, heldout: str, f, h, m) -> float:
     """Model `name`'s Forgetting Score or EMIA from the per-example positive alignments `pa` (one seed), on forget
     images f, held-out images h and members m (index arrays)."""
     if metric == "emia":
-        return fast_emia(pa[name]["forget"][f], pa[name]["members"][m], pa[name][heldout][h])
+        return emia(pa[name]["forget"][f], pa[name]["members"][m], pa[name][heldout][h])
     reference = pa["original"]["forget"][f].mean()
     return float((reference - pa[name]["forget"][f].mean()) / (reference - pa["original"][heldout][h].mean()))
 

@@ -103,15 +103,13 @@ def bootstrap_interval(pa_forget_reference, pa_forget, pa_heldout_reference, num
 
 
 def fit_threshold(member_scores, nonmember_scores) -> float:
-    """The threshold t maximising the balanced accuracy of "member iff score ≥ t" (EncoderMI-threshold)."""
-    members, nonmembers = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    """The threshold t maximising the balanced accuracy of "member iff score ≥ t" (EncoderMI-threshold); among equal
+    accuracies the lowest t. Every observed score is a candidate, scored at once from the sorted scores."""
+    members, nonmembers = np.sort(np.asarray(member_scores, float)), np.sort(np.asarray(nonmember_scores, float))
     candidates = np.unique(np.concatenate([members, nonmembers]))
-    best, best_accuracy = candidates[0], -1.0
-    for threshold in candidates:
-        accuracy = ((members >= threshold).mean() + (nonmembers < threshold).mean()) / 2
-        if accuracy > best_accuracy:
-            best, best_accuracy = threshold, accuracy
-    return float(best)
+    members_above = (len(members) - np.searchsorted(members, candidates, "left")) / len(members)  # members ≥ t
+    nonmembers_below = np.searchsorted(nonmembers, candidates, "left") / len(nonmembers)  # non-members < t
+    return float(candidates[int(np.argmax((members_above + nonmembers_below) / 2))])
 
 
 def emia(forget_scores, member_scores, nonmember_scores) -> float:

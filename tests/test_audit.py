@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from hf_unlearn.audit import alignment_matrix, audit_encoder, forgetting_score, positive_alignment
+from hf_unlearn.audit import alignment_matrix, audit_encoder, emia, fit_threshold, forgetting_score, positive_alignment
 
 
 def planted(memorised: torch.Tensor, radius: float = 6.0):
@@ -145,3 +145,25 @@ def test_cli_audit_of_a_text_encoder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "Forgetting Score: 0.000" in out  # the same encoder as its own reference: nothing forgotten
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["emia"] >= 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_threshold_is_the_first_best_candidate_with_ties(seed):
+    """The vectorised threshold equals the definition scored candidate by candidate (lowest t among equal balanced
+    accuracies), on scores rounded to 2 decimals so members, non-members and candidates tie."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    members, nonmembers = (np.round(rng.normal(mu, 0.05, n), 2) for mu, n in ((0.9, 50), (0.85, 70)))
+    best, best_accuracy = None, -1.0
+    for t in np.unique(np.concatenate([members, nonmembers])):
+        accuracy = ((members >= t).mean() + (nonmembers < t).mean()) / 2
+        if accuracy > best_accuracy:
+            best, best_accuracy = t, accuracy
+    assert fit_threshold(members, nonmembers) == best
+
+
+def test_emia_by_hand():
+    # members 1, 1; non-members 0, 0: threshold 1 (balanced accuracy (1 + 1)/2 beats threshold 0's (1 + 0)/2), so the
+    # forget scores 0, 0.5, 1, 1 below it: 2 of 4 = 50%
+    assert emia([0.0, 0.5, 1.0, 1.0], [1.0, 1.0], [0.0, 0.0]) == 50.0

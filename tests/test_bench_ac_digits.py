@@ -9,24 +9,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import ac_digits as bench  # noqa: E402
 
-from hf_unlearn.audit import emia  # noqa: E402
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_emia_matches_the_audit_emia_with_ties(seed):
-    rng = np.random.default_rng(seed)
-    # rounded to 2 decimals so members, non-members and forget scores share values (ties at the threshold)
-    members, nonmembers, forget = (np.round(rng.normal(mu, 0.05, n), 2)
-                                   for mu, n in ((0.9, 50), (0.85, 70), (0.88, 30)))
-    assert bench.fast_emia(forget, members, nonmembers) == emia(forget, members, nonmembers)
-
-
-def test_fast_emia_by_hand():
-    # members 1, 1; non-members 0, 0: threshold 1 (balanced accuracy (1 + 1)/2 beats threshold 0's (1 + 0)/2), so the
-    # forget scores 0, 0.5, 1, 1 below it: 2 of 4 = 50%
-    assert bench.fast_emia([0.0, 0.5, 1.0, 1.0], [1.0, 1.0], [0.0, 0.0]) == 50.0
-
-
 GRID = ["slow close", "fast far", "fast close", "too slow"]
 DISTANCE = {"slow close": 0.1, "fast far": 0.9, "fast close": 0.3, "too slow": 0.05}
 SECONDS = {"slow close": 12.0, "fast far": 4.0, "fast close": 10.0, "too slow": 30.0}
