@@ -140,10 +140,11 @@ def test_detach_retain_stops_the_forget_term_at_the_retain_side(sst2_classifier,
 
 def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):
     """Forget 10% of the memorised phrases; stop at the first check where forget accuracy is at the original's test
-    accuracy AND retain accuracy is within 2 points of the original's. Stopping on forget accuracy alone caught the run
-    mid-step at 6 of 8 seeds (retain 14-15 points down after 2-5 steps; training on restores it):
-    `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 tests/test_deepcut.py` measured 2/8 for that version and 8/8
-    for this one (docs/results.md, "Seed robustness of the test suite")."""
+    accuracy AND retain accuracy is within 2 points of the original's. Stopping on forget accuracy alone passed at 2
+    of 8 trainer seeds (the whole-suite sweep in docs/results.md, "Seed robustness of the test suite"): elsewhere it
+    stopped a few steps in, with retain accuracy down, which training on restores. This version passed at 8 of 8:
+    `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 2
+    tests/test_deepcut.py::test_deepcut_unlearns_a_memorised_classifier`."""
     from hf_unlearn import UnlearningEvalCallback
     from hf_unlearn.data import prepare_dataset
 
