@@ -177,7 +177,7 @@ def select_deepcut(spec, variants, table, unlearn, validation, forget_accuracy, 
             del model
         else:
             log(f"{spec['name']}: {name} loaded from the cache")
-        rows[name] = {k: v for k, v in stored.items() if k != "state"} | {"key": key}
+        rows[name] = {k: v for k, v in stored.items() if k != "state"} | {"key": key, "settings": settings}
         row = rows[name]
         log(f"{spec['name']} | {name}: val acc {row['val_accuracy']:.4f}, forget acc {row['forget_accuracy']:.4f}, "
             f"{row['steps']} steps{'' if row['reached'] else ' (budget)'}, {row['seconds']:.1f} s "
@@ -186,6 +186,33 @@ def select_deepcut(spec, variants, table, unlearn, validation, forget_accuracy, 
     chosen = max(eligible, key=lambda name: (rows[name]["val_accuracy"], -rows[name]["seconds"]), default=None)
     log(f"{spec['name']}: chosen on validation: {chosen}")
     return chosen, rows
+
+
+def seeded_name(chosen: str, seed: int) -> str:
+    return f"{chosen}, unlearning seed {seed}"
+
+
+def seed_summary(table: dict, chosen: str, retrain_results: dict, retrain_wall: float) -> list[str]:
+    """The chosen setting over its unlearning seeds (the rows `seeded_name` names, and the chosen row itself): mean ±
+    sample sd of the target numbers and, per target, on how many seeds it is met."""
+    runs = [table[name] for name in table if name == chosen or name.startswith(f"{chosen}, unlearning seed ")]
+    if len(runs) < 2:
+        return []
+    numbers = {key: torch.tensor([r[0][key] for r in runs], dtype=torch.float64)
+               for key in ("forget_accuracy", "test_accuracy", "val_accuracy", "mia_auc")}  # fmt: skip
+    text = "; ".join(f"{label} {v.mean():.4f} ± {v.std():.4f}" for label, v in
+                     zip(("forget acc", "test acc", "val acc", "MIA AUC"), numbers.values(), strict=True))  # fmt: skip
+    counts = [0, 0, 0, 0]
+    for results, wall, _ in runs:
+        for i, (_, ok, _) in enumerate(target_checks(results, wall, retrain_results, retrain_wall)):
+            counts[i] += ok
+    labels = ("forget≈test", "MIA≈retrain", "test≈retrain", "time ≤ retrain/5")
+    met = ", ".join(f"{label} {count}/{len(runs)}" for label, count in zip(labels, counts, strict=True))
+    test_gap = numbers["test_accuracy"].mean().item() - retrain_results["test_accuracy"]
+    reached = sum(not str(steps).endswith("(budget)") for _, _, steps in runs)
+    return [f"- The chosen setting over {len(runs)} unlearning seeds (the same data, original and retrain; mean ± "
+            f"sample sd): {text}; its mean test acc is {test_gap:+.4f} from retrain's. It reached the stopping target "
+            f"on {reached}/{len(runs)} seeds. Targets met on: {met} seeds."]
 
 
 SELECTION_RULE = ("among the settings that reach the stopping target within the budget in at most 1/5 of retrain's "
@@ -282,8 +309,10 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
         return {"forget_accuracy": accuracy_and_macro_f1(outputs["logits"], outputs["labels"])["accuracy"]}
 
-    def unlearn(name, method, overrides):
-        """Unlearn a copy of the original with `method`: (model, wall seconds, steps, reached the stopping target)."""
+    def unlearn(name, method, overrides, seed=None):
+        """Unlearn a copy of the original with `method`: (model, wall seconds, steps, reached the stopping target).
+        `seed` (default `--seed`) is the unlearning run's: dropout, pairing draws and batch order, not the data."""
+        seed = args.seed if seed is None else seed
         config_cls, trainer_cls = METHODS[method]
         model = copy.deepcopy(original)
         start = time.perf_counter()
@@ -291,7 +320,7 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
                     "per_device_train_batch_size": args.unlearn_batch_size, **overrides}  # fmt: skip
         output_dir = workdir / f"{task}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}"
         config = config_cls(output_dir=str(output_dir), report_to="none", save_strategy="no", use_cpu=use_cpu,
-                            max_length=max_length, logging_steps=args.eval_steps, disable_tqdm=True, seed=args.seed,
+                            max_length=max_length, logging_steps=args.eval_steps, disable_tqdm=True, seed=seed,
                             **settings)  # fmt: skip
         callback = UnlearningEvalCallback(forget_accuracy, eval_steps=args.eval_steps,
                                           stop_when={"forget_accuracy": ("<=", target)})  # fmt: skip
@@ -314,6 +343,18 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
             model = fresh()
             model.load_state_dict(cache.load(rows[chosen]["key"])["state"])
             record(chosen, model, rows[chosen]["seconds"], rows[chosen]["steps"])
+            for seed in (s for s in args.unlearn_seeds if s != args.seed):
+                name = seeded_name(chosen, seed)
+                key = f"{rows[chosen]['key']}-useed{seed}"
+                stored = cache.load(key)
+                if stored is None:
+                    model, wall, steps, reached = unlearn(name, "deepcut", rows[chosen]["settings"], seed=seed)
+                    stored = {"state": model.state_dict(), "seconds": wall,
+                              "steps": steps if reached else f"{steps} (budget)"}  # fmt: skip
+                    cache.save(key, stored)
+                model = fresh()
+                model.load_state_dict(stored["state"])
+                record(name, model, stored["seconds"], stored["steps"])
         return render(task, table, args, len(train), len(forget), len(data["val"]), len(data["test"]), target,
                       (chosen, rows))  # fmt: skip
 
@@ -391,6 +432,8 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target, selectio
                      f"{abs(results['forget_accuracy'] - results['val_accuracy']):.4f}; forget acc − retrain's forget "
                      f"acc = {results['forget_accuracy']:.4f} − {retrain_results['forget_accuracy']:.4f} = "
                      f"{results['forget_accuracy'] - retrain_results['forget_accuracy']:+.4f}.")  # fmt: skip
+    if selection is not None and selection[0] is not None:
+        lines += seed_summary(table, selection[0], retrain_results, retrain_wall)
     gold_gap = abs(retrain_results["forget_accuracy"] - retrain_results["test_accuracy"])
     lines.append(f"- For reference, retrain itself: |forget acc − test acc| = "
                  f"|{retrain_results['forget_accuracy']:.4f} − {retrain_results['test_accuracy']:.4f}| = "
@@ -427,6 +470,12 @@ def main():
                         help="Choose a DeepCUT setting on validation among the defaults and every --deepcut-variant "
                              "(no GA/GradDiff/fine-tune rows), report the chosen one's test numbers, and write the "
                              "section deepcut_<task>_variants instead of deepcut.")
+    parser.add_argument("--unlearn-seeds", type=int, nargs="+", default=[],
+                        help="With --select: rerun the chosen setting from the same original with each of these "
+                             "unlearning seeds (dropout, pairing draws, batch order) and report each on test, with "
+                             "the spread over seeds.")
+    parser.add_argument("--section", default="deepcut_{task}_variants",
+                        help="With --select: the docs section to write ({task} becomes sst2 or agnews).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores).")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args()
@@ -473,9 +522,9 @@ def main():
         write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
                       intro + "\n\n" + "\n\n".join(blocks))
     for task, block in zip(tasks, blocks, strict=True) if args.select else ():
-        write_section(args.output, f"deepcut_{task}_variants",
-                      f"DeepCUT settings chosen on validation, {TASKS[task]['name']} (`bench/deepcut.py --select`)",
-                      intro + "\n\n" + block)  # fmt: skip
+        flags = "--select" + (f" --val-size {args.val_size}" if args.val_size != 500 else "")
+        title = f"DeepCUT settings chosen on validation, {TASKS[task]['name']} (`bench/deepcut.py {flags}`)"
+        write_section(args.output, args.section.format(task=task), title, intro + "\n\n" + block)
     log(f"done in {minutes:.1f} min; wrote {args.output}")
 
 

@@ -90,3 +90,25 @@ def test_targets_count_exactly_two_points_as_within_two_points():
     assert checks(0.853, forget_accuracy=0.884)["forget≈test"] is False
     # MIA |0.50 − 0.49| = 0.01 <= 0.05 and time 20 s / 100 s = 0.2 <= 1/5 (exactly)
     assert checks(0.853)["MIA≈retrain"] is True and checks(0.853)["time ≤ retrain/5"] is True
+
+
+def test_seed_summary_gives_the_spread_and_the_seeds_that_meet_each_target():
+    chosen = "DeepCUT (gamma=0.5)"
+    retrain = {"test_accuracy": 0.80, "mia_auc": 0.55, "forget_accuracy": 0.88}
+
+    def row(forget, test, mia, wall):
+        steps = 5 if wall < 30 else "13 (budget)"  # the slow seed ran out of budget
+        return ({"forget_accuracy": forget, "test_accuracy": test, "val_accuracy": test, "mia_auc": mia}, wall, steps)
+
+    table = {"original": row(0.99, 0.82, 0.65, 300.0), "retrain": (retrain, 100.0, 171),
+             chosen: row(0.81, 0.79, 0.56, 10.0),  # all four met
+             bench.seeded_name(chosen, 1): row(0.85, 0.77, 0.61, 30.0),  # forget≈test 0.08, MIA 0.06, test 0.03, 0.3
+             bench.seeded_name(chosen, 2): row(0.80, 0.79, 0.55, 15.0),  # all four met
+             "DeepCUT (other)": row(0.70, 0.50, 0.50, 1.0)}  # another setting: not one of the chosen one's seeds
+    [line] = bench.seed_summary(table, chosen, retrain, 100.0)
+    # test acc over the three seeds: 0.79, 0.77, 0.79 -> mean 0.7833, sample sd 0.0115; forget 0.81 / 0.85 / 0.80
+    assert "over 3 unlearning seeds" in line
+    assert "test acc 0.7833 ± 0.0115" in line and "forget acc 0.8200 ± 0.0265" in line
+    assert "-0.0167 from retrain's" in line and "reached the stopping target on 2/3 seeds" in line
+    assert "forget≈test 2/3, MIA≈retrain 2/3, test≈retrain 2/3, time ≤ retrain/5 2/3 seeds" in line
+    assert bench.seed_summary({chosen: table[chosen], "retrain": table["retrain"]}, chosen, retrain, 100.0) == []
