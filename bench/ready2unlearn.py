@@ -14,7 +14,10 @@ data, seed and schedule, then unlearning the revocable group from both with the 
   from `../shared/data/tofu`); the revocable group is the forget10 authors (400 rows) and the rest of the training
   data a subset of retain90 (`--tofu-retain`, so it runs in minutes on a CPU). Forget metric: mean answer probability
   on forget10; utility: mean answer probability on the trained retain rows; recovery data: forget10's paraphrased
-  answers (the same facts said another way).
+  answers (the same facts said another way). With no held-out rows of the revocable group, the settings are chosen at
+  another training seed: a normal model and one prepared model per candidate of `Tofu.grid` are trained at
+  `--select-seed` (1) and evaluated as below, `choose` picks one, and only a normal and the chosen model trained anew
+  at `--seed` (0) are reported.
 
 Per model it reports: ordinary task performance before unlearning, gradient-ascent steps until the forget metric
 reaches the target (`--*-target`), utility after unlearning, and the forget metric after `--relearn-steps` steps of
