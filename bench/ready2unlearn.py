@@ -14,7 +14,10 @@ data, seed and schedule, then unlearning the revocable group from both with the 
   from `../shared/data/tofu`); the revocable group is the forget10 authors (400 rows) and the rest of the training
   data a subset of retain90 (`--tofu-retain`, so it runs in minutes on a CPU). Forget metric: mean answer probability
   on forget10; utility: mean answer probability on the trained retain rows; recovery data: forget10's paraphrased
-  answers (the same facts said another way).
+  answers (the same facts said another way). With no held-out rows of the revocable group, the settings are chosen at
+  another training seed: a normal model and one prepared model per candidate of `Tofu.grid` are trained at
+  `--select-seed` (1) and evaluated as below, `choose` picks one, and only a normal and the chosen model trained anew
+  at `--seed` (0) are reported.
 
 Per model it reports: ordinary task performance before unlearning, gradient-ascent steps until the forget metric
 reaches the target (`--*-target`), utility after unlearning, and the forget metric after `--relearn-steps` steps of
@@ -82,6 +85,8 @@ class StopAtTarget(TrainerCallback):
 class Setting:
     """The data, model and metrics of one benchmark setting (`digits` or `tofu`)."""
 
+    has_validation = False  # True: the settings are chosen on a validation split, else on training seed --select-seed
+
     name: str
     metric_name: str
     utility_name: str
@@ -115,6 +120,7 @@ class Setting:
 
 
 class Digits(Setting):
+    has_validation = True
     metric_name = "forget accuracy"
     # The grid's centre; one candidate per `grid` entry is trained and the one to report is chosen on the validation
     # split by `choose` (the same rule for both revocable groups). The test split only reports.
@@ -193,6 +199,19 @@ class Tofu(Setting):
     preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
                    "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0, "inner_steps": 1,
                    "relearn_steps": 1, "relearn_max_grad_norm": None, "meta_order": "first"}  # fmt: skip
+    # One candidate per entry, chosen by `choose` at training seed --select-seed (TOFU has no held-out split of the
+    # revocable group); the reported models are trained at --seed. The centre (the earlier, unsearched settings), then
+    # a stronger unlearning term (λ1) with a simulated attacker like the real one (α_re = the attack's learning rates,
+    # 4 steps, gradient norm clipped at 1.0 as Trainer's max_grad_norm) and a stronger anti-relearning term (λ3). The
+    # last two were added after the first four, seen at seed 1 only, all needed as many GA steps as the normal model
+    # or more: a still stronger unlearning term (λ1 1.0) and the ascent terms capped at log C instead of 3.0.
+    grid = ({},
+            {"lambda1": 0.3, "relearn_steps": 4, "relearn_max_grad_norm": 1.0},
+            {"lambda1": 0.3, "lambda3": 1.0, "relearn_steps": 4, "relearn_max_grad_norm": 1.0},
+            {"lambda1": 0.3, "lambda3": 1.0, "alpha_re": 0.2, "relearn_steps": 4, "relearn_max_grad_norm": 1.0},
+            {"lambda1": 1.0, "lambda3": 1.0, "alpha_re": 0.2, "relearn_steps": 4, "relearn_max_grad_norm": 1.0},
+            {"lambda1": 0.3, "lambda3": 1.0, "alpha_re": 0.2, "relearn_steps": 4, "relearn_max_grad_norm": 1.0,
+             "revocable_loss_cap": None})
     relearn_lr = (0.05, 0.2)
     metric_name = "forget probability"
     utility_name = "retain probability"
@@ -278,14 +297,15 @@ def train(setting: Setting, preparation: dict | None, args, workdir: Path, seed:
     return model, time.perf_counter() - start
 
 
-def unlearn(setting: Setting, model, args, workdir: Path) -> int | None:
+def unlearn(setting: Setting, model, args, workdir: Path, seed: int | None = None) -> int | None:
     """Gradient ascent (`hf_unlearn.METHODS["ga"]`) on the revocable group until the forget metric reaches the
     target; the number of optimizer steps it took (0 if the model starts at the target), or None if
-    `--max-unlearn-steps` were not enough."""
+    `--max-unlearn-steps` were not enough. `seed` (default `--seed`): the data order."""
     if setting.forget_metric(model) <= setting.target:  # already there: no unlearning needed
         return 0
     config_cls, trainer_cls = METHODS["ga"]
-    values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "max_steps": args.max_unlearn_steps,
+    seed = args.seed if seed is None else seed
+    values = {**QUIET, "output_dir": str(workdir), "seed": seed, "max_steps": args.max_unlearn_steps,
               "lr_scheduler_type": "constant", "optim": "sgd", "max_grad_norm": 0, **setting.unlearn_args(args)}
     stop = StopAtTarget(setting.forget_metric, setting.target)
     forget = setting.revocable_raw if hasattr(setting, "revocable_raw") else setting.revocable
@@ -295,13 +315,15 @@ def unlearn(setting: Setting, model, args, workdir: Path) -> int | None:
     return stop.reached_at
 
 
-def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path) -> None:
+def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path, seed: int | None = None) -> None:
     """`--relearn-steps` steps of ordinary fine-tuning on the recovery data (the attacker's relearning), the gradient
-    norm clipped at `--relearn-max-grad-norm` (`Trainer`'s `max_grad_norm`; 0: no clipping)."""
+    norm clipped at `--relearn-max-grad-norm` (`Trainer`'s `max_grad_norm`; 0: no clipping). `seed` (default
+    `--seed`): the data order."""
     rows = prepare_dataset(setting.recovery, "recovery", setting.tokenizer, "Question: {question}\nAnswer:",
                            getattr(args, "tofu_max_length", 512))  # fmt: skip
     pad = setting.tokenizer.pad_token_id if setting.tokenizer is not None else 0
-    values = {**QUIET, "output_dir": str(workdir), "seed": args.seed, "max_steps": args.relearn_steps,
+    values = {**QUIET, "output_dir": str(workdir), "seed": args.seed if seed is None else seed,
+              "max_steps": args.relearn_steps,
               "learning_rate": learning_rate, "optim": args.relearn_optim, "per_device_train_batch_size": 16,
               "max_grad_norm": args.relearn_max_grad_norm, "lr_scheduler_type": "constant",
               "remove_unused_columns": False}  # fmt: skip
@@ -310,20 +332,21 @@ def relearn(setting: Setting, model, args, learning_rate: float, workdir: Path) 
     trainer.train()
 
 
-def evaluate(setting: Setting, model, args, workdir: Path) -> dict:
+def evaluate(setting: Setting, model, args, workdir: Path, seed: int | None = None) -> dict:
     """Task performance and forget metric of a trained model, then GA to the target, utility after it, and the forget
-    metric after each relearning attack (each from the unlearned weights). Changes `model`: pass a copy."""
+    metric after each relearning attack (each from the unlearned weights; `seed`, default `--seed`, sets the GA and
+    relearning data order). Changes `model`: pass a copy."""
     row = {"task": setting.task_metric(model), "forget_before": setting.forget_metric(model)}
     if setting.target is None:  # random 10%: the normal model (evaluated first) sets it
         setting.target = round(row["task"], 4)
-    row["steps"] = unlearn(setting, model, args, workdir / "ga")
+    row["steps"] = unlearn(setting, model, args, workdir / "ga", seed)
     row["forget_after"] = setting.forget_metric(model)
     row["utility"] = setting.utility(model)
     unlearned = copy.deepcopy(model.state_dict())
     row["recovered"] = {}
     for learning_rate in setting.relearn_lrs(args):
         model.load_state_dict(unlearned)
-        relearn(setting, model, args, learning_rate, workdir / "relearn")
+        relearn(setting, model, args, learning_rate, workdir / "relearn", seed)
         row["recovered"][learning_rate] = setting.forget_metric(model)
     return row
 
@@ -354,26 +377,42 @@ def choose(validation: dict) -> int:
 
 
 def run_setting(setting: Setting, args, log=print) -> dict:
-    """Trains the normal model and one prepared model per candidate; with more than one candidate, evaluates all on
-    the validation split and keeps the one `choose` picks; then reports the normal and the chosen model on the test
-    split. Returns {"normal": row, "prepared": row, "candidates": [...], "chosen": i, "validation": {...}}."""
+    """Trains the normal model and one prepared model per candidate and, with more than one candidate, keeps the one
+    `choose` picks without looking at the reported run. Digits (`has_validation`): all models trained at `--seed`,
+    the candidates evaluated on the validation split, the normal and the chosen model reported on the test split.
+    TOFU (no held-out split of the revocable group): the normal model and the candidates trained and evaluated at
+    training seed `--select-seed`, then the normal and the chosen model trained anew at `--seed` and reported.
+    Returns {"normal": row, "prepared": row, "candidates": [...], "chosen": i, "validation": {...},
+    "select_seed": the selection's training seed, None when chosen on a validation split or not chosen}."""
     candidates = setting.candidates(args)
+    by_seed = len(candidates) > 1 and not setting.has_validation
+    select_seed = args.select_seed if by_seed else args.seed
+    if by_seed and select_seed == args.seed:
+        raise ValueError("--select-seed must differ from --seed: the reported models must not be the ones chosen on")
     trained = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        trained["normal"] = train(setting, None, args, tmp / "train-normal")
+        trained["normal"] = train(setting, None, args, tmp / "train-normal", seed=select_seed)
         for i, preparation in enumerate(candidates):
-            trained[i] = train(setting, preparation, args, tmp / f"train-{i}")
-            log(f"  {setting.name}: trained candidate {i} {preparation} in {trained[i][1]:.0f} s")
+            trained[i] = train(setting, preparation, args, tmp / f"train-{i}", seed=select_seed)
+            log(f"  {setting.name}: trained candidate {i} {preparation} at training seed {select_seed} in "
+                f"{trained[i][1]:.0f} s")  # fmt: skip
         validation, chosen = {}, 0
         if len(candidates) > 1:
-            setting.use_split("validation")
+            if not by_seed:
+                setting.use_split("validation")
+            where = f"training seed {select_seed}" if by_seed else "validation"
             for i in ("normal", *range(len(candidates))):
-                validation[i] = evaluate(setting, copy.deepcopy(trained[i][0]), args, tmp / f"val-{i}")
-                log(f"  {setting.name} / validation / {i}: {validation[i]}")
+                validation[i] = evaluate(setting, copy.deepcopy(trained[i][0]), args, tmp / f"val-{i}", select_seed)
+                log(f"  {setting.name} / {where} / {i}: {validation[i]}")
             chosen = choose(validation)
-            setting.use_split("test")
-        results = {"candidates": candidates, "chosen": chosen, "validation": validation}
+            if not by_seed:
+                setting.use_split("test")
+        results = {"candidates": candidates, "chosen": chosen, "validation": validation,
+                   "select_seed": select_seed if by_seed else None}  # fmt: skip
+        if by_seed:  # the reported models: trained anew at --seed, never seen by the choice
+            trained = {"normal": train(setting, None, args, tmp / "report-normal"),
+                       chosen: train(setting, candidates[chosen], args, tmp / "report-prepared")}  # fmt: skip
         for label, key in (("normal", "normal"), ("prepared", chosen)):
             model, seconds = trained[key]
             results[label] = {"train_seconds": seconds, **evaluate(setting, model, args, tmp / f"test-{label}")}
@@ -476,21 +515,26 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
     ]
     if results["validation"]:
         varied = [name for name in PREPARATION if len({c[name] for c in candidates}) > 1]
-        validation = results["validation"]
+        validation, seed = results["validation"], results.get("select_seed")
+        # digits: a validation split; TOFU: another training seed (same data), the reported models trained at --seed
+        where, task, short = ("the validation split", "validation accuracy", "on validation") if seed is None else (
+            f"training seed {seed} (a normal model and every candidate trained at that seed on the same data, "
+            "evaluated with the same GA and relearning, their data order also from that seed)", setting.task_name,
+            f"at training seed {seed}")  # fmt: skip
         lines += [
-            f"Choosing the settings on the validation split ({len(candidates)} candidates"
+            f"Choosing the settings on {where} ({len(candidates)} candidates"
             + (", the command's `--grid` in place of the script's default grid" if getattr(args, "grid", None) else "")
             + ", the rest as above; "
-            f"`choose` in the script): a candidate is admissible if its validation accuracy is not more than 1 point "
+            f"`choose` in the script): a candidate is admissible if its {task} is not more than 1 point "
             f"below the normal model's ({validation['normal']['task']:.4f}) and its {setting.metric_name} before "
             f"unlearning not more than 5 points below the normal model's ({validation['normal']['forget_before']:.4f}"
-            f"); the admissible candidate meeting most of the comparative targets on validation wins, ties to fewer GA "
-            f"steps, then higher utility. The normal model on validation: "
+            f"); the admissible candidate meeting most of the comparative targets {short} wins, ties to fewer GA "
+            f"steps, then higher utility. The normal model {short}: "
             f"{steps_text(validation['normal'], args)} GA steps, utility {validation['normal']['utility']:.4f}, "
             "recovery "
             + ", ".join(f"{validation['normal']['recovered'][lr]:.4f}" for lr in lrs) + ".",
             "",
-            "| candidate | " + " | ".join(varied) + f" | validation accuracy | {setting.metric_name} before | "
+            "| candidate | " + " | ".join(varied) + f" | {task} | {setting.metric_name} before | "
             "GA steps | utility after GA | " + " | ".join(f"after relearning (lr {lr})" for lr in lrs)
             + " | targets met |",
             "|---|" + "---|" * len(varied) + "---|---|---|---|" + "---|" * len(lrs) + "---|",
@@ -503,7 +547,8 @@ def section(setting: Setting, results: dict, args, command: str) -> str:
                          f"{row['forget_before']:.4f} | {steps_text(row, args)} | "
                          f"{row['utility']:.4f} | " + " | ".join(f"{row['recovered'][lr]:.4f}" for lr in lrs)
                          + f" | {met} of {2 + len(lrs)} |")  # fmt: skip
-        lines += ["", "On the test split (reported only):", ""]
+        lines += ["", "On the test split (reported only):" if seed is None else f"The normal model and the chosen "
+                  f"settings trained anew at training seed {args.seed} (reported only; not seen by the choice):", ""]
     lines += [
         f"| model | {setting.task_name} before unlearning | {setting.metric_name} before | GA steps to target | "
         f"{setting.metric_name} after GA | {setting.utility_name} after GA | "
@@ -552,7 +597,10 @@ def grid_entry(text: str) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=["digits", "tofu", "all"], default="all")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Training seed of the reported models.")
+    parser.add_argument("--select-seed", type=int, default=1,
+                        help="TOFU (no validation split): the candidates and a normal model are trained and compared "
+                             "at this training seed, and only the chosen settings are trained at --seed and reported.")
     parser.add_argument("--revocable", choices=["class", "random", "both"], default="class",
                         help="digits: the revocable group is one class, a random 10%% of the training rows, or both "
                              "(two digits runs).")

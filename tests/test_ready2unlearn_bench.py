@@ -88,3 +88,88 @@ def test_attack_clips_at_the_given_norm(monkeypatch, tmp_path):
         args = SimpleNamespace(seed=0, relearn_steps=2, relearn_optim="sgd", relearn_max_grad_norm=norm)
         bench.relearn(setting, None, args, 0.02, tmp_path)
     assert seen == [1.0, 0.0]
+
+
+class Stub(bench.Setting):
+    """Two candidates; `train` and `evaluate` are replaced in the tests below, so no model is built."""
+
+    name, metric_name, task_name, utility_name = "stub", "forget probability", "retain probability", "utility"
+    relearn_lr, target = (0.05, 0.2), 0.05
+
+    def __init__(self, has_validation):
+        self.has_validation, self.splits = has_validation, []
+
+    def candidates(self, args):
+        return [{**bench.Tofu.preparation, "lambda3": 0.3}, {**bench.Tofu.preparation, "lambda3": 1.0}]
+
+    def use_split(self, split):
+        self.splits.append(split)
+
+    def describe(self):
+        return "stub rows"
+
+    def unlearn_args(self, args):
+        return {"learning_rate": 0.01}
+
+
+def stub_run(monkeypatch, has_validation, seed=0, select_seed=1):
+    """Runs `run_setting` with a fake `train` (the model is a record of its settings and training seed) and a fake
+    `evaluate` in which the λ3 1.0 candidate needs 5 GA steps at training seed 1 and 30 at any other seed (λ3 0.3:
+    15 everywhere, the normal model 20): the choice shows which seed it was made on."""
+    trained, evaluated = [], []
+
+    def train(setting, preparation, args, workdir, seed=None):
+        model = {"seed": args.seed if seed is None else seed, "prep": preparation and preparation["lambda3"]}
+        trained.append(dict(model))
+        return model, 1.0
+
+    def evaluate(setting, model, args, workdir, seed=None):
+        evaluated.append((dict(model), args.seed if seed is None else seed))
+        steps = 20 if model["prep"] is None else 15 if model["prep"] == 0.3 else 5 if model["seed"] == 1 else 30
+        return {"task": 0.5, "forget_before": 0.5, "steps": steps, "forget_after": 0.04, "utility": 0.5,
+                "recovered": {0.05: 0.3, 0.2: 0.3}, "model": model}  # fmt: skip
+
+    monkeypatch.setattr(bench, "train", train)
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    setting = Stub(has_validation)
+    args = SimpleNamespace(seed=seed, select_seed=select_seed, task_seeds=None, relearn_lr=None)
+    return setting, args, bench.run_setting(setting, args, log=lambda *a: None), trained, evaluated
+
+
+def test_tofu_chooses_on_the_select_seed_and_reports_models_trained_at_the_seed(monkeypatch):
+    setting, args, results, trained, evaluated = stub_run(monkeypatch, has_validation=False)
+    # the normal model and both candidates at seed 1, then the normal and the chosen one anew at seed 0
+    assert trained == [{"seed": 1, "prep": None}, {"seed": 1, "prep": 0.3},
+                       {"seed": 1, "prep": 1.0}, {"seed": 0, "prep": None},
+                       {"seed": 0, "prep": 1.0}]  # fmt: skip
+    # selection models evaluated with GA / relearning at seed 1, the reported ones at seed 0
+    assert [(m["seed"], s) for m, s in evaluated] == [(1, 1)] * 3 + [(0, 0)] * 2
+    assert results["chosen"] == 1 and results["select_seed"] == 1  # 5 steps at seed 1 (half of 20); 30 at seed 0
+    assert results["validation"][1]["steps"] == 5
+    assert results["normal"]["model"] == {"seed": 0, "prep": None}
+    assert results["prepared"]["model"] == {"seed": 0, "prep": 1.0}
+    assert results["prepared"]["steps"] == 30  # the reported figure, not the selection's
+    assert setting.splits == []  # no validation split used
+    text = bench.section(setting, results, SimpleNamespace(**vars(args), relearn_steps=10, relearn_optim="sgd",
+                                                           relearn_max_grad_norm=1.0, max_unlearn_steps=300),
+                         "cmd")  # fmt: skip
+    assert "Choosing the settings on training seed 1 (" in text
+    assert "| 1 (chosen) | 1.0 | 0.5000 | 0.5000 | 5 |" in text
+    assert "trained anew at training seed 0 (reported only; not seen by the choice)" in text
+    assert "| prepared | 0.5000 | 0.5000 | 30 |" in text
+
+
+def test_tofu_refuses_to_choose_on_the_reported_seed(monkeypatch):
+    with pytest.raises(ValueError, match="--select-seed must differ from --seed"):
+        stub_run(monkeypatch, has_validation=False, seed=1, select_seed=1)
+
+
+def test_digits_chooses_on_validation_and_reports_the_same_models(monkeypatch):
+    """The validation-split protocol: every model trained once at --seed (--select-seed unused), the choice made on
+    the validation split, the same normal and chosen models reported on the test split."""
+    setting, _, results, trained, evaluated = stub_run(monkeypatch, has_validation=True, seed=1, select_seed=7)
+    assert [m["seed"] for m in trained] == [1, 1, 1]
+    assert setting.splits == ["validation", "test"]
+    assert results["select_seed"] is None and results["chosen"] == 1
+    assert results["prepared"]["model"] == {"seed": 1, "prep": 1.0}
+    assert [s for _, s in evaluated] == [1] * 5
