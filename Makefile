@@ -5,6 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
+PYTEST_FLAGS ?= -q
 
 .PHONY: install run test bench
 
@@ -22,7 +23,7 @@ run: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest $(PYTEST_FLAGS)
 
 bench: install
 	$(PY) bench/overhead.py
