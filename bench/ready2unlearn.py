@@ -417,19 +417,26 @@ def run_setting(setting: Setting, args, log=print) -> dict:
             model, seconds = trained[key]
             results[label] = {"train_seconds": seconds, **evaluate(setting, model, args, tmp / f"test-{label}")}
             log(f"  {setting.name} / {label}: {results[label]}")
-        if args.task_seeds:
-            # Task performance only, over training seeds (the chosen settings, the same data split): the 1-point rule
-            # judged on the mean, above one seed's noise.
-            results["task_seeds"] = {"normal": {}, "prepared": {}}
-            for seed in args.task_seeds:
-                for label, preparation in (("normal", None), ("prepared", candidates[chosen])):
-                    if seed == args.seed:
-                        value = results[label]["task"]
-                    else:
-                        model, _ = train(setting, preparation, args, tmp / f"seed-{seed}-{label}", seed=seed)
-                        value = setting.task_metric(model)
-                    results["task_seeds"][label][seed] = value
-                    log(f"  {setting.name} / {label} / training seed {seed}: {setting.task_name} {value:.4f}")
+        task_seeds, step_seeds = args.task_seeds or [], getattr(args, "step_seeds", None) or []
+        # Over training seeds (the chosen settings, the same data split): the 1-point task rule and, with step seeds,
+        # the half-the-steps rule judged on means, above one seed's noise (GA steps vary much with the training seed).
+        for key, seeds in (("task_seeds", task_seeds), ("step_seeds", step_seeds)):
+            if seeds:
+                results[key] = {"normal": {}, "prepared": {}}
+        for seed in dict.fromkeys([*task_seeds, *step_seeds]):
+            for label, preparation in (("normal", None), ("prepared", candidates[chosen])):
+                if seed == args.seed:
+                    row = results[label]
+                else:
+                    model, _ = train(setting, preparation, args, tmp / f"seed-{seed}-{label}", seed=seed)
+                    row = (evaluate(setting, model, args, tmp / f"seed-{seed}-{label}-eval", seed)
+                           if seed in step_seeds else {"task": setting.task_metric(model)})  # fmt: skip
+                if seed in task_seeds:
+                    results["task_seeds"][label][seed] = row["task"]
+                if seed in step_seeds:
+                    results["step_seeds"][label][seed] = row["steps"]
+                log(f"  {setting.name} / {label} / training seed {seed}: {setting.task_name} {row['task']:.4f}"
+                    + (f", GA steps {row['steps']}" if seed in step_seeds else ""))
     return results
 
 
@@ -462,6 +469,19 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
     found.append(("task performance within 1 point of normal training (not more than 1 point worse)",
                   round((normal["task"] - prepared["task"]) * 100, 6) <= 1.0,
                   f"{prepared['task']:.4f} vs {normal['task']:.4f}"))  # fmt: skip
+    if results.get("step_seeds"):
+        seeds = results["step_seeds"]
+        listed = {label: " / ".join(str(v) for v in seeds[label].values()) for label in ("normal", "prepared")}
+        if any(v is None for label in seeds for v in seeds[label].values()):
+            ok, detail = False, f"a model did not reach the target within the step budget ({listed['prepared']} vs " \
+                f"{listed['normal']})"  # fmt: skip
+        else:
+            means = {label: sum(seeds[label].values()) / len(seeds[label]) for label in ("normal", "prepared")}
+            ok = 2 * means["prepared"] <= means["normal"]
+            detail = (f"mean {means['prepared']:.1f} ({listed['prepared']}) vs {means['normal']:.1f} "
+                      f"({listed['normal']})")  # fmt: skip
+        names = ", ".join(map(str, seeds["normal"]))
+        found.append((f"at most half the unlearning steps, mean over training seeds {names}", ok, detail))
     if results.get("task_seeds"):
         seeds = results["task_seeds"]
         means = {label: sum(seeds[label].values()) / len(seeds[label]) for label in ("normal", "prepared")}
@@ -630,6 +650,10 @@ def main(argv=None):
     parser.add_argument("--task-seeds", type=int, nargs="+", default=None,
                         help="Also train the normal and the chosen prepared model with these training seeds (the same "
                              "data split; --seed's models are reused) and judge the 1-point task rule on the mean.")
+    parser.add_argument("--step-seeds", type=int, nargs="+", default=None,
+                        help="Also train, unlearn and relearn the normal and the chosen prepared model with these "
+                             "training seeds (the same data split; --seed's models are reused) and judge the "
+                             "half-the-steps rule on the mean GA steps.")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
         kind = int if name in ("meta_every", "meta_batch_size", "inner_steps", "relearn_steps") else float
         kind = str if name == "meta_order" else kind

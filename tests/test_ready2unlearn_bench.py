@@ -112,7 +112,7 @@ class Stub(bench.Setting):
         return {"learning_rate": 0.01}
 
 
-def stub_run(monkeypatch, has_validation, seed=0, select_seed=1):
+def stub_run(monkeypatch, has_validation, seed=0, select_seed=1, step_seeds=None):
     """Runs `run_setting` with a fake `train` (the model is a record of its settings and training seed) and a fake
     `evaluate` in which the λ3 1.0 candidate needs 5 GA steps at training seed 1 and 30 at any other seed (λ3 0.3:
     15 everywhere, the normal model 20): the choice shows which seed it was made on."""
@@ -132,7 +132,7 @@ def stub_run(monkeypatch, has_validation, seed=0, select_seed=1):
     monkeypatch.setattr(bench, "train", train)
     monkeypatch.setattr(bench, "evaluate", evaluate)
     setting = Stub(has_validation)
-    args = SimpleNamespace(seed=seed, select_seed=select_seed, task_seeds=None, relearn_lr=None)
+    args = SimpleNamespace(seed=seed, select_seed=select_seed, task_seeds=None, step_seeds=step_seeds, relearn_lr=None)
     return setting, args, bench.run_setting(setting, args, log=lambda *a: None), trained, evaluated
 
 
@@ -173,3 +173,31 @@ def test_digits_chooses_on_validation_and_reports_the_same_models(monkeypatch):
     assert results["select_seed"] is None and results["chosen"] == 1
     assert results["prepared"]["model"] == {"seed": 1, "prep": 1.0}
     assert [s for _, s in evaluated] == [1] * 5
+
+
+def test_step_rule_over_seeds_is_judged_on_the_mean():
+    """Seed 0 alone: 22 vs 38 GA steps, more than half (NOT met). Over seeds 0 and 1: prepared (22 + 8) / 2 = 15.0,
+    normal (38 + 22) / 2 = 30.0: exactly half (met). A model that never reached the target fails the rule."""
+    results = {"normal": result(0.2, steps=38), "prepared": result(0.2, steps=22),
+               "step_seeds": {"normal": {0: 38, 1: 22}, "prepared": {0: 22, 1: 8}}}  # fmt: skip
+    found = {name: (ok, detail) for name, ok, detail in bench.verdicts(results)}
+    assert found["at most half the unlearning steps"] == (False, "22 vs 38")
+    assert found["at most half the unlearning steps, mean over training seeds 0, 1"] == (
+        True, "mean 15.0 (22 / 8) vs 30.0 (38 / 22)")  # fmt: skip
+    results["step_seeds"]["prepared"][1] = 9  # mean 15.5 > 15.0
+    assert not bench.verdicts(results)[-1][1]
+    results["step_seeds"]["prepared"][1] = None
+    ok, detail = bench.verdicts(results)[-1][1:]
+    assert not ok and detail == "a model did not reach the target within the step budget (22 / None vs 38 / 22)"
+
+
+def test_step_seeds_train_unlearn_and_relearn_the_chosen_settings_at_each_seed(monkeypatch):
+    """`--step-seeds 0 2`: seed 0 reuses the reported models; seed 2 trains the normal and the chosen (λ3 1.0) model
+    anew and puts both through GA at that seed (the stub: 20 and 30 steps), so the mean rule is NOT met."""
+    _, _, results, trained, evaluated = stub_run(monkeypatch, has_validation=False, step_seeds=[0, 2])
+    assert trained[-2:] == [{"seed": 2, "prep": None}, {"seed": 2, "prep": 1.0}]
+    assert [(m["seed"], s) for m, s in evaluated][-2:] == [(2, 2), (2, 2)]
+    assert results["step_seeds"] == {"normal": {0: 20, 2: 20}, "prepared": {0: 30, 2: 30}}
+    name, ok, detail = bench.verdicts(results)[-1]
+    assert name == "at most half the unlearning steps, mean over training seeds 0, 2"
+    assert not ok and detail == "mean 30.0 (30 / 30) vs 20.0 (20 / 20)"
