@@ -63,7 +63,7 @@ NEEDS_HELDOUT = {"a_amu"}
 # (tests/siu_fixtures.py); each unlearns one concept from one image.
 MULTIMODAL_METHOD_CASES = [
     # SIU's rows at the learning rates where they reach all their targets (others held included) at each of 8 trainer
-    # seeds, `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 2 tests/test_methods.py -k multimodal`:
+    # seeds, `python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 1 tests/test_methods.py -k multimodal`:
     # LoRA lr 3e-3 and full lr 1.5e-3 over at most 24 steps. At lr 1e-2 (LoRA) and 3e-3 (full) over 8 or 12 steps
     # the rises swung by a point from step to step and the rows passed at 5 and 6 of 8 seeds.
     ("siu", {"learning_rate": 3e-3, "max_steps": 24}),
