@@ -111,6 +111,52 @@ def test_clipped_simulated_relearning_by_hand(tmp_path):
         assert terms["revocable_after_relearn"] == pytest.approx(math.log1p(math.exp(-w2)), abs=1e-6)
 
 
+def test_query_batch_meta_gradient_by_hand(tmp_path):
+    """query_batch (MAML's support/query split): the inner ascent runs on the support row (x=1, y=0) and both ℓ(D_rev)
+    of the outer loss on the query row (x=2, y=0). One weight w = 0, α_in = α_re = 1, λ1 = λ2 = λ3 = 1, first order;
+    stable (x=2, y=1), recovery (x=2, y=0), no cap.
+      inner:   g = dℓ_support/dw at 0 = −σ(0) = −0.5,  w' = −0.5                          (as without the split)
+      λ1:      −dℓ_query/dw at w' = 2·σ(−(−0.5)·2) = 2·σ(1) = 2·0.7310586                 = 1.4621172
+      λ2:      +dℓ_stable/dw at w' = 2·σ(−1)                                              = 0.5378828
+      relearn: w'' = w' − dℓ_rec/dw at w' = −0.5 + 2·σ(1)                                 = 0.9621172
+      λ3:      −dℓ_query/dw at w'' = 2·σ(−2·0.9621172) = 2·σ(−1.9242343)                  = 0.2547803
+      meta dL/dw = 1.4621172 + 0.5378828 + 0.2547803                                      = 2.2547803
+    Measured on the support row instead (no query), the same terms give 1.4367967 (the hand-worked case above less
+    its task gradient 0.5)."""
+    model = OneWeight(0.0)
+    support, query, stable, recovery = row(1.0, 0), row(2.0, 0), row(2.0, 1), row(2.0, 0)
+    trainer = make_trainer(tmp_path, model, [row(1.0, 1)], [support, query], [stable], [recovery], alpha_in=1.0,
+                           alpha_re=1.0, revocable_loss_cap=float("inf"), query_batch=True)  # fmt: skip
+    batches = [trainer._pad([r]) for r in (support, stable, recovery, query)]
+    loss, terms = trainer.meta_objective(model, *batches)
+    assert torch.autograd.grad(loss, model.w)[0].item() == pytest.approx(2.2547803, abs=1e-6)
+    assert terms["revocable_after_unlearn"].item() == pytest.approx(math.log1p(math.exp(1.0)), abs=1e-6)
+    assert terms["revocable_after_relearn"].item() == pytest.approx(math.log1p(math.exp(-1.9242343)), abs=1e-6)
+    loss, _ = trainer.meta_objective(model, *batches[:3])
+    assert torch.autograd.grad(loss, model.w)[0].item() == pytest.approx(1.4367967, abs=1e-6)
+
+
+def test_query_batch_draws_disjoint_support_and_query_rows(tmp_path):
+    """In training, each meta step's support and query batches come from one seeded draw and share no row; without
+    query_batch the revocable batch is the draw's first rows, as before the option existed."""
+    rows = [row(float(i + 1), 0) for i in range(6)]
+    trainer = make_trainer(tmp_path, OneWeight(0.0), [row(1.0, 1)], rows, lambda2=0.0, meta_batch_size=3,
+                           query_batch=True)  # fmt: skip
+    seen = []
+    trainer.meta_objective = lambda model, revocable, stable, recovery, query: (
+        seen.append((revocable, query)) or (torch.zeros((), dtype=torch.float64), {}))
+    trainer._meta_pending = True
+    trainer.compute_loss(trainer.model, trainer._pad([row(1.0, 1)]))
+    (support, query), = seen
+    xs = [set(batch["pixel_values"].reshape(-1).tolist()) for batch in (support, query)]
+    assert len(xs[0]) == len(xs[1]) == 3 and not xs[0] & xs[1]
+    trainer.args.query_batch = False
+    trainer._meta_pending = True
+    trainer.compute_loss(trainer.model, trainer._pad([row(1.0, 1)]))
+    assert seen[1][1] is None
+    assert torch.equal(seen[1][0]["pixel_values"], support["pixel_values"])
+
+
 def mlp_rows(seed, n, label_offset=0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=generator, dtype=torch.float64)
@@ -300,6 +346,8 @@ def test_clear_errors_for_missing_or_mismatched_data(tmp_path, digits_data, qa_d
     with pytest.raises(ValueError, match="Every training row is revocable"):
         make_trainer(tmp_path, build_tiny_image_classifier(), train, train)
     make_trainer(tmp_path, build_tiny_image_classifier(), train, train, lambda2=0.0)  # no stable term: fine
+    with pytest.raises(ValueError, match="query_batch=True splits the revocable rows .* has 1 row: pass at least 2"):
+        make_trainer(tmp_path, build_tiny_image_classifier(), train, train[:1], query_batch=True)
 
 
 def test_default_stable_set_is_a_seeded_sample_without_revocable_rows(tmp_path, digits_data):

@@ -57,6 +57,10 @@ def test_grid_entries_parse_clipping_and_none():
         bench.grid_entry("max_grad_norm=1.0")
     with pytest.raises(ValueError):
         bench.grid_entry("lambda3=none")  # only optional fields take none
+    assert bench.grid_entry("query_batch=true,lambda1=0.3") == {"query_batch": True, "lambda1": 0.3}
+    assert bench.grid_entry("query_batch=False") == {"query_batch": False}
+    with pytest.raises(argparse.ArgumentTypeError, match="'maybe' is not a boolean: use true or false"):
+        bench.grid_entry("query_batch=maybe")
 
 
 def test_candidates_take_the_simulated_clipping_from_its_own_flag():

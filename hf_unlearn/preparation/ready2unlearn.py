@@ -12,6 +12,8 @@ so this is the project's own, every coefficient a config field):
 `ℓ` is the mean per-example loss: cross-entropy for classifier rows, mean answer-token NLL for question/answer rows.
 The two ascent terms are unbounded below, so their ℓ is capped (`revocable_loss_cap`, by default log C: the loss of a
 uniform prediction); above the cap they add no gradient.
+With `query_batch` (MAML's support/query split) the inner ascent uses one revocable batch and the two ℓ(D_rev) of the
+outer loss another, disjoint one.
 The inner updates run on the model's trainable parameters through `torch.func.functional_call` (no copy of the model).
 First order (the default) treats each inner gradient as a constant (θ' = θ + α_in·stopgrad(g)); second order
 differentiates through it (`create_graph=True`).
@@ -78,6 +80,11 @@ class Ready2UnlearnConfig(TrainingArguments):
     meta_order: str = field(default="first", metadata={
         "help": "'first': inner gradients are constants (θ' = θ + α_in·stopgrad(g)); 'second': differentiate through "
                 "them (create_graph=True; more memory and time).", "choices": list(META_ORDERS)})
+    query_batch: bool = field(default=False, metadata={
+        "help": "MAML's support/query split: the simulated unlearning ascends on one revocable batch (support) and "
+                "the −λ1 and −λ3 terms measure ℓ(D_rev) on another, disjoint one (query), so the meta step rewards "
+                "unlearning that carries over to revocable rows the ascent did not see, as a later gradient ascent "
+                "over the whole group needs. False: both on the same batch. Needs at least 2 revocable rows."})
     meta_every: int = field(default=1, metadata={
         "help": "Run the meta-objective on every k-th optimizer step (1 = every step); other steps are ordinary."})
     meta_batch_size: int | None = field(default=None, metadata={
@@ -224,6 +231,10 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             if rows is not None and row_format(rows, name) != fmt:
                 raise ValueError(f"{name} holds {row_format(rows, name)!r} rows but train_dataset holds {fmt!r} rows: "
                                  "give every set the same row format.")  # fmt: skip
+        if args.query_batch and len(revocable_dataset) < 2:
+            raise ValueError(f"query_batch=True splits the revocable rows into a support and a query batch, but "
+                             f"revocable_dataset has {len(revocable_dataset)} row: pass at least 2, or set "
+                             "query_batch=False.")  # fmt: skip
         if stable_dataset is None and args.lambda2 > 0:
             stable_dataset = self._sample_stable(train_dataset, revocable_dataset, fmt, args)
         # Hashes of the revocable rows as the user holds them (in memory only), for the card's keyed fingerprint.
@@ -281,13 +292,16 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
 
     # ---- the meta-objective ----
 
-    def auxiliary_batch(self, rows, name: str) -> dict:
+    def auxiliary_batch(self, rows, name: str, parts: int = 1):
         """A batch of `meta_batch_size` rows (without replacement) from `rows`, drawn by a generator seeded with
-        (seed, `name`, optimizer step, process rank), padded and on the training device."""
-        size = min(self.args.meta_batch_size or self.args.per_device_train_batch_size, len(rows))
+        (seed, `name`, optimizer step, process rank), padded and on the training device. With `parts` > 1: a list of
+        that many disjoint batches from one draw (each at most len(rows) // parts rows)."""
+        size = min(self.args.meta_batch_size or self.args.per_device_train_batch_size, len(rows) // parts)
         seed = sample_seed(self.args.seed, name, self.state.global_step, self.args.process_index)
-        indices = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:size].tolist()
-        return self._prepare_inputs(self._pad([rows[i] for i in indices]))
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+        batches = [self._prepare_inputs(self._pad([rows[i] for i in order[k * size:(k + 1) * size]]))
+                   for k in range(parts)]  # fmt: skip
+        return batches[0] if parts == 1 else batches
 
     @staticmethod
     def _loss_at(module, params: dict, batch: dict) -> torch.Tensor:
@@ -320,11 +334,13 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             for (name, value), grad in zip(params.items(), grads, strict=True)
         }
 
-    def meta_objective(self, model, revocable: dict, stable: dict | None = None, recovery: dict | None = None):
+    def meta_objective(self, model, revocable: dict, stable: dict | None = None, recovery: dict | None = None,
+                       query: dict | None = None):  # fmt: skip
         """`(loss, terms)`: the meta loss `−λ1·ℓ(D_rev; θ') + λ2·ℓ(D_stable; θ') − λ3·ℓ(D_rev; θ'')` on the given
         padded batches (the two revocable losses capped at `revocable_loss_cap`), and the unweighted, uncapped ℓ values
-        by name (`revocable_after_unlearn`, `stable_after_unlearn`, `revocable_after_relearn`). Differentiable with
-        respect to the model's trainable parameters."""
+        by name (`revocable_after_unlearn`, `stable_after_unlearn`, `revocable_after_relearn`). The simulated
+        unlearning ascends on `revocable`; the two ℓ(D_rev) are measured on `query` where given (support/query
+        split), else on `revocable` too. Differentiable with respect to the model's trainable parameters."""
         args = self.args
         module = self.accelerator.unwrap_model(model)
         second = args.meta_order == "second"
@@ -332,16 +348,18 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         # scaled_dot_product_attention kernels have no derivative of their backward (on CPU: "derivative for
         # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"), the math kernel does.
         with sdpa_kernel(SDPBackend.MATH) if second else contextlib.nullcontext():
-            return self._meta_objective(module, revocable, stable, recovery, second)
+            return self._meta_objective(module, revocable, stable, recovery, query, second)
 
-    def _meta_objective(self, module, revocable: dict, stable: dict | None, recovery: dict | None, second: bool):
+    def _meta_objective(self, module, revocable: dict, stable: dict | None, recovery: dict | None,
+                        query: dict | None, second: bool):  # fmt: skip
         args = self.args
         theta = {name: param for name, param in module.named_parameters() if param.requires_grad}
         unlearned = theta
         for _ in range(args.inner_steps):
             unlearned = self._step(module, unlearned, revocable, args.alpha_in, second)
         terms = {}
-        terms["revocable_after_unlearn"], capped = self._capped(module, unlearned, revocable)
+        query = revocable if query is None else query
+        terms["revocable_after_unlearn"], capped = self._capped(module, unlearned, query)
         loss = -args.lambda1 * capped
         if args.lambda2 > 0 and stable is not None:
             terms["stable_after_unlearn"] = self._loss_at(module, unlearned, stable)
@@ -350,7 +368,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             relearned = unlearned
             for _ in range(args.relearn_steps):
                 relearned = self._step(module, relearned, recovery, -args.alpha_re, second, args.relearn_max_grad_norm)
-            terms["revocable_after_relearn"], capped = self._capped(module, relearned, revocable)
+            terms["revocable_after_relearn"], capped = self._capped(module, relearned, query)
             loss = loss - args.lambda3 * capped
         return loss, terms
 
@@ -363,9 +381,13 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         if model.training and self._meta_pending:
             self._meta_pending = False
             stable = self.auxiliary_batch(self.stable_dataset, "stable") if self.stable_dataset is not None else None
+            if self.args.query_batch:
+                revocable, query = self.auxiliary_batch(self.revocable_dataset, "revocable", parts=2)
+            else:
+                revocable, query = self.auxiliary_batch(self.revocable_dataset, "revocable"), None
             meta, terms = self.meta_objective(
-                model, self.auxiliary_batch(self.revocable_dataset, "revocable"), stable,
-                self.auxiliary_batch(self.recovery_dataset, "recovery") if self.args.lambda3 > 0 else None,
+                model, revocable, stable,
+                self.auxiliary_batch(self.recovery_dataset, "recovery") if self.args.lambda3 > 0 else None, query,
             )  # fmt: skip
             loss = loss + meta * getattr(self, "current_gradient_accumulation_steps", 1)
             self.record_loss_terms("train", terms)
