@@ -58,7 +58,7 @@ from hf_unlearn.evaluation.classifier import accuracy_and_macro_f1, classifier_o
 
 PREPARATION = ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3", "meta_every", "meta_batch_size",
                "revocable_loss_cap", "inner_steps", "relearn_steps", "relearn_max_grad_norm", "meta_order",
-               "query_batch")
+               "query_batch", "unlearn_rise")
 # Command-line names of the config fields whose own name is taken by another flag (--relearn-steps and
 # --relearn-max-grad-norm: the attack's).
 NULLABLE = ("meta_batch_size", "revocable_loss_cap", "relearn_max_grad_norm")  # None: the config's default meaning
@@ -128,7 +128,7 @@ class Digits(Setting):
     preparation = {"alpha_in": 0.002, "alpha_re": 0.005, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
                    "meta_every": 4, "meta_batch_size": 32, "revocable_loss_cap": None, "inner_steps": 1,
                    "relearn_steps": 1, "relearn_max_grad_norm": None, "meta_order": "first",
-                   "query_batch": False}  # fmt: skip
+                   "query_batch": False, "unlearn_rise": False}  # fmt: skip
     grid = tuple({"lambda1": lambda1, "lambda3": lambda3} for lambda1 in (0.1, 0.3) for lambda3 in (0.3, 0.5, 1.0))
     relearn_lr = (0.005, 0.02)
 
@@ -201,7 +201,7 @@ class Tofu(Setting):
     preparation = {"alpha_in": 0.1, "alpha_re": 0.05, "lambda1": 0.1, "lambda2": 1.0, "lambda3": 0.3,
                    "meta_every": 4, "meta_batch_size": 16, "revocable_loss_cap": 3.0, "inner_steps": 1,
                    "relearn_steps": 1, "relearn_max_grad_norm": None, "meta_order": "first",
-                   "query_batch": False}  # fmt: skip
+                   "query_batch": False, "unlearn_rise": False}  # fmt: skip
     # One candidate per entry, chosen by `choose` at training seed --select-seed (TOFU has no held-out split of the
     # revocable group); the reported models are trained at --seed. The centre (the earlier, unsearched settings), then
     # a stronger unlearning term (λ1) with a simulated attacker like the real one (α_re = the attack's learning rates,
@@ -507,7 +507,8 @@ def describe_preparation(prep: dict) -> str:
             f"simulated relearning step(s) ({clipping(prep.get('relearn_max_grad_norm'))}), "
             f"meta step every {prep['meta_every']} optimizer step(s), "
             f"{prep['meta_batch_size']} rows per auxiliary batch"
-            + (" (revocable: a support and a disjoint query batch)" if prep.get("query_batch") else ""))  # fmt: skip
+            + (" (revocable: a support and a disjoint query batch)" if prep.get("query_batch") else "")
+            + ("; the λ1 term is the rise of ℓ(D_rev), not its level" if prep.get("unlearn_rise") else ""))  # fmt: skip
 
 
 def clipping(max_grad_norm: float | None) -> str:
@@ -606,7 +607,7 @@ def merge(old: str, intro: str, parts: list[str]) -> str:
 
 
 def boolean(text: str) -> bool:
-    """`true`/`false` (also 1/0, yes/no) -> bool, for `query_batch`."""
+    """`true`/`false` (also 1/0, yes/no) -> bool, for `query_batch` and `unlearn_rise`."""
     if text.lower() in ("true", "1", "yes"):
         return True
     if text.lower() in ("false", "0", "no"):
@@ -622,7 +623,7 @@ def grid_entry(text: str) -> dict:
         if name not in PREPARATION or not value:
             raise argparse.ArgumentTypeError(f"{item!r}: use name=value with a name among {list(PREPARATION)}")
         kind = {"meta_order": str, "meta_every": int, "meta_batch_size": int, "inner_steps": int,
-                "relearn_steps": int, "query_batch": boolean}.get(name, float)  # fmt: skip
+                "relearn_steps": int, "query_batch": boolean, "unlearn_rise": boolean}.get(name, float)  # fmt: skip
         entry[name] = None if value.lower() == "none" and name in NULLABLE else kind(value)
     return entry
 
@@ -669,7 +670,7 @@ def main(argv=None):
                              "half-the-steps rule on the mean GA steps.")
     for name in PREPARATION:  # default: the setting's own (Digits.preparation, Tofu.preparation)
         kind = int if name in ("meta_every", "meta_batch_size", "inner_steps", "relearn_steps") else float
-        kind = str if name == "meta_order" else boolean if name == "query_batch" else kind
+        kind = str if name == "meta_order" else boolean if name in ("query_batch", "unlearn_rise") else kind
         parser.add_argument("--" + FLAG.get(name, name).replace("_", "-"), type=kind, default=None,
                             help=f"Ready2UnlearnConfig.{name} (default: the setting's, see the script).")
     parser.add_argument("--grid", type=grid_entry, nargs="+", default=None, metavar="NAME=VALUE,...",

@@ -135,6 +135,13 @@ def test_query_batch_meta_gradient_by_hand(tmp_path):
     loss, _ = trainer.meta_objective(model, *batches[:3])
     assert torch.autograd.grad(loss, model.w)[0].item() == pytest.approx(1.4367967, abs=1e-6)
 
+    # unlearn_rise: the λ1 term is −(ℓ_query(w') − ℓ_query(w)); its gradient adds +dℓ_query/dw at w = 0, −2·σ(0) = −1:
+    # 2.2547803 − 1 = 1.2547803; ℓ_query(0) = softplus(0) = log 2 is logged as revocable_before_unlearn.
+    trainer.args.unlearn_rise = True
+    loss, terms = trainer.meta_objective(model, *batches)
+    assert torch.autograd.grad(loss, model.w)[0].item() == pytest.approx(1.2547803, abs=1e-6)
+    assert terms["revocable_before_unlearn"].item() == pytest.approx(math.log(2), abs=1e-6)
+
 
 def test_query_batch_draws_disjoint_support_and_query_rows(tmp_path):
     """In training, each meta step's support and query batches come from one seeded draw and share no row; without
@@ -163,17 +170,20 @@ def mlp_rows(seed, n, label_offset=0):
     return [{"pixel_values": x[i], "labels": (i + label_offset) % 3} for i in range(n)]
 
 
-@pytest.mark.parametrize(("inner_steps", "relearn_max_grad_norm"), [(1, None), (2, None), (1, 0.05)])
-def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_steps, relearn_max_grad_norm):
+@pytest.mark.parametrize(("inner_steps", "relearn_max_grad_norm", "split"),
+                         [(1, None, False), (2, None, False), (1, 0.05, False), (1, None, True)])  # fmt: skip
+def test_second_order_meta_gradient_matches_finite_differences(tmp_path, inner_steps, relearn_max_grad_norm, split):
     """The second-order meta-gradient is the exact derivative of the meta loss as a function of θ: central differences
     (ε = 1e-6, float64) agree to 1e-6; the first-order gradient differs from it. With the relearning gradient clipped
-    (a norm of 0.05, below the gradient's), the clipping coefficient is differentiated too."""
+    (a norm of 0.05, below the gradient's), the clipping coefficient is differentiated too; with `split`, a query batch
+    and the λ1 term as the rise (query_batch, unlearn_rise)."""
     model = TinyMLP()
     train, revocable, stable, recovery = mlp_rows(0, 4), mlp_rows(1, 3), mlp_rows(2, 3, 1), mlp_rows(3, 3)
     trainer = make_trainer(tmp_path, model, train, revocable, stable, recovery, alpha_in=0.5, alpha_re=0.3,
                            inner_steps=inner_steps, meta_order="second", revocable_loss_cap=float("inf"),
-                           relearn_max_grad_norm=relearn_max_grad_norm)  # fmt: skip
-    batches = [trainer._pad(rows) for rows in (revocable, stable, recovery)]
+                           relearn_max_grad_norm=relearn_max_grad_norm, query_batch=split,
+                           unlearn_rise=split)  # fmt: skip
+    batches = [trainer._pad(rows) for rows in (revocable, stable, recovery) + ((mlp_rows(4, 3),) if split else ())]
     params = [p for p in model.parameters()]
     loss, _ = trainer.meta_objective(model, *batches)
     analytic = torch.autograd.grad(loss, params)

@@ -13,7 +13,8 @@ so this is the project's own, every coefficient a config field):
 The two ascent terms are unbounded below, so their ℓ is capped (`revocable_loss_cap`, by default log C: the loss of a
 uniform prediction); above the cap they add no gradient.
 With `query_batch` (MAML's support/query split) the inner ascent uses one revocable batch and the two ℓ(D_rev) of the
-outer loss another, disjoint one.
+outer loss another, disjoint one. With `unlearn_rise` the λ1 term is the rise −λ1 · (ℓ(D_rev; θ') − ℓ(D_rev; θ))
+instead of the level (ℓ(D_rev; θ') capped as above).
 The inner updates run on the model's trainable parameters through `torch.func.functional_call` (no copy of the model).
 First order (the default) treats each inner gradient as a constant (θ' = θ + α_in·stopgrad(g)); second order
 differentiates through it (`create_graph=True`).
@@ -85,6 +86,11 @@ class Ready2UnlearnConfig(TrainingArguments):
                 "the −λ1 and −λ3 terms measure ℓ(D_rev) on another, disjoint one (query), so the meta step rewards "
                 "unlearning that carries over to revocable rows the ascent did not see, as a later gradient ascent "
                 "over the whole group needs. False: both on the same batch. Needs at least 2 revocable rows."})
+    unlearn_rise: bool = field(default=False, metadata={
+        "help": "The −λ1 term rewards the rise ℓ(D_rev; θ') − ℓ(D_rev; θ) that the simulated unlearning achieves, "
+                "not the level ℓ(D_rev; θ'). The level also rewards fitting the revocable rows less to begin with; "
+                "the rise (≈ α_in·∇ℓ_query·∇ℓ_support to first order in α_in, with query_batch) rewards a model on "
+                "which gradient ascent raises the revocable loss quickly. The cap applies to ℓ(D_rev; θ')."})
     meta_every: int = field(default=1, metadata={
         "help": "Run the meta-objective on every k-th optimizer step (1 = every step); other steps are ordinary."})
     meta_batch_size: int | None = field(default=None, metadata={
@@ -360,6 +366,9 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         terms = {}
         query = revocable if query is None else query
         terms["revocable_after_unlearn"], capped = self._capped(module, unlearned, query)
+        if args.unlearn_rise:  # −λ1·(min(ℓ(θ'), cap) − ℓ(θ)): the rise, not the level
+            terms["revocable_before_unlearn"] = self._loss_at(module, theta, query)
+            capped = capped - terms["revocable_before_unlearn"]
         loss = -args.lambda1 * capped
         if args.lambda2 > 0 and stable is not None:
             terms["stable_after_unlearn"] = self._loss_at(module, unlearned, stable)
