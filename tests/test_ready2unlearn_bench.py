@@ -75,6 +75,20 @@ def test_candidates_take_the_simulated_clipping_from_its_own_flag():
     assert digits.candidates(args)[0]["relearn_max_grad_norm"] is None  # the paper's plain steps by default
 
 
+def test_tofu_default_grid_is_the_documented_one():
+    """`python bench/ready2unlearn.py --setting tofu` (no --grid) tries the candidates of the --grid command that made
+    the TOFU table in docs/results.md, in its order, so either command reproduces it."""
+    shared = "alpha_re=0.2,relearn_steps=4,relearn_max_grad_norm=1.0,query_batch=true,lambda3=1.0,unlearn_rise=true"
+    documented = [bench.grid_entry(f"{entry},{shared}")
+                  for entry in ("alpha_in=0.1,lambda1=1.0", "alpha_in=0.1,lambda1=2.0", "alpha_in=0.3,lambda1=1.0")]
+    tofu = bench.Tofu.__new__(bench.Tofu)
+    flags = {bench.FLAG.get(n, n): None for n in bench.PREPARATION}
+    default = tofu.candidates(argparse.Namespace(grid=None, **flags))
+    assert default == tofu.candidates(argparse.Namespace(grid=documented, **flags))
+    assert [(c["alpha_in"], c["lambda1"], c["query_batch"], c["unlearn_rise"]) for c in default] == [
+        (0.1, 1.0, True, True), (0.1, 2.0, True, True), (0.3, 1.0, True, True)]
+
+
 def test_attack_clips_at_the_given_norm(monkeypatch, tmp_path):
     """`relearn` hands `--relearn-max-grad-norm` to the attacker's TrainingArguments (the default 1.0 is Trainer's)."""
     seen = []
