@@ -258,9 +258,11 @@ def weights(model):
     return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
-def test_gradient_accumulation_matches_the_large_batch(tmp_path, digits_data):
+@pytest.mark.parametrize("options", [{}, {"query_batch": True, "unlearn_rise": True}], ids=["level", "query-rise"])
+def test_gradient_accumulation_matches_the_large_batch(tmp_path, digits_data, options):
     """accumulation 2 × batch 2 gives the same SGD update as batch 4, meta step included (the meta loss is computed
-    once per optimizer step and would count twice, or half, if it were scaled like a micro-batch loss)."""
+    once per optimizer step and would count twice, or half, if it were scaled like a micro-batch loss); also with a
+    query batch and the rise term."""
     from hf_unlearn.synthetic import build_tiny_image_classifier
 
     train, revocable = digits_data["retain"][:4], digits_data["forget"][:6]
@@ -271,11 +273,12 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path, digits_data):
         trainer = make_trainer(tmp_path / f"acc{accumulation}", model, train, revocable,
                                per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
                                meta_batch_size=3, optim="sgd", learning_rate=0.5, max_grad_norm=0,
-                               lr_scheduler_type="constant")  # fmt: skip
+                               lr_scheduler_type="constant", **options)  # fmt: skip
         trainer.train()
         logged = trainer.state.log_history[0]
         assert {"loss/task", "loss/revocable_after_unlearn", "loss/stable_after_unlearn",
                 "loss/revocable_after_relearn"} <= set(logged)  # fmt: skip
+        assert ("loss/revocable_before_unlearn" in logged) == bool(options)
         results.append((before, weights(model), logged))
     (before, large, logs_large), (_, accumulated, logs_accumulated) = results
     assert max((large[n] - before[n]).abs().max() for n in before) > 1e-3
@@ -308,12 +311,13 @@ def test_auxiliary_batches_are_seeded_per_step_and_rank():
     assert sample_seed(0, "revocable", 1, 1) != sample_seed(0, "stable", 1, 1)
 
 
-def test_peft_only_adapter_weights_take_the_updates(tmp_path, make_model, tokenizer, qa_data):
+@pytest.mark.parametrize("options", [{}, {"query_batch": True, "unlearn_rise": True}], ids=["level", "query-rise"])
+def test_peft_only_adapter_weights_take_the_updates(tmp_path, make_model, tokenizer, qa_data, options):
     """A LoRA causal LM on question/answer rows: the meta step runs on the adapter weights only, the base stays."""
     peft = pytest.importorskip("peft")
     forget, retain = qa_data
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-    args = Ready2UnlearnConfig(**training_args(tmp_path, max_steps=2, learning_rate=1e-2))
+    args = Ready2UnlearnConfig(**training_args(tmp_path, max_steps=2, learning_rate=1e-2, **options))
     trainer = Ready2UnlearnTrainer(model=make_model(), args=args, train_dataset=forget + retain,
                                    revocable_dataset=forget, processing_class=tokenizer, peft_config=lora)  # fmt: skip
     before = weights(trainer.model)
