@@ -440,9 +440,11 @@ def test_question_answer_card_holds_no_revocable_text(tmp_path, make_model, toke
     assert verify_fingerprint(forget, read_salt(tmp_path), read_manifest(tmp_path)["requests"][0]["fingerprint"])
 
 
-def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path):
+@pytest.mark.parametrize("options", ["level", "query-rise"])
+def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path, options):
     """torchrun, 2 CPU processes (gloo): no deadlock, each rank's meta steps draw their own revocable rows, the
-    replicas end with the same weights, the logged terms are all-reduced, and save_model writes the card once."""
+    replicas end with the same weights, the logged terms are all-reduced, and save_model writes the card once; also
+    with a query batch and the rise term (each rank draws its support and query rows: 2 + 2)."""
     import os
     import subprocess
     import sys
@@ -452,7 +454,7 @@ def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path):
 
     script = Path(__file__).parent / "scripts" / "ddp_ready2unlearn.py"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), str(script), str(tmp_path)]  # fmt: skip
+               "--master_port", str(free_port()), str(script), str(tmp_path), options]  # fmt: skip
     root = str(Path(__file__).resolve().parents[1])  # this checkout's hf_unlearn, not another installed copy
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -462,6 +464,8 @@ def test_two_process_run_draws_per_rank_and_stays_in_step(tmp_path):
     assert len(ranks[0]["drawn"]) == 3 and ranks[0]["drawn"] != ranks[1]["drawn"]
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], abs=1e-9)
     assert ranks[0]["terms"] == ranks[1]["terms"] and len(ranks[0]["terms"]) == 3
+    assert [len(d) for d in ranks[0]["drawn"]] == [4 if options == "query-rise" else 2] * 3
+    assert len(ranks[0]["before"]) == (3 if options == "query-rise" else 0) and ranks[0]["before"] == ranks[1]["before"]
     assert read_manifest(tmp_path)["requests"][0]["kind"] == "preparation"
 
 
