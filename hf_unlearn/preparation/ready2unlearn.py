@@ -346,7 +346,9 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         padded batches (the two revocable losses capped at `revocable_loss_cap`), and the unweighted, uncapped ℓ values
         by name (`revocable_after_unlearn`, `stable_after_unlearn`, `revocable_after_relearn`). The simulated
         unlearning ascends on `revocable`; the two ℓ(D_rev) are measured on `query` where given (support/query
-        split), else on `revocable` too. Differentiable with respect to the model's trainable parameters."""
+        split), else on `revocable` too. With `unlearn_rise` the first term is −λ1·(ℓ(D_rev; θ') − ℓ(D_rev; θ)), and
+        `revocable_before_unlearn` (ℓ(D_rev; θ)) is among the terms. Differentiable with respect to the model's
+        trainable parameters."""
         args = self.args
         module = self.accelerator.unwrap_model(model)
         second = args.meta_order == "second"

@@ -3,6 +3,7 @@ writes, per rank, which forget and retain examples it drew, the final weights' c
 callback stopped it (a target every rank meets at its first evaluation, step 2)."""
 
 import json
+import os
 import sys
 
 import torch
@@ -54,3 +55,9 @@ with open(f"{output_dir}/rank{rank}.json", "w") as handle:
 # without an active exception", seen once in CI)
 trainer.accelerator.wait_for_everyone()
 torch.distributed.destroy_process_group()
+# and skip the interpreter's teardown: even after the two calls above, a rank still aborted there with the same
+# message (once in ~36 runs of tests/scripts/ddp_ready2unlearn.py on this CPU; gloo's worker threads against
+# finalisation, the race pytorch/pytorch#179291 describes). The record above is written and closed already.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
