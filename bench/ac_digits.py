@@ -40,7 +40,7 @@ import torch
 from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
-from hf_unlearn.audit import audit_encoder, embed_views, emia, positive_alignment, save_heatmaps
+from hf_unlearn.audit import EMIA_THRESHOLDS, audit_encoder, embed_views, emia, positive_alignment, save_heatmaps
 from hf_unlearn.augmentations import image_augmentation
 from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings, train_contrastive
@@ -82,7 +82,7 @@ def splits(train_size: int, forget_fraction: float, seed: int) -> dict:
     return {name: (pixels[a:b], labels[a:b]) for name, (a, b) in cut.items()}  # fmt: skip
 
 
-def audit(model, reference, data, heldout: str, augment, retrained=None, seed: int = 0) -> dict:
+def audit(model, reference, data, heldout: str, augment, retrained=None, seed: int = 0, rule: str = "accuracy") -> dict:
     model.eval()
 
     def embed(encoder):
@@ -90,12 +90,16 @@ def audit(model, reference, data, heldout: str, augment, retrained=None, seed: i
 
     retain = data["retain"][0][:200]  # members for EMIA's threshold and the probe's training set
     with torch.no_grad():
-        return audit_encoder(
+        result = audit_encoder(
             embed(model), data["forget"][0], data[heldout][0], reference_embed_fn=embed(reference),
             retrained_embed_fn=embed(retrained), augment=augment, num_views=10, retain_examples=retain,
             labels={"forget": data["forget"][1], "heldout": data[heldout][1], "retain": data["retain"][1][:200]},
             feature_fn=lambda x: model.eval()(pixel_values=x).features, num_bootstrap=500, seed=seed,
+            emia_threshold=rule,
         )  # fmt: skip
+    if result["emia"] is None:  # the logistic rule found no member signal: nan, which the tables print and judge skip
+        result["emia"] = math.nan
+    return result
 
 
 def run_ac(original, data, augment, alpha, beta, epochs, learning_rate, seed) -> tuple:
@@ -134,7 +138,9 @@ def distance(result: dict, target: dict) -> float:
     """How far a model's validation audit is from the retrained model's (FS, EMIA/100), +10 if TA drops > 2 points."""
     fs = result["forgetting_score"]
     fs = fs if fs is not None and math.isfinite(fs) else 10.0  # no score (the original's gap is not positive)
-    gap = abs(fs - target["forgetting_score"]) + abs(result["emia"] - target["emia"]) / 100
+    emia_gap = abs(result["emia"] - target["emia"]) / 100
+    emia_gap = 1.0 if math.isnan(emia_gap) else emia_gap
+    gap = abs(fs - target["forgetting_score"]) + emia_gap  # no EMIA (no member signal to fit): the largest gap
     return gap + (10.0 if result["test_accuracy"] < target["test_accuracy"] - 2 else 0.0)
 
 
@@ -148,18 +154,31 @@ def forget_alignment(model, data, heldout: str, augment) -> dict:
                 for key, images in sets.items()}
 
 
-def metric_value(pa: dict, name: str, metric: str, heldout: str, f, h, m) -> float:
+def metric_value(pa: dict, name: str, metric: str, heldout: str, f, h, m, rule: str = "accuracy") -> float:
     """Model `name`'s Forgetting Score or EMIA from the per-example positive alignments `pa` (one seed), on forget
     images f, held-out images h and members m (index arrays)."""
     if metric == "emia":
-        return emia(pa[name]["forget"][f], pa[name]["members"][m], pa[name][heldout][h])
+        try:
+            return emia(pa[name]["forget"][f], pa[name]["members"][m], pa[name][heldout][h], rule)
+        except ValueError:  # the logistic rule finds no member signal in this (resampled) set: no EMIA
+            return math.nan
     reference = pa["original"]["forget"][f].mean()
     return float((reference - pa[name]["forget"][f].mean()) / (reference - pa["original"][heldout][h].mean()))
 
 
+def emia_distance(alignments: list[dict], name: str, rule: str) -> float:
+    """Mean over seeds of |EMIA(name) − EMIA(retrained)| on the test split under threshold `rule`."""
+    values = []
+    for pa in alignments:
+        index = [np.arange(len(pa["original"][key])) for key in ("forget", "test", "members")]
+        values.append(abs(metric_value(pa, name, "emia", "test", *index, rule)
+                          - metric_value(pa, "retrain", "emia", "test", *index, rule)))  # fmt: skip
+    return float(np.mean(values))
+
+
 def closeness_interval(alignments: list[dict], method: str, baseline: str, heldout: str,
                        metric: str = "forgetting_score", num_samples: int = 1000,
-                       seed: int = 0) -> tuple[float, float, float]:  # fmt: skip
+                       seed: int = 0, rule: str = "accuracy") -> tuple[float, float, float]:  # fmt: skip
     """The mean over seeds of |m(method) − m(retrained)| − |m(baseline) − m(retrained)| for the metric m (the Forgetting
     Score or EMIA) and its paired percentile bootstrap 95% interval (each seed's forget, held-out and member images
     resampled, the same draw for every model): below 0 means `method` is closer to retraining than `baseline`."""
@@ -168,15 +187,15 @@ def closeness_interval(alignments: list[dict], method: str, baseline: str, heldo
     def difference(per_seed_index):
         values = []
         for pa, (f, h, m) in zip(alignments, per_seed_index, strict=True):
-            goal = metric_value(pa, "retrain", metric, heldout, f, h, m)
-            values.append(abs(metric_value(pa, method, metric, heldout, f, h, m) - goal)
-                          - abs(metric_value(pa, baseline, metric, heldout, f, h, m) - goal))  # fmt: skip
+            goal = metric_value(pa, "retrain", metric, heldout, f, h, m, rule)
+            values.append(abs(metric_value(pa, method, metric, heldout, f, h, m, rule) - goal)
+                          - abs(metric_value(pa, baseline, metric, heldout, f, h, m, rule) - goal))  # fmt: skip
         return float(np.mean(values))
 
     sizes = [tuple(len(pa["original"][key]) for key in ("forget", heldout, "members")) for pa in alignments]
     draws = [difference([tuple(rng.integers(0, n, n) for n in size) for size in sizes]) for _ in range(num_samples)]
     full = difference([tuple(np.arange(n) for n in size) for size in sizes])
-    return full, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    return full, float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5))  # nan: no EMIA (above)
 
 
 def choose(grid: list, distances: dict, times: dict | None = None, limit: float | None = None) -> tuple:
@@ -195,8 +214,9 @@ GRIDS = {  # six settings per baseline, each baseline's budget at most a tenth o
     # AC: the paper scripts' 10 epochs at lr 0.006 (α 1, β 3) take 0.2-0.3 of retraining here, over the time target,
     # so that setting stays only to show the rule that rules it out; the others run 5 epochs at twice the lr (0.1-0.15
     # of retraining) with α (the scripts sweep 0.4-2.0) and β (how far the views of a forget image are pushed apart)
-    # around the values that came closest on seed 0's validation split
-    "AC": lambda b: [(1.0, 3.0, 10, 0.006), *((a, beta, 5, 0.012) for a in (1.0, 2.0) for beta in (2.0, 3.0, 4.0)),
+    # around the values that came closest on seed 0's validation split; β 5 since the setting chosen at β 3 left EMIA
+    # below retraining's at 8 of 8 seeds under the logistic threshold (a probe outside the bench): too little forgotten
+    "AC": lambda b: [(1.0, 3.0, 10, 0.006), *((a, beta, 5, 0.012) for a in (1.0, 2.0) for beta in (2.0, 3.0, 4.0, 5.0)),
                      (2.0, 3.0, 5, 0.009)],
 }
 BASELINES = ["fine-tune", "gradient ascent", "NegGrad"]
@@ -222,6 +242,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=0.2,
                         help="AC settings whose mean wall time exceeds this share of retraining's are inadmissible "
                              "(the target: one fifth).")  # fmt: skip
+    parser.add_argument("--emia-threshold", choices=["accuracy", "logistic"], default="accuracy",
+                        help="EMIA's member/non-member threshold (hf_unlearn.audit.fit_threshold's rule): the "
+                             "balanced-accuracy argmax (EncoderMI's) or a 1-D logistic regression's decision point.")
     parser.add_argument("--section", default="ac_digits",
                         help="docs/results.md section (and docs/ folder for the heatmaps) that --write fills.")
     parser.add_argument("--write", action="store_true", help="Write the table to docs/results.md, heatmaps to docs/.")
@@ -253,7 +276,7 @@ def main() -> None:
         again = encoder(seed + NOISE_SEED_OFFSET)
         times["retrain again"] = train_contrastive(again, data["retain"][0], augment, args.epochs, 100, 3e-3,
                                                    seed=seed + NOISE_SEED_OFFSET)  # fmt: skip
-        target = audit(retrained, original, data, "validation", augment)
+        target = audit(retrained, original, data, "validation", augment, rule=args.emia_threshold)
         print(f"  original {times['original']:.1f} s, retrained {times['retrain']:.1f} s (again "
               f"{times['retrain again']:.1f} s); retrained on validation: FS {target['forgetting_score']:.3f} EMIA "
               f"{target['emia']:.1f} TA {target['test_accuracy']:.1f} (original's alignment gap "
@@ -266,7 +289,7 @@ def main() -> None:
                     model, seconds = run_ac(original, data, augment, *setting, seed=seed)
                 else:
                     model, seconds = run_baseline(name, original, data, augment, *setting, seed=seed)
-                result = audit(model, original, data, "validation", augment)
+                result = audit(model, original, data, "validation", augment, rule=args.emia_threshold)
                 score = distance(result, target)
                 print(f"  {name} {setting}: FS {result['forgetting_score']:.3f} EMIA {result['emia']:.1f} "
                       f"TA {result['test_accuracy']:.1f} -> distance {score:.3f} ({seconds:.1f} s, "
@@ -298,12 +321,12 @@ def main() -> None:
     for run in runs:
         models, data = run["models"], run["data"]
         results.append({name: audit(model, models["original"], data, "test", augment,
-                                    retrained=models["retrain"] if name == "AC" else None)
+                                    retrained=models["retrain"] if name == "AC" else None, rule=args.emia_threshold)
                         for name, model in models.items()})  # fmt: skip
         alignments.append({name: forget_alignment(model, data, "test", augment) for name, model in models.items()})
     table = render(results, [run["times"] for run in runs], chosen, args, rules["AC"])
     print(table)
-    lines = judge(results, [run["times"] for run in runs], alignments, args.seeds)
+    lines = judge(results, [run["times"] for run in runs], alignments, args.seeds, args.emia_threshold)
     print("\n".join(lines))
     if args.write:
         targets = "\nTargets (test split, over the seeds):\n\n" + "\n".join(lines) + "\n"
@@ -339,7 +362,8 @@ def mean(results: list[dict], name: str, key: str) -> float:
     return float(np.mean([r[name][key] for r in results]))
 
 
-def judge(results: list[dict], times: list[dict], alignments: list[dict], seeds: list[int]) -> list[str]:
+def judge(results: list[dict], times: list[dict], alignments: list[dict], seeds: list[int],
+          rule: str = "accuracy") -> list[str]:
     """The targets, on the means over seeds: AC's mean distance to the retrained model (per seed |AC − retrained|)
     below every baseline's on the Forgetting Score and on EMIA, its mean TA within 2 points of the retrained model's,
     its mean wall time at most a fifth of retraining's."""
@@ -369,11 +393,17 @@ def judge(results: list[dict], times: list[dict], alignments: list[dict], seeds:
                  f"one forget image is {100 / results[0]['AC']['num_forget']:.2f} points); AC's {ac_emia:.1f} is "
                  + ("below" if ac_emia < floor else "above") + " it, and every baseline's is "
                  + ("within a factor 1.5 of it" if all(closeness(b, "emia") <= 1.5 * floor for b in BASELINES)
-                    else "; ".join(f"{b} {closeness(b, 'emia') / floor:.1f}×" for b in BASELINES) + " it")
+                    else "; ".join(f"{b} {closeness(b, 'emia') / floor:.1f}×" if floor else f"{b} "
+                                   f"{closeness(b, 'emia'):.1f} points above" for b in BASELINES) + " it")
                  + ".")  # fmt: skip
+    lines.append("- EMIA by threshold rule, on these same models (mean over seeds of |model − retrained|; the "
+                 "original's distance is the signal, the second retrained model's the noise floor): " + "; ".join(
+                     f"{other}: " + ", ".join(f"{name} {emia_distance(alignments, name, other):.1f}"
+                                              for name in ["original", "retrain again", *BASELINES, "AC"])
+                     for other in EMIA_THRESHOLDS) + ".")  # fmt: skip
     for metric, label in (("forgetting_score", "Forgetting Score"), ("emia", "EMIA")):
         for baseline in [*BASELINES, "retrain again"]:
-            value, low, high = closeness_interval(alignments, "AC", baseline, "test", metric)
+            value, low, high = closeness_interval(alignments, "AC", baseline, "test", metric, rule=rule)
             verdict = "AC closer" if high < 0 else f"{baseline} closer" if low > 0 else "not separated"
             lines.append(f"- {label}, AC's minus {baseline}'s distance to retraining (mean over seeds, paired "
                          f"bootstrap 95% interval over the images): {value:+.3f} [{low:+.3f}, {high:+.3f}]: "
@@ -411,7 +441,8 @@ def render(results: list[dict], times: list[dict], chosen: dict, args, ac_rule: 
                                                 f" (width {args.width}, projection {args.projection_dim})")
     lines = [f"Command: `{command}` (train size {args.train_size}, {args.forget_fraction:.0%} forget, {args.epochs} "
              f"SimCLR epochs, seeds {seeds}: one split, original, retrained model and grid per seed; {model}; "
-             f"'{args.augmentation}' views; CPU, one thread). Every number is the mean over the seeds, on the test "
+             f"'{args.augmentation}' views; EMIA threshold: {args.emia_threshold}; CPU, one thread). Every number is "
+             "the mean over the seeds, on the test "
              "split.", "",
              "| model | Forgetting Score (per seed) | EMIA % | CMIA % | RA % | TA % | UA % | wall time s | setting |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

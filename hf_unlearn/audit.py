@@ -11,7 +11,8 @@ For a set of examples x_1..x_N and T random views t(x) (augmentations), with f t
   bootstrap 95% interval (forget and held-out examples resampled).
 - EMIA (EncoderMI-threshold, Liu et al. 2021): pa_i is the membership feature; a threshold fitted on members (retain
   examples, or the forget examples under θ_0 when no retain examples are given) against held-out ones;
-  EMIA = % of forget examples judged non-members.
+  EMIA = % of forget examples judged non-members. The threshold maximises balanced accuracy (EncoderMI's rule) or,
+  with `emia_threshold="logistic"`, is a 1-D logistic regression's decision point (steadier; see `fit_threshold`).
 - White box (with labels): a logistic-regression linear probe fitted on the retain examples' features gives RA / TA /
   UA (retain / test (= held-out) / forget accuracy, %); CMIA = an SVC on the probe's true-class confidence (members:
   retain, non-members: held-out), % of forget examples judged non-members.
@@ -102,19 +103,44 @@ def bootstrap_interval(pa_forget_reference, pa_forget, pa_heldout_reference, num
     return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
 
 
-def fit_threshold(member_scores, nonmember_scores) -> float:
-    """The threshold t maximising the balanced accuracy of "member iff score ≥ t" (EncoderMI-threshold); among equal
-    accuracies the lowest t. Every observed score is a candidate, scored at once from the sorted scores."""
+EMIA_THRESHOLDS = ("accuracy", "logistic")
+
+
+def fit_threshold(member_scores, nonmember_scores, rule: str = "accuracy") -> float:
+    """The member/non-member threshold t of "member iff score ≥ t", fitted on the two score samples.
+
+    - `"accuracy"` (EncoderMI-threshold, Liu et al. 2021): the t maximising balanced accuracy; among equal accuracies
+      the lowest t. Every observed score is a candidate, scored at once from the sorted scores. Where the two samples
+      overlap a lot the accuracy curve is flat, and its argmax (hence EMIA) jumps between runs.
+    - `"logistic"`: the decision point `−b/w` of a class-balanced, unpenalised 1-D logistic regression: a smooth
+      function of all the scores, so it moves less from run to run (`bench/ac_digits.py` measures how much less).
+    """
     members, nonmembers = np.sort(np.asarray(member_scores, float)), np.sort(np.asarray(nonmember_scores, float))
+    if rule == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        scores = np.concatenate([members, nonmembers])
+        center, scale = scores.mean(), scores.std() or 1.0  # standardised for the solver; mapped back below
+        is_member = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+        fit = LogisticRegression(C=1e8, class_weight="balanced", max_iter=1000)  # C 1e8: no penalty to speak of
+        fit.fit(((scores - center) / scale)[:, None], is_member)
+        weight, bias = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+        if weight <= 0:  # members do not score higher: no "member iff score ≥ t" rule beats chance
+            raise ValueError("fit_threshold(rule='logistic'): the member scores are not higher than the non-member "
+                             "ones, so there is no member-above threshold; use rule='accuracy' for this audit.")
+        return float(center - scale * bias / weight)
+    if rule != "accuracy":
+        raise ValueError(f"fit_threshold: unknown rule {rule!r}; use one of {EMIA_THRESHOLDS}.")
     candidates = np.unique(np.concatenate([members, nonmembers]))
     members_above = (len(members) - np.searchsorted(members, candidates, "left")) / len(members)  # members ≥ t
     nonmembers_below = np.searchsorted(nonmembers, candidates, "left") / len(nonmembers)  # non-members < t
     return float(candidates[int(np.argmax((members_above + nonmembers_below) / 2))])
 
 
-def emia(forget_scores, member_scores, nonmember_scores) -> float:
-    """% of forget examples whose membership feature falls below the member/non-member threshold."""
-    threshold = fit_threshold(member_scores, nonmember_scores)
+def emia(forget_scores, member_scores, nonmember_scores, rule: str = "accuracy") -> float:
+    """% of forget examples whose membership feature falls below the member/non-member threshold (`fit_threshold`'s
+    `rule`)."""
+    threshold = fit_threshold(member_scores, nonmember_scores, rule)
     return float(100.0 * (np.asarray(forget_scores, float) < threshold).mean())
 
 
@@ -165,6 +191,7 @@ def audit_encoder(
     num_bootstrap: int = 1000,
     batch_size: int = 256,
     seed: int = 0,
+    emia_threshold: str = "accuracy",
 ) -> dict[str, Any]:
     """Audit the encoder `embed_fn` (a batch of examples → `[B, d]` embeddings) on `forget_examples` against
     `heldout_examples` (never trained on), over `num_views` views drawn by `augment` (a batch → a batch of views).
@@ -173,7 +200,8 @@ def audit_encoder(
     `retain_examples`, the members for EMIA's threshold); `retrained_embed_fn` a model retrained without the forget
     set (its gap matrix is drawn beside). `retain_examples` are members for EMIA's threshold and the probe's training
     set. With `labels` (`{"forget", "heldout", "retain"}` class indices) and `retain_examples`, the white-box suite
-    runs on `feature_fn` (default `embed_fn`) of the un-augmented examples. With `output_dir`, the heatmaps are saved
+    runs on `feature_fn` (default `embed_fn`) of the un-augmented examples. `emia_threshold` is `fit_threshold`'s rule
+    for EMIA ("accuracy", EncoderMI's, or the steadier "logistic"). With `output_dir`, the heatmaps are saved
     there as PNG and the numbers as `audit.json`.
 
     Returns a dict: `forgetting_score`, `forgetting_score_ci` [low, high], `reference_alignment_gap` (FS's
@@ -182,6 +210,9 @@ def audit_encoder(
     computable), `missing` (why a number is absent) and, with labels, `retain_accuracy`, `test_accuracy`,
     `forget_accuracy`, `cmia`.
     """
+    if emia_threshold not in EMIA_THRESHOLDS:
+        raise ValueError(f"audit_encoder: emia_threshold={emia_threshold!r} is not a threshold rule; use one of "
+                         f"{EMIA_THRESHOLDS} (see fit_threshold).")  # fmt: skip
     if len(forget_examples) < 2 or len(heldout_examples) < 2:
         raise ValueError(f"audit_encoder needs at least 2 forget and 2 held-out examples (got {len(forget_examples)} "
                          f"and {len(heldout_examples)}).")  # fmt: skip
@@ -224,14 +255,19 @@ def audit_encoder(
             result["retrained_alignment_gap_matrix"] = (reference_matrix - retrained).tolist()
     else:
         result["missing"]["forgetting_score"] = "no reference_embed_fn (the original encoder) was given"
+    members = None
     if retain_examples is not None:
-        members = positive_alignment(views(embed_fn, retain_examples))
-        result["emia"] = emia(pa["forget"], members, pa["heldout"])
+        members = positive_alignment(views(embed_fn, retain_examples)), pa["heldout"]
     elif reference_pa is not None:
-        result["emia"] = emia(pa["forget"], reference_pa["forget"], reference_pa["heldout"])
+        members = reference_pa["forget"], reference_pa["heldout"]
         result["emia_members"] = "the forget examples under the original encoder"
     else:
         result["missing"]["emia"] = "no members to fit the threshold: pass retain_examples or reference_embed_fn"
+    if members is not None:
+        try:
+            result["emia"] = emia(pa["forget"], *members, emia_threshold)
+        except ValueError as error:  # the logistic rule finds members no higher than held-out examples
+            result["missing"]["emia"] = str(error)
     if labels is not None:
         if retain_examples is None:
             raise ValueError("labels were given but no retain_examples: the linear probe is fitted on retain examples.")

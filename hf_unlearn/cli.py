@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--augmentation", default="simclr", help="Image recipe (simclr, digits, none) or 'word_dropout' "
                        "for text (the default for .jsonl data).")  # fmt: skip
     audit.add_argument("--num-views", type=int, default=10, help="Views per example (EMIA's default: 10).")
+    audit.add_argument("--emia-threshold", choices=["accuracy", "logistic"], default="accuracy",
+                       help="EMIA's member/non-member threshold: the balanced-accuracy argmax (EncoderMI's rule) or "
+                            "a 1-D logistic regression's decision point (steadier when the two overlap a lot).")
     audit.add_argument("--output-dir", default="audit", help="Where audit.json and the heatmaps go.")
     args = parser.parse_args(argv)
 
@@ -256,7 +259,7 @@ def _audit(args) -> int:
             embedder(args.model), examples["forget"][0], examples["heldout"][0],
             reference_embed_fn=embedder(args.reference_model), retrained_embed_fn=embedder(args.retrained_model),
             augment=augment, num_views=args.num_views, retain_examples=examples["retain"][0],
-            labels=labels if with_labels else None, output_dir=args.output_dir,
+            labels=labels if with_labels else None, output_dir=args.output_dir, emia_threshold=args.emia_threshold,
         )  # fmt: skip
     interval = result["forgetting_score_ci"]
     score = result["forgetting_score"]

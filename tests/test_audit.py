@@ -167,3 +167,87 @@ def test_emia_by_hand():
     # members 1, 1; non-members 0, 0: threshold 1 (balanced accuracy (1 + 1)/2 beats threshold 0's (1 + 0)/2), so the
     # forget scores 0, 0.5, 1, 1 below it: 2 of 4 = 50%
     assert emia([0.0, 0.5, 1.0, 1.0], [1.0, 1.0], [0.0, 0.0]) == 50.0
+
+
+def test_logistic_threshold_by_symmetry_and_unbalanced_classes():
+    # members 0, 1, 2, 3 and non-members -1, 0, 1, 2 are mirror images about 1 (x -> 2 - x swaps them), so the fitted
+    # logistic curve is symmetric about 1: P(member | 1) = 1/2, the threshold is 1. Repeating every non-member three
+    # times changes nothing with class-balanced weights.
+    members, nonmembers = [0.0, 1.0, 2.0, 3.0], [-1.0, 0.0, 1.0, 2.0]
+    assert fit_threshold(members, nonmembers, "logistic") == pytest.approx(1.0, abs=1e-4)
+    assert fit_threshold(members, nonmembers * 3, "logistic") == pytest.approx(1.0, abs=1e-4)
+    # shifting and scaling the scores moves the threshold with them (the fit standardises and maps back)
+    assert fit_threshold([10 + 100 * m for m in members], [10 + 100 * n for n in nonmembers], "logistic") == \
+        pytest.approx(110.0, abs=1e-2)
+    # forget scores -1, 0.5, 1.5, 3 against threshold 1: 2 of 4 below = 50%
+    assert emia([-1.0, 0.5, 1.5, 3.0], members, nonmembers, rule="logistic") == 50.0
+
+
+def test_threshold_rules_reject_what_they_cannot_fit():
+    with pytest.raises(ValueError, match="unknown rule 'median'.*accuracy.*logistic"):
+        fit_threshold([1.0, 2.0], [0.0, 1.0], "median")
+    with pytest.raises(ValueError, match="not higher than the non-member.*rule='accuracy'"):
+        fit_threshold([0.0, 1.0, 2.0], [1.0, 2.0, 3.0], "logistic")
+
+
+def test_logistic_threshold_moves_less_between_samples_than_the_accuracy_argmax():
+    """Two heavily overlapping score distributions (members N(0.3, 1), non-members N(0, 1), 200 each, as a weak
+    membership signal): over 100 draws the logistic threshold's spread is under half the accuracy argmax's. The rule
+    bench/ac_digits.py --emia-threshold logistic relies on this."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    spread = {}
+    for rule in ("accuracy", "logistic"):
+        thresholds = [fit_threshold(rng.normal(0.3, 1, 200), rng.normal(0, 1, 200), rule) for _ in range(100)]
+        spread[rule] = float(np.std(thresholds))
+    assert spread["logistic"] < spread["accuracy"] / 2, spread
+
+
+def test_audit_encoder_logistic_emia_and_bad_rule():
+    """Identity encoder, views = example + noise 0.1: an example's positive alignment grows with its norm. Members
+    (retain, norm ~10) align better than held-out examples (norm ~0.1): the logistic threshold lies between, and forget
+    examples of norm ~0.1 / ~10 fall below / above it. With the roles swapped no member-above threshold exists: the
+    audit reports EMIA missing, with the reason, instead of a number."""
+    import torch
+
+    torch.manual_seed(0)
+    small, large = 0.1 * torch.randn(12, 4), 10 * torch.randn(12, 4)
+    forget = torch.cat([0.1 * torch.randn(3, 4), 10 * torch.randn(1, 4)])
+
+    def embed(x):
+        return x
+
+    def augment(x):
+        return x + 0.1 * torch.randn_like(x)
+
+    with pytest.raises(ValueError, match="emia_threshold='mean' is not a threshold rule.*logistic"):
+        audit_encoder(embed, forget, small, augment=augment, retain_examples=large, emia_threshold="mean")
+    result = audit_encoder(embed, forget, small, augment=augment, retain_examples=large, emia_threshold="logistic")
+    assert result["emia"] == 75.0 and "emia" not in result["missing"]
+    result = audit_encoder(embed, forget, large, augment=augment, retain_examples=small, emia_threshold="logistic")
+    assert result["emia"] is None and "not higher than the non-member" in result["missing"]["emia"]
+
+
+def test_cli_audit_passes_the_emia_threshold_rule(tmp_path, capsys, monkeypatch):
+    import hf_unlearn.audit
+    from hf_unlearn.cli import main
+
+    seen = {}
+
+    def fake_audit(*args, **kwargs):
+        seen.update(kwargs)
+        return {"forgetting_score": None, "forgetting_score_ci": None, "emia": 12.5, "missing": {}, "plots": {}}
+
+    monkeypatch.setattr(hf_unlearn.audit, "audit_encoder", fake_audit)
+    monkeypatch.setattr("transformers.AutoModel.from_pretrained", lambda name: torch.nn.Identity())
+    for name in ("forget", "heldout"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"text": "a row"}) + "\n")
+    data = ["--forget", str(tmp_path / "forget.jsonl"), "--heldout", str(tmp_path / "heldout.jsonl")]
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: None)
+    assert main(["audit", "--model", "m", *data, "--emia-threshold", "logistic"]) == 0
+    assert seen["emia_threshold"] == "logistic" and "EMIA: 12.5%" in capsys.readouterr().out
+    assert main(["audit", "--model", "m", *data]) == 0 and seen["emia_threshold"] == "accuracy"
+    with pytest.raises(SystemExit):
+        main(["audit", "--model", "m", *data, "--emia-threshold", "median"])
+    assert "invalid choice: 'median'" in capsys.readouterr().err
