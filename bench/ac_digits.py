@@ -5,6 +5,10 @@
         # the original and the retrained model only: is there a membership signal above the sampling noise?
     python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --seeds 0 1 2 3 \
         --section ac_digits_signal --write      # the setup where there is (docs/results.md, its own section)
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --seeds 0 1 2 3 4 5 6 7 \
+        --emia-threshold logistic --section ac_digits_logistic --write   # 8 seeds, logistic EMIA (~18 min, 1 core)
+    python bench/ac_digits.py --train-size 400 --forget-fraction 0.3 --epochs 300 --seeds 8 9 10 11 12 13 14 15 \
+        --emia-threshold logistic --section ac_digits_replication --write   # the same on 8 new seeds
 
 Per seed (default 0, 1, 2): a random split of the digits, a tiny ResNet `ContrastiveEncoder` pre-trained with SimCLR on
 `--train-size` of them (the original), a random `--forget-fraction` (10%) of those as the forget set, a model retrained
@@ -50,7 +54,11 @@ COMMAND = "python bench/ac_digits.py"
 HEADINGS = {"ac_digits": "Alignment Calibration on a SimCLR digits encoder",
             "ac_digits_signal": "Alignment Calibration on a SimCLR digits encoder: a setup with a membership signal",
             "ac_digits_logistic": "Alignment Calibration on a SimCLR digits encoder: the signal setup, 8 seeds, "
-                                  "logistic EMIA threshold"}
+                                  "logistic EMIA threshold",
+            "ac_digits_replication": "Alignment Calibration on a SimCLR digits encoder: the same setup on 8 new seeds "
+                                     "(8–15)",
+            "ac_digits_strong_beta": "Alignment Calibration on a SimCLR digits encoder: the signal setup, 8 seeds, "
+                                     "logistic EMIA threshold, a stronger-β AC grid"}
 
 
 def weak_augmentation(image_size: int = 8):
