@@ -63,6 +63,36 @@ def test_every_anchor_gets_a_positive_and_a_negative_in_its_batch():
                                                           seed=3).extra_indices(1)  # fmt: skip
 
 
+def test_needed_extras_only_for_anchors_the_usual_draws_leave_short():
+    """Planted: forget classes [0, 0, 1]; retain rows 0-9 of class 0, 10-19 of class 1. With `extras="needed"` a batch
+    whose usual draws hold both classes adds no row; one whose draws are all class 0 adds extras only for the class-0
+    anchors (they lack an other-class positive) and the class-1 anchor (it lacks a same-class negative): all of them."""
+    forget = [{"input_ids": [i + 1], "labels": c} for i, c in enumerate([0, 0, 1])]
+    retain = [{"input_ids": [100 + i], "labels": int(i >= 10)} for i in range(20)]
+    pairing = ContrastivePairing(forget, retain, [0, 0, 1], [int(i >= 10) for i in range(20)], seed=0)
+    items = [pairing[i] for i in range(3)]
+
+    def plant(draws):  # the usual retain draw of each anchor
+        for item, drawn in zip(items, draws, strict=True):
+            item.update(retain=retain[drawn], retain_index=drawn,
+                        contrast_groups=(item["contrast_groups"][0], int(drawn >= 10)))
+
+    plant([3, 12, 5])  # classes 0, 1, 0
+    covered = ContrastiveCollator(0, extras="needed")(items)
+    assert covered["retain_index"].tolist() == [3, 12, 5]
+    assert ContrastiveCollator(0)(items)["retain"]["input_ids"].shape == (9, 1)  # "always": 3 rows per anchor
+    plant([3, 4, 5])  # every usual draw of class 0
+    short = ContrastiveCollator(0, extras="needed")(items)
+    assert short["retain"]["input_ids"].shape == (9, 1)
+    classes = short["retain"]["labels"]
+    for cls in short["forget"]["labels"].tolist():
+        assert (classes == cls).any() and (classes != cls).any()
+    mixed = [items[0], items[1]]  # two class-0 anchors, draws of class 0 only: both need an other-class positive
+    assert ContrastiveCollator(0, extras="needed")(mixed)["retain"]["input_ids"].shape == (6, 1)
+    with pytest.raises(ValueError, match="contrast_extras='some' is unknown"):
+        DeepCUTConfig(output_dir="unused", contrast_extras="some")
+
+
 def sst2(split: str, count: int) -> list[dict]:
     """The first `count` rows of a local SST-2 split, balanced between the two labels."""
     with open(SST2 / f"{split}.tsv", encoding="utf-8") as handle:
@@ -136,6 +166,32 @@ def test_detach_retain_stops_the_forget_term_at_the_retain_side(sst2_classifier,
     with patch.object(deepcut, "contrastive_unlearning_loss", recording):
         trainer.train()
     assert seen == [(True, not detach_retain)] * 2  # two views, one step
+
+
+@pytest.mark.parametrize("contrast_extras", ["always", "needed"])
+def test_contrast_extras_sets_the_retain_rows_per_step(sst2_classifier, tmp_path, contrast_extras):
+    """'always': 3 retain rows per forget row in every step; 'needed': 1 per forget row in the steps whose usual draws
+    hold both SST-2 classes, and every anchor still has a positive and a negative."""
+    from unittest.mock import patch
+
+    from hf_unlearn.methods import deepcut
+
+    model, tokenizer, train, _ = sst2_classifier
+    seen = []
+
+    def recording(anchors, candidates, positive, negative, *rest):
+        seen.append((anchors.size(0), candidates.size(0), bool(positive.any(-1).all() and negative.any(-1).all())))
+        return contrastive_unlearning_loss(anchors, candidates, positive, negative, *rest)
+
+    args = DeepCUTConfig(**training_args(tmp_path, max_steps=6, num_views=1, per_device_train_batch_size=8,
+                                         contrast_extras=contrast_extras))  # fmt: skip
+    trainer = DeepCUTTrainer(model=copy.deepcopy(model), args=args, forget_dataset=train[:16],
+                             retain_dataset=train[16:], processing_class=tokenizer)  # fmt: skip
+    with patch.object(deepcut, "contrastive_unlearning_loss", recording):
+        trainer.train()
+    assert len(seen) == 6 and all(has_both for _, _, has_both in seen)
+    rows = [candidates // anchors for anchors, candidates, _ in seen]
+    assert rows == [3] * 6 if contrast_extras == "always" else (min(rows) == 1 and sum(rows) < 3 * 6)
 
 
 def test_deepcut_unlearns_a_memorised_classifier(sst2_classifier, tmp_path):

@@ -31,6 +31,7 @@ from ..trainer import UnlearningTrainer, model_inputs
 
 logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls", "last")
+CONTRAST_EXTRAS = ("always", "needed")
 
 
 @dataclass
@@ -57,8 +58,19 @@ class DeepCUTConfig(UnlearningConfig):
                   "(the paper's form, the default, also moves the retain examples toward and away from them)."},
     )
 
+    contrast_extras: str = field(
+        default="always",
+        metadata={"help": "When a forget anchor brings a retain example of its class and one of another class to its "
+                  "batch, besides its usual retain draw: 'always' (3 retain rows per forget row), or 'needed' (only "
+                  "when the batch's usual draws lack its class or every other class: about half the rows per step "
+                  "once the batch covers the classes).", "choices": list(CONTRAST_EXTRAS)},  # fmt: skip
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        if self.contrast_extras not in CONTRAST_EXTRAS:
+            raise ValueError(f"contrast_extras={self.contrast_extras!r} is unknown: use one of "
+                             f"{list(CONTRAST_EXTRAS)}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (project default 0.7).")
         if self.pooling not in POOLINGS:
@@ -114,17 +126,31 @@ class ContrastivePairing(ForgetRetainDataset):
         extra = self.extra_indices(index)
         item["retain_extra"] = [self.retain[i] for i in extra]
         item["retain_extra_index"] = extra
+        item["contrast_groups"] = (self.forget_groups[index], self.retain_groups[item["retain_index"]])
         return item
 
 
 class ContrastiveCollator(UnlearningCollator):
-    """Pads each anchor's retain rows (its pairing draw and the class-matched extras) into one retain batch."""
+    """Pads each anchor's retain rows (its pairing draw and the class-matched extras) into one retain batch. With
+    `extras="needed"` an anchor's extras come only when the batch's usual retain draws lack its class or every other
+    class, so each anchor still has a positive and (where its class has retain examples) a negative."""
+
+    def __init__(self, pad_token_id: int = 0, extras: str = "always"):
+        super().__init__(pad_token_id)
+        self.extras = extras
+
+    def needs_extras(self, features: list[dict]) -> list[bool]:
+        if self.extras == "always":
+            return [True] * len(features)
+        drawn = {f["contrast_groups"][1] for f in features}
+        return [group not in drawn or not drawn - {group} for group, _ in (f["contrast_groups"] for f in features)]
 
     def __call__(self, features: list[dict]) -> dict:
         batch = super().__call__([{k: v for k, v in f.items() if not k.startswith("retain_extra")} for f in features])
         if "retain_extra" in features[0]:
-            rows = [row for f in features for row in [f["retain"], *f["retain_extra"]]]
-            indices = [i for f in features for i in [f["retain_index"], *f["retain_extra_index"]]]
+            kept = list(zip(features, self.needs_extras(features), strict=True))
+            rows = [row for f, need in kept for row in [f["retain"], *(f["retain_extra"] if need else [])]]
+            indices = [i for f, need in kept for i in [f["retain_index"], *(f["retain_extra_index"] if need else [])]]
             batch["retain"] = self.pad(rows)
             batch["retain_index"] = torch.tensor(indices)
         return batch
@@ -164,6 +190,7 @@ class DeepCUTTrainer(UnlearningTrainer):
                 f"Every retain example is of class {retain_groups[0]!r}: DeepCUT pulls each forget example toward "
                 "retain examples of other classes, so the retain set needs at least one other class."
             )
+        self._contrast_extras = args.contrast_extras
         ids = {group: i for i, group in enumerate(dict.fromkeys([*(forget_groups or []), *(retain_groups or [])]))}
         self._forget_groups = [ids[g] for g in forget_groups] if forget_groups is not None else None
         self._retain_groups = [ids[g] for g in retain_groups] if retain_groups is not None else None
@@ -185,7 +212,7 @@ class DeepCUTTrainer(UnlearningTrainer):
                                   seed=args.seed, rank=args.process_index)  # fmt: skip
 
     def make_collator(self, pad_token_id: int):
-        return ContrastiveCollator(pad_token_id)
+        return ContrastiveCollator(pad_token_id, self._contrast_extras)
 
     @property
     def needs_reference_model(self) -> bool:
