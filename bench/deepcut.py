@@ -119,6 +119,19 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def freeze_bottom(model, layers: int) -> None:
+    """The `frozen_layers=N` setting: the embeddings and the N lowest transformer layers stop training
+    (`requires_grad=False`, which a Trainer honours: only what requires grad reaches the optimizer). A choice the user
+    makes on the model, not a DeepCUT option: the gradient stops N layers lower, so a step costs less, and the bottom
+    of the encoder, which the forget term need not move, stays as fine-tuned."""
+    blocks = model.base_model.encoder.layer
+    if not 0 <= layers <= len(blocks):
+        raise ValueError(f"frozen_layers={layers}: the encoder has {len(blocks)} layers; use 0 (the embeddings "
+                         f"only) to {len(blocks)}.")  # fmt: skip
+    for block in [model.base_model.embeddings, *blocks[:layers]]:
+        block.requires_grad_(False)
+
+
 def variant_name(settings: dict) -> str:
     return f"DeepCUT ({', '.join(f'{k}={v}' for k, v in settings.items()) or 'defaults'})"
 
@@ -161,26 +174,46 @@ class Cache:
             self.memory[key] = entry
 
 
-def select_deepcut(spec, variants, table, unlearn, validation, forget_accuracy, cache) -> tuple[str | None, dict]:
-    """Run (or load) every DeepCUT setting, measure it on validation and forget only, and choose by the rule in
-    `SELECTION_RULE`. Returns the chosen name (None when no setting qualifies) and every setting's numbers."""
+def seed_key(key: str, seed: int | None) -> str:
+    """The cache key of a setting's run with another unlearning seed than `--seed` (None: `--seed`'s own run)."""
+    return key if seed is None else f"{key}-useed{seed}"
+
+
+MEANS = ("seconds", "val_accuracy", "val_macro_f1", "forget_accuracy")
+
+
+def select_deepcut(spec, variants, table, unlearn, validation, forget_accuracy, cache,
+                   seeds=(None,)) -> tuple[str | None, dict]:  # fmt: skip
+    """Run (or load) every DeepCUT setting with each unlearning seed of `seeds` (None: `--seed`, always first),
+    measure it on validation and forget only, and choose by the rule in `SELECTION_RULE`: a setting qualifies when it
+    reaches the stopping target with every seed in at most 1/5 of retrain's time on average, and ranks by its mean
+    validation accuracy. Returns the chosen name (None when no setting qualifies) and every setting's numbers (means
+    over the seeds; `first` holds the first seed's run, the one evaluated on test)."""
     retrain_wall = table["retrain"][1]
     rows = {}
     for settings in variants:
         name, key = variant_name(settings), cache.variant_key(settings)
-        stored = cache.load(key)
-        if stored is None:
-            model, wall, steps, reached = unlearn(name, "deepcut", settings)
-            stored = {"state": model.state_dict(), "seconds": wall, "steps": steps, "reached": reached,
-                      **validation(model), **forget_accuracy(model)}  # fmt: skip
-            cache.save(key, stored)
-            del model
-        else:
-            log(f"{spec['name']}: {name} loaded from the cache")
-        rows[name] = {k: v for k, v in stored.items() if k != "state"} | {"key": key, "settings": settings}
-        row = rows[name]
+        runs = []
+        for seed in seeds:
+            stored = cache.load(seed_key(key, seed))
+            if stored is None or "val_accuracy" not in stored:
+                label = name if seed is None else seeded_name(name, seed)
+                model, wall, steps, reached = unlearn(label, "deepcut", settings, seed=seed)
+                stored = {"state": model.state_dict(), "seconds": wall, "steps": steps, "reached": reached,
+                          **validation(model), **forget_accuracy(model)}  # fmt: skip
+                cache.save(seed_key(key, seed), stored)
+                del model
+            else:
+                log(f"{spec['name']}: {name}{'' if seed is None else f', seed {seed}'} loaded from the cache")
+            runs.append({k: v for k, v in stored.items() if k != "state"})
+        row = {k: sum(run[k] for run in runs) / len(runs) for k in MEANS}
+        reached = sum(bool(run["reached"]) for run in runs)
+        row |= {"steps": "/".join(str(run["steps"]) for run in runs), "reached": reached == len(runs),
+                "reached_text": f"{reached}/{len(runs)}" if len(runs) > 1 else ("yes" if reached else "no (budget)"),
+                "seeds": len(runs), "first": runs[0], "key": key, "settings": settings}  # fmt: skip
+        rows[name] = row
         log(f"{spec['name']} | {name}: val acc {row['val_accuracy']:.4f}, forget acc {row['forget_accuracy']:.4f}, "
-            f"{row['steps']} steps{'' if row['reached'] else ' (budget)'}, {row['seconds']:.1f} s "
+            f"{row['steps']} steps, reached {row['reached_text']}, {row['seconds']:.1f} s "
             f"({row['seconds'] / retrain_wall:.2f} of retrain)")  # fmt: skip
     eligible = [name for name, row in rows.items() if row["reached"] and row["seconds"] <= retrain_wall / 5]
     chosen = max(eligible, key=lambda name: (rows[name]["val_accuracy"], -rows[name]["seconds"]), default=None)
@@ -216,7 +249,9 @@ def seed_summary(table: dict, chosen: str, retrain_results: dict, retrain_wall: 
 
 
 SELECTION_RULE = ("among the settings that reach the stopping target within the budget in at most 1/5 of retrain's "
-                  "wall time, the one with the highest validation accuracy (ties: the faster)")
+                  "wall time, the one with the highest validation accuracy (ties: the faster); with several selection "
+                  "seeds, a setting must reach the target with every seed, and its time and validation accuracy are "
+                  "the means over the seeds")
 
 
 def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str]]:
@@ -315,6 +350,9 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         seed = args.seed if seed is None else seed
         config_cls, trainer_cls = METHODS[method]
         model = copy.deepcopy(original)
+        overrides = dict(overrides)
+        if "frozen_layers" in overrides:
+            freeze_bottom(model, overrides.pop("frozen_layers"))
         start = time.perf_counter()
         settings = {"learning_rate": args.unlearn_lr, "num_train_epochs": args.unlearn_epochs,
                     "per_device_train_batch_size": args.unlearn_batch_size, **overrides}  # fmt: skip
@@ -338,23 +376,24 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
 
     variants = [parse_overrides(text) for text in args.deepcut_variant]
     if args.select:
-        chosen, rows = select_deepcut(spec, [{}, *variants], table, unlearn, validation, forget_accuracy, cache)
+        seeds = [None, *(s for s in args.select_seeds if s != args.seed)]
+        chosen, rows = select_deepcut(spec, [{}, *variants], table, unlearn, validation, forget_accuracy, cache, seeds)
         if chosen is not None:
             model = fresh()
             model.load_state_dict(cache.load(rows[chosen]["key"])["state"])
-            record(chosen, model, rows[chosen]["seconds"], rows[chosen]["steps"])
+            record(chosen, model, rows[chosen]["first"]["seconds"], rows[chosen]["first"]["steps"])
             for seed in (s for s in args.unlearn_seeds if s != args.seed):
                 name = seeded_name(chosen, seed)
-                key = f"{rows[chosen]['key']}-useed{seed}"
+                key = seed_key(rows[chosen]["key"], seed)
                 stored = cache.load(key)
                 if stored is None:
                     model, wall, steps, reached = unlearn(name, "deepcut", rows[chosen]["settings"], seed=seed)
-                    stored = {"state": model.state_dict(), "seconds": wall,
-                              "steps": steps if reached else f"{steps} (budget)"}  # fmt: skip
+                    stored = {"state": model.state_dict(), "seconds": wall, "steps": steps, "reached": reached}
                     cache.save(key, stored)
                 model = fresh()
                 model.load_state_dict(stored["state"])
-                record(name, model, stored["seconds"], stored["steps"])
+                budget = " (budget)" if stored.get("reached", True) is False else ""
+                record(name, model, stored["seconds"], f"{stored['steps']}{budget}")
         return render(task, table, args, len(train), len(forget), len(data["val"]), len(data["test"]), target,
                       (chosen, rows))  # fmt: skip
 
@@ -397,12 +436,15 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target, selectio
     if selection is not None:
         chosen, rows = selection
         retrain_val = retrain_results["val_accuracy"]
+        several = next(iter(rows.values()))["seeds"] > 1
         lines += ["Every DeepCUT setting, on validation and forget only (no test number was computed for these; "
-                  f"retrain's val acc {retrain_val:.4f}):", "",
+                  f"retrain's val acc {retrain_val:.4f})"
+                  + (": means over the selection seeds; 'reached target' counts the seeds that reached it, 'steps' "
+                     "lists each seed's:" if several else ":"), "",
                   "| setting | reached target | steps | wall time (s) | time vs retrain | forget acc | val acc | "
                   "val F1 | val acc − retrain's | \\|forget acc − val acc\\| |", "|" + "---|" * 10]  # fmt: skip
         for name, row in rows.items():
-            lines.append(f"| {name} | {'yes' if row['reached'] else 'no (budget)'} | {row['steps']} | "
+            lines.append(f"| {name} | {row['reached_text']} | {row['steps']} | "
                          f"{row['seconds']:.1f} | {row['seconds'] / retrain_wall:.2f} | {row['forget_accuracy']:.4f} | "
                          f"{row['val_accuracy']:.4f} | {row['val_macro_f1']:.4f} | "
                          f"{row['val_accuracy'] - retrain_val:+.4f} | "
@@ -462,7 +504,8 @@ def main():
     parser.add_argument("--eval-steps", type=int, default=2, help="Steps between forget-accuracy checks.")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--deepcut-variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                        help="An extra DeepCUT row with these config overrides, e.g. pooling=cls (repeatable).")
+                        help="An extra DeepCUT row with these config overrides, e.g. pooling=cls (repeatable); "
+                             "frozen_layers=N freezes the embeddings and the N lowest encoder layers for that run.")
     parser.add_argument("--cache", default=None,
                         help="Folder keeping the fine-tuned models (and with --select every DeepCUT setting's run) "
                              "with their wall times between tries, so a try reruns only what is new.")
@@ -470,6 +513,10 @@ def main():
                         help="Choose a DeepCUT setting on validation among the defaults and every --deepcut-variant "
                              "(no GA/GradDiff/fine-tune rows), report the chosen one's test numbers, and write the "
                              "section deepcut_<task>_variants instead of deepcut.")
+    parser.add_argument("--select-seeds", type=int, nargs="+", default=[],
+                        help="With --select: unlearning seeds every setting also runs with, besides --seed; a setting "
+                             "qualifies only if it reaches the target with each, and ranks by its mean validation "
+                             "accuracy (a choice that rests on one lucky batch order is not made).")
     parser.add_argument("--unlearn-seeds", type=int, nargs="+", default=[],
                         help="With --select: rerun the chosen setting from the same original with each of these "
                              "unlearning seeds (dropout, pairing draws, batch order) and report each on test, with "

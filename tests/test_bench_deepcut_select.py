@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -20,11 +21,11 @@ RUNS = {"defaults": (10.0, True, 0.70), "gamma=0.3": (15.0, True, 0.80), "gamma=
         "alpha=3": (30.0, True, 0.83), "layer=3": (19.0, True, 0.79)}  # fmt: skip
 
 
-def fake_run(calls):
-    def unlearn(name, method, settings):
+def fake_run(calls, runs=RUNS):
+    def unlearn(name, method, settings, seed=None):
         key = ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
-        calls.append(key)
-        wall, reached, val = RUNS[key]
+        calls.append(key if seed is None else f"{key}@{seed}")
+        wall, reached, val = runs[key if seed is None else f"{key}@{seed}"]
         model = SimpleNamespace(val=val, state_dict=lambda: {"w": torch.tensor([val])})
         return model, wall, 4, reached
 
@@ -112,3 +113,38 @@ def test_seed_summary_gives_the_spread_and_the_seeds_that_meet_each_target():
     assert "-0.0167 from retrain's" in line and "reached the stopping target on 2/3 seeds" in line
     assert "forget≈test 2/3, MIA≈retrain 2/3, test≈retrain 2/3, time ≤ retrain/5 2/3 seeds" in line
     assert bench.seed_summary({chosen: table[chosen], "retrain": table["retrain"]}, chosen, retrain, 100.0) == []
+
+
+def test_select_with_several_seeds_needs_the_target_on_every_seed_and_ranks_by_the_mean(tmp_path):
+    # gamma=0.3 is best with --seed (0.80) but misses the target with seed 1; layer=3 reaches it with both
+    runs = {**RUNS, "defaults@1": (10.0, True, 0.60), "gamma=0.3@1": (15.0, False, 0.82),
+            "gamma=0.1@1": (12.0, False, 0.80), "alpha=3@1": (30.0, True, 0.80), "layer=3@1": (17.0, True, 0.75)}
+    calls = []
+    cache = bench.Cache(str(tmp_path), "sst2", ARGS)
+    chosen, rows = bench.select_deepcut(SPEC, variants(), TABLE, fake_run(calls, runs), validation, forget_accuracy,
+                                        cache, seeds=[None, 1])  # fmt: skip
+    assert chosen == "DeepCUT (layer=3)"
+    row = rows[chosen]
+    assert row["val_accuracy"] == pytest.approx((0.79 + 0.75) / 2) and row["seconds"] == pytest.approx(18.0)
+    assert row["reached_text"] == "2/2" and rows["DeepCUT (gamma=0.3)"]["reached_text"] == "1/2"
+    assert row["first"]["seconds"] == 19.0  # the --seed run, the one evaluated on test
+    # each seed's run is its own cache entry: a second selection reruns nothing
+    again = []
+    bench.select_deepcut(SPEC, variants(), TABLE, fake_run(again, runs), validation, forget_accuracy, cache, [None, 1])
+    assert again == [] and len(calls) == 2 * len(RUNS)
+
+
+def test_frozen_layers_freezes_the_embeddings_and_the_lowest_layers():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)  # fmt: skip
+    model = BertForSequenceClassification(config)
+    bench.freeze_bottom(model, 1)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for n in frozen)
+    assert any(n.startswith("bert.embeddings.word_embeddings") for n in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("bert.encoder.layer.1.",
+                                                                                     "classifier.")))  # fmt: skip
+    with pytest.raises(ValueError, match="frozen_layers=4: the encoder has 3 layers"):
+        bench.freeze_bottom(model, 4)
