@@ -4,7 +4,8 @@ unlearn a seeded random 10% of the training subset with fine-tuning on retain, G
 table per task (forget / retain / test accuracy and macro-F1, MIA AUC, wall time) to `docs/results.md`.
 
     python bench/deepcut.py [--task sst2|agnews|all] [--device cpu|cuda] [--train-size 2000] [--epochs 3]
-        [--deepcut-variant KEY=VALUE,...]... [--select] [--cache DIR] [--threads N]
+        [--deepcut-variant KEY=VALUE,...]... [--select] [--select-seeds S ...] [--unlearn-seeds S ...] [--cache DIR]
+        [--threads N]
 
 GA, GradDiff and DeepCUT share one stopping rule: every `--eval-steps` steps the forget accuracy is measured, and
 unlearning stops once it is at or below the ORIGINAL model's accuracy on a held-out validation split (so the forget set
@@ -15,6 +16,11 @@ anything. Data are read in place from `--data-root` (default `../shared/data`); 
 the validation and forget splits only, the rule in `SELECTION_RULE` picks one, and only that one is evaluated on test;
 the table goes to its own section `deepcut_<task>_variants` (no GA / GradDiff / fine-tune rows). `--cache DIR` keeps
 the fine-tuned models (and the settings' runs) with their wall times, so a further try reruns only what is new.
+`--select-seeds S ...` runs every setting with these unlearning seeds as well (dropout, pairing draws, batch order):
+a setting qualifies only if it reaches the target with each, and ranks by its mean validation accuracy.
+`--unlearn-seeds S ...` reruns the chosen setting with each seed and reports each on test, with the spread. Besides
+config fields, a setting may hold `frozen_layers=N`: the embeddings and the N lowest encoder layers are frozen for
+that run (a choice made on the model, as a user would; the optimizer skips what does not require grad).
 """
 
 from __future__ import annotations
