@@ -125,6 +125,15 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def class_shares(classes: torch.Tensor, count: int) -> list[float]:
+    """The share of each class among `classes` (predicted or true labels), class 0 first."""
+    return (torch.bincount(classes, minlength=count).double() / len(classes)).tolist()
+
+
+def shares_text(shares: list[float]) -> str:
+    return "/".join(f"{share:.2f}" for share in shares)
+
+
 def freeze_bottom(model, layers: int) -> None:
     """The `frozen_layers=N` setting: the embeddings and the N lowest transformer layers stop training
     (`requires_grad=False`, which a Trainer honours: only what requires grad reaches the optimizer). A choice the user
@@ -318,7 +327,9 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
     def validation(model):
         model.to(device)
         val = classifier_outputs(model, tok["val"], args.eval_batch_size, pad)
-        return {f"val_{k}": v for k, v in accuracy_and_macro_f1(val["logits"], val["labels"]).items()}
+        return {**{f"val_{k}": v for k, v in accuracy_and_macro_f1(val["logits"], val["labels"]).items()},
+                "val_pred_share": class_shares(val["logits"].argmax(-1), spec["classes"]),
+                "val_label_share": class_shares(val["labels"], spec["classes"])}  # fmt: skip
 
     table = {}
 
@@ -480,6 +491,11 @@ def render(task, table, args, n_train, n_forget, n_val, n_test, target, selectio
                      f"{abs(results['forget_accuracy'] - results['val_accuracy']):.4f}; forget acc − retrain's forget "
                      f"acc = {results['forget_accuracy']:.4f} − {retrain_results['forget_accuracy']:.4f} = "
                      f"{results['forget_accuracy'] - retrain_results['forget_accuracy']:+.4f}.")  # fmt: skip
+        if "val_pred_share" in results:  # a shift of the class prior moves forget and val accuracy together
+            lines[-1] += (f" Predicted-class shares on val (class 0/1/…): {shares_text(results['val_pred_share'])} "
+                          f"(original {shares_text(table['original'][0]['val_pred_share'])}, retrain "
+                          f"{shares_text(retrain_results['val_pred_share'])}; true labels "
+                          f"{shares_text(results['val_label_share'])}).")  # fmt: skip
     if selection is not None and selection[0] is not None:
         lines += seed_summary(table, selection[0], retrain_results, retrain_wall)
     gold_gap = abs(retrain_results["forget_accuracy"] - retrain_results["test_accuracy"])

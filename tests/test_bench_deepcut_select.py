@@ -148,3 +148,8 @@ def test_frozen_layers_freezes_the_embeddings_and_the_lowest_layers():
                                                                                      "classifier.")))  # fmt: skip
     with pytest.raises(ValueError, match="frozen_layers=4: the encoder has 3 layers"):
         bench.freeze_bottom(model, 4)
+
+
+def test_class_shares_count_every_class_even_an_absent_one():
+    assert bench.class_shares(torch.tensor([0, 2, 2, 0, 2]), 4) == [0.4, 0.0, 0.6, 0.0]
+    assert bench.shares_text([0.4, 0.0, 0.6, 0.0]) == "0.40/0.00/0.60/0.00"
