@@ -125,6 +125,17 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def prior_shift(logits: torch.Tensor, target: torch.Tensor, iterations: int = 100) -> torch.Tensor:
+    """The logit offset per class that brings the mean predicted distribution of `logits` [N, C] to `target` [C]
+    (fixed-point updates b += log(target / mean softmax(logits + b)), as in Saerens et al. 2002's prior adjustment)."""
+    shift = torch.zeros(logits.size(-1), dtype=torch.float64)
+    logits = logits.double()
+    for _ in range(iterations):
+        shift += (target.double() / (logits + shift).softmax(-1).mean(0)).log()
+        shift -= shift.mean()
+    return shift
+
+
 def class_shares(classes: torch.Tensor, count: int) -> list[float]:
     """The share of each class among `classes` (predicted or true labels), class 0 first."""
     return (torch.bincount(classes, minlength=count).double() / len(classes)).tolist()
@@ -163,7 +174,7 @@ class Cache:
         self.base = (f"{task}-s{args.seed}-t{args.train_size}-v{args.val_size}-x{args.test_size}-"
                      f"f{args.forget_fraction:g}-e{args.epochs:g}-lr{args.lr:g}-b{args.batch_size}")  # fmt: skip
         self.unlearning = (f"ulr{args.unlearn_lr:g}-ue{args.unlearn_epochs:g}-ub{args.unlearn_batch_size}-"
-                           f"es{args.eval_steps}")  # fmt: skip
+                           f"es{args.eval_steps}{'-pm' if getattr(args, 'prior_match', False) else ''}")  # fmt: skip
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -361,6 +372,21 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
         return {"forget_accuracy": accuracy_and_macro_f1(outputs["logits"], outputs["labels"])["accuracy"]}
 
+    # --prior-match: the original's mean predicted distribution on a fixed sample of retain rows; during unlearning the
+    # stop is checked on forget accuracy after the head's bias is shifted to match it, and the shift is kept at the end
+    prior_rows = random.Random(args.seed).sample(tok["retain"], min(200, len(tok["retain"])))
+    if args.prior_match:
+        prior_target = classifier_outputs(original, prior_rows, args.eval_batch_size, pad)["logits"].softmax(-1).mean(0)
+
+    def matched_shift(model):
+        logits = classifier_outputs(model, prior_rows, args.eval_batch_size, pad)["logits"]
+        return prior_shift(logits, prior_target)
+
+    def matched_forget_accuracy(model):
+        outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
+        logits = outputs["logits"].double() + matched_shift(model)
+        return {"forget_accuracy": accuracy_and_macro_f1(logits, outputs["labels"])["accuracy"]}
+
     def unlearn(name, method, overrides, seed=None):
         """Unlearn a copy of the original with `method`: (model, wall seconds, steps, reached the stopping target).
         `seed` (default `--seed`) is the unlearning run's: dropout, pairing draws and batch order, not the data."""
@@ -377,13 +403,17 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         config = config_cls(output_dir=str(output_dir), report_to="none", save_strategy="no", use_cpu=use_cpu,
                             max_length=max_length, logging_steps=args.eval_steps, disable_tqdm=True, seed=seed,
                             **settings)  # fmt: skip
-        callback = UnlearningEvalCallback(forget_accuracy, eval_steps=args.eval_steps,
+        check = matched_forget_accuracy if args.prior_match else forget_accuracy
+        callback = UnlearningEvalCallback(check, eval_steps=args.eval_steps,
                                           stop_when={"forget_accuracy": ("<=", target)})  # fmt: skip
         trainer = trainer_cls(model=model, args=config, forget_dataset=forget,
                               retain_dataset=retain if config.uses_retain else None, processing_class=tokenizer,
                               callbacks=[callback])  # fmt: skip
         log(f"{spec['name']}: {name} ({method}; {', '.join(f'{k}={v}' for k, v in settings.items())})")
         trainer.train()
+        if args.prior_match:  # keep the bias shift the stop was judged with (its cost is in the wall time)
+            with torch.no_grad():
+                trainer.model.classifier.bias += matched_shift(trainer.model).to(trainer.model.classifier.bias)
         wall = time.perf_counter() - start
         trajectory = " ".join(f"{h['step']}:{h['forget_accuracy']:.3f}" for h in callback.history)
         log(f"{spec['name']}: {name} forget accuracy by step: {trajectory}")
@@ -539,6 +569,10 @@ def main():
                         help="With --select: unlearning seeds every setting also runs with, besides --seed; a setting "
                              "qualifies only if it reaches the target with each, and ranks by its mean validation "
                              "accuracy (a choice that rests on one lucky batch order is not made).")
+    parser.add_argument("--prior-match", action="store_true",
+                        help="Unlearning runs judge the stop on forget accuracy after shifting the head's bias so that "
+                             "the mean prediction on 200 retain rows matches the original's, and keep that shift: a "
+                             "shift of the class prior then cannot meet the stop by itself.")
     parser.add_argument("--unlearn-seeds", type=int, nargs="+", default=[],
                         help="With --select: rerun the chosen setting from the same original with each of these "
                              "unlearning seeds (dropout, pairing draws, batch order) and report each on test, with "

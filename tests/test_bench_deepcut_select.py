@@ -153,3 +153,12 @@ def test_frozen_layers_freezes_the_embeddings_and_the_lowest_layers():
 def test_class_shares_count_every_class_even_an_absent_one():
     assert bench.class_shares(torch.tensor([0, 2, 2, 0, 2]), 4) == [0.4, 0.0, 0.6, 0.0]
     assert bench.shares_text([0.4, 0.0, 0.6, 0.0]) == "0.40/0.00/0.60/0.00"
+
+
+def test_prior_shift_undoes_a_planted_bias_shift():
+    torch.manual_seed(0)
+    logits = torch.randn(500, 3)
+    target = (logits + torch.tensor([0.0, 1.0, -0.5])).softmax(-1).mean(0)  # the prior before the bias moved
+    shift = bench.prior_shift(logits, target)
+    assert torch.allclose((logits + shift).softmax(-1).mean(0), target.double(), atol=1e-6)
+    assert torch.allclose(shift, torch.tensor([0.0, 1.0, -0.5], dtype=torch.float64) - 1 / 6, atol=1e-4)
