@@ -125,13 +125,15 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
-def prior_shift(logits: torch.Tensor, target: torch.Tensor, iterations: int = 100) -> torch.Tensor:
-    """The logit offset per class that brings the mean predicted distribution of `logits` [N, C] to `target` [C]
-    (fixed-point updates b += log(target / mean softmax(logits + b)), as in Saerens et al. 2002's prior adjustment)."""
+def prior_shift(logits: torch.Tensor, target: torch.Tensor, iterations: int = 200) -> torch.Tensor:
+    """The logit offset per class that brings the predicted-class shares (argmax) of `logits` [N, C] close to the shares
+    `target` [C]: damped fixed-point updates b += ½·log((target + ε) / (shares(logits + b) + ε)), a hard-label form of
+    Saerens et al. 2002's prior adjustment (soft means barely move on confidently fitted rows such as retain)."""
     shift = torch.zeros(logits.size(-1), dtype=torch.float64)
-    logits = logits.double()
+    logits, target, eps = logits.double(), target.double(), 1.0 / len(logits)
     for _ in range(iterations):
-        shift += (target.double() / (logits + shift).softmax(-1).mean(0)).log()
+        shares = torch.bincount((logits + shift).argmax(-1), minlength=logits.size(-1)).double() / len(logits)
+        shift += 0.5 * ((target + eps) / (shares + eps)).log()
         shift -= shift.mean()
     return shift
 
@@ -174,7 +176,7 @@ class Cache:
         self.base = (f"{task}-s{args.seed}-t{args.train_size}-v{args.val_size}-x{args.test_size}-"
                      f"f{args.forget_fraction:g}-e{args.epochs:g}-lr{args.lr:g}-b{args.batch_size}")  # fmt: skip
         self.unlearning = (f"ulr{args.unlearn_lr:g}-ue{args.unlearn_epochs:g}-ub{args.unlearn_batch_size}-"
-                           f"es{args.eval_steps}{'-pm' if getattr(args, 'prior_match', False) else ''}")  # fmt: skip
+                           f"es{args.eval_steps}{'-pmh' if getattr(args, 'prior_match', False) else ''}")  # fmt: skip
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -376,7 +378,8 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
     # stop is checked on forget accuracy after the head's bias is shifted to match it, and the shift is kept at the end
     prior_rows = random.Random(args.seed).sample(tok["retain"], min(200, len(tok["retain"])))
     if args.prior_match:
-        prior_target = classifier_outputs(original, prior_rows, args.eval_batch_size, pad)["logits"].softmax(-1).mean(0)
+        prior_logits = classifier_outputs(original, prior_rows, args.eval_batch_size, pad)["logits"]
+        prior_target = torch.tensor(class_shares(prior_logits.argmax(-1), spec["classes"]))
 
     def matched_shift(model):
         logits = classifier_outputs(model, prior_rows, args.eval_batch_size, pad)["logits"]
@@ -570,9 +573,9 @@ def main():
                              "qualifies only if it reaches the target with each, and ranks by its mean validation "
                              "accuracy (a choice that rests on one lucky batch order is not made).")
     parser.add_argument("--prior-match", action="store_true",
-                        help="Unlearning runs judge the stop on forget accuracy after shifting the head's bias so that "
-                             "the mean prediction on 200 retain rows matches the original's, and keep that shift: a "
-                             "shift of the class prior then cannot meet the stop by itself.")
+                        help="Unlearning runs judge the stop on forget accuracy after shifting the head's bias so "
+                             "that the predicted-class shares on 200 retain rows match the original's, and keep that "
+                             "shift: a shift of the class prior then cannot meet the stop by itself.")
     parser.add_argument("--unlearn-seeds", type=int, nargs="+", default=[],
                         help="With --select: rerun the chosen setting from the same original with each of these "
                              "unlearning seeds (dropout, pairing draws, batch order) and report each on test, with "
