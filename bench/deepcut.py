@@ -21,6 +21,8 @@ a setting qualifies only if it reaches the target with each, and ranks by its me
 `--unlearn-seeds S ...` reruns the chosen setting with each seed and reports each on test, with the spread. Besides
 config fields, a setting may hold `frozen_layers=N`: the embeddings and the N lowest encoder layers are frozen for
 that run (a choice made on the model, as a user would; the optimizer skips what does not require grad).
+`--prior-match` judges the stop on forget accuracy after shifting the head's bias so that the predicted-class shares on
+200 retain rows match the original's (the shift is kept), so that a shift of the class prior alone cannot meet it.
 """
 
 from __future__ import annotations
@@ -374,10 +376,10 @@ def run_task(task: str, args, device: str, workdir: Path) -> tuple[str, list[str
         outputs = classifier_outputs(model, tok["forget"], args.eval_batch_size, pad)
         return {"forget_accuracy": accuracy_and_macro_f1(outputs["logits"], outputs["labels"])["accuracy"]}
 
-    # --prior-match: the original's mean predicted distribution on a fixed sample of retain rows; during unlearning the
-    # stop is checked on forget accuracy after the head's bias is shifted to match it, and the shift is kept at the end
-    prior_rows = random.Random(args.seed).sample(tok["retain"], min(200, len(tok["retain"])))
+    # --prior-match: the original's predicted-class shares on a fixed sample of retain rows; during unlearning the stop
+    # is checked on forget accuracy after the head's bias is shifted to match them, and the shift is kept at the end
     if args.prior_match:
+        prior_rows = random.Random(args.seed).sample(tok["retain"], min(200, len(tok["retain"])))
         prior_logits = classifier_outputs(original, prior_rows, args.eval_batch_size, pad)["logits"]
         prior_target = torch.tensor(class_shares(prior_logits.argmax(-1), spec["classes"]))
 
