@@ -5,7 +5,7 @@ table per task (forget / retain / test accuracy and macro-F1, MIA AUC, wall time
 
     python bench/deepcut.py [--task sst2|agnews|all] [--device cpu|cuda] [--train-size 2000] [--epochs 3]
         [--deepcut-variant KEY=VALUE,...]... [--select] [--select-seeds S ...] [--unlearn-seeds S ...] [--cache DIR]
-        [--threads N]
+        [--threads N] [--seed N] [--section NAME] [--output FILE]
 
 GA, GradDiff and DeepCUT share one stopping rule: every `--eval-steps` steps the forget accuracy is measured, and
 unlearning stops once it is at or below the ORIGINAL model's accuracy on a held-out validation split (so the forget set
@@ -276,6 +276,13 @@ def seed_summary(table: dict, chosen: str, retrain_results: dict, retrain_wall: 
     return [f"- The chosen setting over {len(runs)} unlearning seeds (the same data, original and retrain; mean ± "
             f"sample sd): {text}; its mean test acc is {test_gap:+.4f} from retrain's. It reached the stopping target "
             f"on {reached}/{len(runs)} seeds. Targets met on: {met} seeds."]
+
+
+def section_name(args, task: str) -> str:
+    """The docs section a run writes: `--section` with {task} filled in, else 'deepcut' (one section for every task)
+    or, with --select, 'deepcut_<task>_variants'."""
+    default = "deepcut_{task}_variants" if args.select else "deepcut"
+    return (args.section or default).format(task=task)
 
 
 SELECTION_RULE = ("among the settings that reach the stopping target within the budget in at most 1/5 of retrain's "
@@ -582,8 +589,9 @@ def main():
                         help="With --select: rerun the chosen setting from the same original with each of these "
                              "unlearning seeds (dropout, pairing draws, batch order) and report each on test, with "
                              "the spread over seeds.")
-    parser.add_argument("--section", default="deepcut_{task}_variants",
-                        help="With --select: the docs section to write ({task} becomes sst2 or agnews).")
+    parser.add_argument("--section", default=None,
+                        help="The docs section to write ({task} becomes the task's name). Default: 'deepcut' (one "
+                             "section for every task), or 'deepcut_{task}_variants' with --select.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores).")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args()
@@ -626,13 +634,15 @@ def main():
              f"original's validation accuracy; \"(budget)\" in the steps column means it never got there. The test set "
              f"steers nothing. {timing} Device: {where}. Seed {args.seed}. Total {minutes:.1f} min. "
              f"Command: `{command}`")  # fmt: skip
+    seed_flag = f" --seed {args.seed}" if args.seed != 0 else ""
     if not args.select:
-        write_section(args.output, "deepcut", "DeepCUT on a pretrained encoder (`bench/deepcut.py`)",
-                      intro + "\n\n" + "\n\n".join(blocks))
+        write_section(args.output, section_name(args, args.task),
+                      f"DeepCUT on a pretrained encoder (`bench/deepcut.py{seed_flag}`)",
+                      intro + "\n\n" + "\n\n".join(blocks))  # fmt: skip
     for task, block in zip(tasks, blocks, strict=True) if args.select else ():
-        flags = "--select" + (f" --val-size {args.val_size}" if args.val_size != 500 else "")
+        flags = "--select" + (f" --val-size {args.val_size}" if args.val_size != 500 else "") + seed_flag
         title = f"DeepCUT settings chosen on validation, {TASKS[task]['name']} (`bench/deepcut.py {flags}`)"
-        write_section(args.output, args.section.format(task=task), title, intro + "\n\n" + block)
+        write_section(args.output, section_name(args, task), title, intro + "\n\n" + block)
     log(f"done in {minutes:.1f} min; wrote {args.output}")
 
 

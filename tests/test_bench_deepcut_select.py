@@ -165,3 +165,14 @@ def test_prior_shift_undoes_a_planted_bias_shift():
     assert torch.allclose(shares, target, atol=0.01)  # within 20 of 2000 rows
     assert torch.allclose(shift, planted.double() - planted.mean(), atol=0.1)
     assert bench.class_shares(logits.argmax(-1), 3) != pytest.approx(target.tolist(), abs=0.05)  # it had moved
+
+
+def test_section_name_honours_section_with_and_without_select():
+    def args(select, section=None):
+        return SimpleNamespace(select=select, section=section)
+
+    assert bench.section_name(args(False), "all") == "deepcut"
+    assert bench.section_name(args(True), "sst2") == "deepcut_sst2_variants"
+    # a run without --select used to write 'deepcut' whatever --section said, over the documented table
+    assert bench.section_name(args(False, "deepcut_{task}_full1"), "sst2") == "deepcut_sst2_full1"
+    assert bench.section_name(args(True, "deepcut_{task}_data1"), "agnews") == "deepcut_agnews_data1"
