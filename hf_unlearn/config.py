@@ -48,6 +48,14 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "How a `question` becomes the prompt; the answer follows after one space and ends in EOS."},
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Save over a model already in output_dir. Off by default: a folder that holds a saved model (its "
+            "weights or an unlearning manifest) is refused before training, unless the model being unlearned was "
+            "loaded from that same folder (a new request on top of its lineage)."
+        },
+    )
     forget_description: str | None = field(
         default=None,
         metadata={

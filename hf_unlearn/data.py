@@ -67,9 +67,26 @@ def load_digits_rows() -> list[dict]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSON Lines file."""
+    """Rows of a JSON Lines file (one JSON object a line); a clear error names the file and line of a bad one."""
+    path = Path(path)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise FileNotFoundError(f"{path} is {what}: pass a JSON Lines file (one JSON object per line).")
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno}): each line "
+                                 "must be one JSON object, e.g. {\"question\": ..., \"answer\": ...}.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: a JSON {type(row).__name__}, not an object: each line must be one "
+                                 "row, e.g. {\"question\": ..., \"answer\": ...}.")
+            rows.append(row)
+    return rows
 
 
 def column_names(dataset) -> list[str]:

@@ -117,6 +117,17 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     return path
 
 
+# Files whose presence at the top of a folder means it holds a saved model (weights, or an unlearned model's manifest).
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+               "adapter_model.safetensors", "adapter_model.bin", MANIFEST_NAME)  # fmt: skip
+
+
+def holds_model(folder: str | os.PathLike) -> bool:
+    """Whether `folder` already holds a saved model (weights or an unlearning manifest at its top level): a run that
+    saves into it would replace that model. Checkpoints (`checkpoint-*`) alone do not count: they are for resuming."""
+    return any((Path(folder) / name).is_file() for name in MODEL_FILES)
+
+
 def read_salt(folder: str | os.PathLike) -> str | None:
     path = Path(folder) / SALT_NAME
     return path.read_text().strip() if path.is_file() else None
