@@ -107,10 +107,35 @@ def label_column(columns) -> str | None:
     return next((name for name in ("labels", "label") if name in columns), None)
 
 
+def check_row_container(dataset, name: str) -> None:
+    """Rows must be a sequence of dicts (a list of rows, or a `datasets.Dataset`): not a string, not one dict of
+    columns, not a list of strings."""
+    if isinstance(dataset, (str, bytes)):
+        raise TypeError(f"{name} is a string: pass rows (a list of dicts, or a datasets.Dataset), e.g. "
+                        "[{'question': ..., 'answer': ...}]; to read a JSON Lines file use hf_unlearn.data.read_jsonl.")
+    if isinstance(dataset, dict):
+        raise TypeError(f"{name} is a dict of columns {sorted(dataset)[:6]}: pass one dict per row, e.g. "
+                        "datasets.Dataset.from_dict(columns), or [dict(zip(columns, values)) for values in ...].")
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"{name} is a {type(dataset).__name__}: pass rows as a list of dicts or a datasets.Dataset "
+                        "(an iterable or generator has no length: wrap it with list(...)).")
+    if len(dataset) and getattr(dataset, "column_names", None) is None and not isinstance(dataset[0], dict):
+        raise TypeError(f"{name} row 0 is a {type(dataset[0]).__name__}, not a dict: each row must be a dict of "
+                        "columns, e.g. {'question': ..., 'answer': ...}.")
+
+
+def check_row_containers(**datasets) -> None:
+    """`check_row_container` for each named dataset that is given (a trainer's first check, before it reads a row)."""
+    for name, dataset in datasets.items():
+        if dataset is not None:
+            check_row_container(dataset, name)
+
+
 def row_format(dataset, name: str) -> str:
     """'qa' for question/answer text rows, 'text' for classification rows (`text` or `sentence`, and an integer
     `label`), 'tokenized' for input_ids/labels rows, 'image' for image-classification rows (`pixel_values` and an
     integer `labels`/`label`); a clear error otherwise."""
+    check_row_container(dataset, name)
     columns = column_names(dataset)
     if {"question", "answer"} <= set(columns):
         return "qa"
@@ -172,6 +197,43 @@ def check_forget_retain(forget, retain) -> None:
         )
 
 
+def check_text_cells(rows, name: str, columns: tuple[str, ...]) -> None:
+    """Every row's `columns` must be non-empty strings: a None, NaN, number or empty cell would be trained on as the
+    text "None", "nan", "5" or nothing. The error names the row and column, never the row's content."""
+    for index, row in enumerate(rows):
+        for column in columns:
+            value = row[column]
+            if not isinstance(value, str):
+                raise ValueError(f"{name} row {index} has {column}={value!r} ({type(value).__name__}): every "
+                                 f"{column} must be a non-empty string; drop or fix that row.")
+            if not value.strip():
+                raise ValueError(f"{name} row {index} has an empty {column}: every {column} must be a non-empty "
+                                 "string; drop or fix that row.")
+
+
+def check_tokenized_rows(rows, name: str) -> None:
+    """Already tokenised rows: non-negative integer ids; `labels` (when a sequence) and `attention_mask` as long as
+    `input_ids`, each label a token id or -100."""
+    for index, row in enumerate(rows):
+        ids = torch.as_tensor(row["input_ids"])
+        if ids.dim() != 1 or ids.is_floating_point() or ids.numel() == 0:
+            raise ValueError(f"{name} row {index}: input_ids must be a non-empty list of integer token ids (got a "
+                             f"{'float ' if ids.is_floating_point() else ''}tensor of shape {list(ids.shape)}).")
+        if ids.min() < 0:
+            raise ValueError(f"{name} row {index} holds token id {int(ids.min())}: token ids are >= 0; re-tokenise "
+                             "the row with the model's tokenizer (labels, not input_ids, take -100).")
+        for column in ("labels", "attention_mask"):
+            value = torch.as_tensor(row[column]) if column in row else None
+            if value is None or value.dim() == 0:
+                continue  # a classifier's label is one class index
+            if value.shape != ids.shape:
+                raise ValueError(f"{name} row {index} has {len(ids)} input_ids but {value.numel()} {column}: they "
+                                 f"must be as long as input_ids (mask prompt tokens in labels with -100).")
+            if column == "labels" and ((value < 0) & (value != IGNORE_INDEX)).any():
+                raise ValueError(f"{name} row {index} has label {int(value.min())}: a label is a token id or -100 "
+                                 "(ignored).")
+
+
 def tokenize_qa_row(row: dict, tokenizer, prompt_template: str, max_length: int) -> dict:
     """Tokenise one question/answer row: prompt tokens are masked (-100) in `labels`, answer tokens end with EOS."""
     prompt = prompt_template.format(question=row["question"])
@@ -219,12 +281,15 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
     if fmt in ("qa", "text") and tokenizer is None:
         raise ValueError(f"{name} holds text but no tokenizer was given: pass processing_class=tokenizer.")
     if fmt == "qa":
+        check_text_cells(dataset, name, ("question", "answer"))
         rows = [tokenize_qa_row(row, tokenizer, prompt_template, max_length) for row in dataset]
     elif fmt == "text":
+        check_text_cells(dataset, name, (text_column(column_names(dataset)),))
         rows = [tokenize_text_row(row, tokenizer, max_length) for row in dataset]
     elif fmt == "image":
         rows = [image_row(row) for row in dataset]
     else:
+        check_tokenized_rows(dataset, name)
         rows = dataset
     for index in range(len(rows)):
         labels = torch.as_tensor(rows[index]["labels"])
@@ -260,6 +325,39 @@ def check_vocabulary(rows, name: str, tokenizer, model) -> None:
             f"{name} holds token id {int(largest)} but the model's embedding has {size} rows: the rows were "
             "tokenised with another vocabulary; re-tokenise them with the model's tokenizer."
         )
+
+
+def check_rows_fit_model(rows, name: str, model) -> None:
+    """Fail before training on rows the model cannot take: more tokens than its positions, a class label outside
+    its classes, images of another channel count or size than its config says."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or rows is None or len(rows) == 0:
+        return
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and "input_ids" in rows[0]:
+        index, length = max(enumerate(len(row["input_ids"]) for row in rows), key=lambda item: item[1])
+        if length > positions:
+            raise ValueError(f"{name} row {index} has {length} tokens but the model takes at most {positions} "
+                             f"(config.max_position_embeddings): set max_length={positions} or lower in the config, "
+                             "or shorten the rows.")
+    if "Classification" in type(base).__name__ and torch.as_tensor(rows[0]["labels"]).dim() == 0:
+        classes = config.num_labels
+        bad = next(((i, int(row["labels"])) for i, row in enumerate(rows)
+                    if not 0 <= int(row["labels"]) < classes), None)  # fmt: skip
+        if bad:
+            raise ValueError(f"{name} row {bad[0]} has label {bad[1]} but the model has {classes} classes "
+                             f"(config.num_labels): labels must be 0..{classes - 1}; map them, or load the model "
+                             f"with num_labels=... large enough.")
+    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+    if "pixel_values" in rows[0] and channels and size:
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        for index, row in enumerate(rows):
+            shape = tuple(torch.as_tensor(row["pixel_values"]).shape)
+            if shape != (channels, *size):
+                raise ValueError(f"{name} row {index} has pixel_values of shape {list(shape)} but the model takes "
+                                 f"[{channels}, {size[0]}, {size[1]}] (config.num_channels, config.image_size): "
+                                 "process the images with the model's image processor.")
 
 
 def pairing_seed(seed: int, epoch: int, rank: int) -> int:

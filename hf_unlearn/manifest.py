@@ -28,6 +28,10 @@ SALT_NAME = "unlearning_salt.txt"
 FORMAT_VERSION = 1
 # Never uploaded by `push_folder`, `UnlearningTrainer.push_to_hub` or `hf-unlearn push`.
 NEVER_UPLOAD = [SALT_NAME, "checkpoint-*", "checkpoint-*/**", "_*"]
+# Where `save_model` stages a whole save (weights, card, manifest, plots, salt) before it appears in the folder at once;
+# `_`-prefixed, so no upload (ours or Transformers') sends it.
+STAGING_NAME = "_hf_unlearn_saving"
+_COMMIT_NAME = "_COMMIT.json"
 
 # Fields that describe where and how a run was launched, not what the method did: left out of a card's settings.
 _RUN_ENVIRONMENT = re.compile(
@@ -97,8 +101,14 @@ def is_hub_id(name: str | None) -> bool:
 def read_manifest(source: str | os.PathLike, revision: str | None = None, token: str | bool | None = None):
     """The manifest of a local model folder or of a Hub repo; None when it has none."""
     path = Path(source) / MANIFEST_NAME
+    if Path(source).is_dir():
+        recover_folder(source)
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON ({error}): the manifest is damaged; restore it from the Hub "
+                             "repo or a backup of the folder (it is rewritten only by save_model).") from None
     if Path(source).exists() or not is_hub_id(str(source)):
         return None
     from huggingface_hub import hf_hub_download
@@ -126,6 +136,68 @@ def holds_model(folder: str | os.PathLike) -> bool:
     """Whether `folder` already holds a saved model (weights or an unlearning manifest at its top level): a run that
     saves into it would replace that model. Checkpoints (`checkpoint-*`) alone do not count: they are for resuming."""
     return any((Path(folder) / name).is_file() for name in MODEL_FILES)
+
+
+def begin_staging(folder: str | os.PathLike) -> Path:
+    """An empty staging folder inside `folder` for the next save (any earlier interrupted save is settled first)."""
+    import shutil
+
+    recover_folder(folder)
+    staging = Path(folder) / STAGING_NAME
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def commit_staging(folder: str | os.PathLike, remove: list[str] = ()) -> None:
+    """Make the staged files appear in `folder`, replacing older ones, and delete `remove` (paths relative to
+    `folder`: files of the older save that the new one does not have, e.g. a plot no longer drawn).
+
+    The staged files are flushed, then a commit record listing them is written atomically; from that moment the save
+    counts as done, and `recover_folder` finishes it if the process dies while the files are being moved. A process
+    killed before that moment leaves the older save as it was (its staging folder is discarded later). So a crash at
+    any point leaves the old complete save or, once settled, the new complete save — never new weights under an old
+    card."""
+    staging = Path(folder) / STAGING_NAME
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    for name in files:
+        with open(staging / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    record = staging / (_COMMIT_NAME + ".tmp")
+    with open(record, "w") as handle:
+        json.dump({"files": files, "remove": [r for r in remove if r not in files]}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(record, staging / _COMMIT_NAME)
+    _apply_staging(Path(folder))
+
+
+def _apply_staging(folder: Path) -> None:
+    import shutil
+
+    staging = folder / STAGING_NAME
+    record = json.loads((staging / _COMMIT_NAME).read_text())
+    for name in record["files"]:  # idempotent: a file already moved by an interrupted run is not in staging
+        if (staging / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, folder / name)
+    for name in record["remove"]:
+        if (folder / name).is_file():
+            (folder / name).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_folder(folder: str | os.PathLike) -> None:
+    """Settle a save that a crash interrupted: finish it when its commit record was written, else discard it."""
+    import shutil
+
+    staging = Path(folder) / STAGING_NAME
+    if not staging.is_dir():
+        return
+    if (staging / _COMMIT_NAME).is_file():
+        _apply_staging(Path(folder))
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_salt(folder: str | os.PathLike) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from collections import defaultdict
@@ -12,12 +13,23 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
 from .config import UnlearningConfig
-from .data import ForgetRetainDataset, UnlearningCollator, check_forget_retain, check_vocabulary, prepare_dataset
+from .data import (
+    ForgetRetainDataset,
+    UnlearningCollator,
+    check_forget_retain,
+    check_row_containers,
+    check_rows_fit_model,
+    check_vocabulary,
+    prepare_dataset,
+)
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
-from .manifest import SALT_NAME, read_manifest, read_salt
+from .manifest import SALT_NAME, holds_model, read_manifest, recover_folder
+
+logger = logging.get_logger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,8 +80,9 @@ class LossTermsMixin:
         if isinstance(args, self.config_class):
             return args
         if isinstance(args, TrainingArguments):
-            values = args.to_dict()
-            values["hub_token"] = args.hub_token  # to_dict masks it
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+            # TrainingArguments' default would drop the nested forget/retain parts of every batch
+            values["remove_unused_columns"] = False
             return self.config_class(**{k: v for k, v in values.items() if k in self.config_class.__dataclass_fields__})
         raise TypeError(f"args is a {type(args).__name__}: pass a {self.config_class.__name__}(output_dir=..., ...).")
 
@@ -95,52 +108,125 @@ class LossTermsMixin:
         super().log(logs, start_time)
 
 
+def check_output_dir(args, model) -> None:
+    """Refuse, before any training, an `output_dir` that already holds a saved model, unless the config says
+    `overwrite_output_dir=True` or the model being trained was loaded from that folder (a new request on top of its
+    own lineage). An interrupted save found there is settled first (`manifest.recover_folder`)."""
+    folder = args.output_dir
+    if not os.path.isdir(folder):
+        return
+    recover_folder(folder)
+    if args.overwrite_output_dir or not holds_model(folder):
+        return
+    unwrapped = model.get_base_model() if is_peft_model(model) else model
+    source = getattr(getattr(unwrapped, "config", None), "_name_or_path", None)
+    if source and os.path.isdir(source) and os.path.samefile(source, folder):
+        return
+    raise ValueError(
+        f"output_dir={folder!r} already holds a saved model, which this run's save_model would replace. Pass another "
+        "output_dir, or set overwrite_output_dir=True to replace it (to unlearn that model further, load it from "
+        "that folder: its lineage is kept)."
+    )
+
+
 class CardFilesMixin:
     """`save_model` / `push_to_hub` for trainers that write a card, a manifest and the fingerprint's salt next to the
     weights (never into checkpoints, and never uploaded). A subclass provides `_write_card_files(folder)` and
-    `create_model_card(**kwargs)`, which remembers its arguments in `self._card_kwargs` and writes the files."""
+    `create_model_card(**kwargs)`, which remembers its arguments in `self._card_kwargs` and writes the files.
+
+    A save is staged and committed (`manifest.begin_staging` / `commit_staging`): the weights, card, manifest, plots
+    and salt appear in the folder together, so a crash never leaves new weights under an old card."""
 
     def _write_card_files(self, folder: str) -> None:
         raise NotImplementedError
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, plus the card, manifest, plots and salt next to the weights (not in checkpoints)."""
-        super().save_model(output_dir, _internal_call=True)  # our push_to_hub below, not the parent's
-        if _internal_call:
-            return
+    def _save_together(self, folder: str, weights: bool = True) -> None:
+        """Write this run's weights (when `weights`), card, manifest, plots and salt into `folder` as one commit. The
+        salt of the request the folder held before, if another, is kept beside it (`_unlearning_salt.<fp>.txt`)."""
+        from .hub import PLOTS
+        from .manifest import MODEL_FILES, STAGING_NAME, begin_staging, commit_staging, read_salt
+
+        staging = os.path.join(folder, STAGING_NAME)
+        # read before staging starts: reading a folder settles (here: would discard) an uncommitted staging folder
+        earlier, salt = (read_manifest(folder), read_salt(folder)) if self.args.should_save else (None, None)
+        if weights:  # every process takes part in saving the weights (sharded engines gather them)
+            if self.args.should_save:
+                begin_staging(folder)
+            self.accelerator.wait_for_everyone()
+            super().save_model(staging, _internal_call=True)
         if self.args.should_save:
-            self._write_card_files(output_dir or self.args.output_dir)
+            if not weights:
+                begin_staging(folder)
+            if earlier and salt and salt != self._salt:  # the requester of the earlier request still needs it
+                print_id = earlier["requests"][0]["fingerprint"]["hmac_sha256"][:16]
+                with open(os.path.join(staging, f"_unlearning_salt.{print_id}.txt"), "w") as handle:
+                    handle.write(salt + "\n")
+            self._write_card_files(staging)
+            replaced = [*PLOTS.values(), ".eval_results/hf-unlearn.yaml"] + (list(MODEL_FILES) if weights else [])
+            commit_staging(folder, remove=replaced)
+        if weights:
+            self.accelerator.wait_for_everyone()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the card, manifest, plots and salt next to the weights (not in checkpoints),
+        all appearing together."""
+        if _internal_call:  # checkpoints: the weights only
+            super().save_model(output_dir, _internal_call=True)
+            return
+        self._save_together(output_dir or self.args.output_dir)
         if self.args.push_to_hub:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Name the Hub repo without creating it: the push creates it together with its first commit (and deletes it
+        again if that commit fails), so a failed run leaves no empty, public-by-default repo behind."""
+        if not self.is_world_process_zero():
+            return
+        name = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        if "/" not in name:
+            from huggingface_hub import HfApi
+
+            token = token if token is not None else self.args.hub_token
+            name = f"{HfApi().whoami(token=token)['name']}/{name}"
+        self.hub_model_id = name
+        self.push_in_progress = None
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
                     revision=None, private=None, overwrite: bool = False, **kwargs):  # fmt: skip
         """`Trainer.push_to_hub`, with our card, in one commit that never carries the salt or checkpoints; refuses to
         write over a repo whose card names another base model unless `overwrite=True`. `kwargs` go to
-        `create_model_card` (e.g. `language`, `license`, `tags`)."""
+        `create_model_card` (e.g. `language`, `license`, `tags`). Upload errors, blocking or not, are `PushError`s
+        that name the command to re-run."""
         from .hub import push_folder
 
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         token = token if token is not None else self.args.hub_token
         if self.hub_model_id is None:
             self.init_hf_repo(token=token, private=private)
-        self.save_model(_internal_call=True)
-        if not self.is_world_process_zero():
-            return None
         if "model_name" not in kwargs and "model_name" not in self._card_kwargs:
             kwargs["model_name"] = (self.args.hub_model_id or os.path.basename(self.args.output_dir)).split("/")[-1]
-        self.create_model_card(**kwargs)
+        self._card_kwargs.update({key: value for key, value in kwargs.items() if value is not None})
+        self._save_together(self.args.output_dir)
+        if not self.is_world_process_zero():
+            return None
         self._finish_current_push()
+        private = private if private is not None else self.args.hub_private_repo
         return push_folder(self.args.output_dir, self.hub_model_id, token=token, private=private,
                            revision=revision or self.args.hub_revision, overwrite=overwrite,
                            commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
-        # in memory and is written back by the next save_model.
+        # in memory and is written back by the next save_model. The repo is created here, at the first checkpoint
+        # push, since init_hf_repo no longer creates it.
         salt = os.path.join(self.args.output_dir, SALT_NAME)
         if self.is_world_process_zero() and os.path.isfile(salt):
             os.remove(salt)
+        if self.is_world_process_zero() and self.args.hub_strategy != "end":
+            from huggingface_hub import HfApi
+
+            HfApi().create_repo(self.hub_model_id, token=self.args.hub_token, private=self.args.hub_private_repo,
+                                exist_ok=True)  # fmt: skip
         super()._push_from_checkpoint(checkpoint_folder)
 
 
@@ -164,6 +250,44 @@ class _FiniteUpdateCallback(TrainerCallback):
         self.trainer._check_finite_update()
 
 
+def weight_samples(model) -> list[torch.Tensor]:
+    """Up to 64 evenly spaced values of every trainable weight (copies): enough to tell whether training moved any
+    weight, since an optimizer step moves nearly every element of a tensor it updates."""
+    samples = []
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.numel() > 0:  # ZeRO-3 placeholders hold no values here
+            flat = parameter.detach().reshape(-1)
+            index = torch.linspace(0, flat.numel() - 1, min(flat.numel(), 64), device=flat.device).long()
+            samples.append(flat[index].clone())
+    return samples
+
+
+class _WeightChangeCallback(TrainerCallback):
+    """Tells, when training ends, whether any trainable weight changed: a run whose learning rate, step count or loss
+    weights moved nothing must not be published as an unlearned model."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer, self.before, self.start_step = trainer, [], 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step, self.before = state.global_step, weight_samples(self.trainer.model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        after = weight_samples(self.trainer.model)
+        if not self.before:
+            return  # nothing to compare (sharded placeholders): unknown
+        changed = any(not torch.equal(a, b) for a, b in zip(after, self.before, strict=True))
+        if changed or self.start_step > 0:  # resumed: earlier steps may have changed the weights
+            self.trainer._weights_changed = changed or None
+            return
+        steps = state.global_step - self.start_step
+        reason = ("no optimizer step ran" if steps == 0 else
+                  f"{steps} optimizer step(s) ran but moved no weight: the updates were below the weights' precision; "
+                  "check learning_rate, the loss weights (gamma, alpha) and the method's settings (e.g. NPO's beta)")
+        self.trainer._weights_changed, self.trainer._weights_unchanged_reason = False, reason
+        logger.warning(f"Nothing was unlearned: {reason}. save_model() will say so in the model card.")
+
+
 class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     """A `Trainer` for unlearning: one epoch is one pass over `forget_dataset`, each forget example paired with a
     retain example; a method subclass returns named loss terms from `compute_unlearning_loss`, which this class sums,
@@ -182,9 +306,9 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         reference_model: the frozen model `θ_0` for methods that need one; by default a frozen copy of `model`, or,
             for a PEFT model, the same weights with the adapter disabled (no second copy in memory).
         peft_config: a `peft.PeftConfig` to wrap `model` with before training.
-        fingerprint_salt: the secret that keys the forget set's fingerprint in the card; by default the one already in
-            `output_dir/unlearning_salt.txt`, else a new random one. `save_model` writes it there for the requester;
-            no upload sends it.
+        fingerprint_salt: the secret that keys the forget set's fingerprint in the card; by default a new random one
+            for every request. `save_model` writes it to `output_dir/unlearning_salt.txt` for the requester (the salt
+            of an earlier request saved there is kept as `_unlearning_salt.<fingerprint>.txt`); no upload sends it.
 
     `save_model()` also writes the model card (README.md), `unlearning_manifest.json` (what was removed, by
     fingerprint, with the lineage of earlier requests), plots and the salt; `push_to_hub()` uploads all but the salt.
@@ -216,6 +340,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         **kwargs,
     ):
         args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if isinstance(model, str):
             processing_class = processing_class or AutoTokenizer.from_pretrained(model)
             model = AutoModelForCausalLM.from_pretrained(model)
@@ -243,7 +368,8 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._fingerprint_columns = content_columns(raw_rows[0])
         self._forget_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
-        self._salt = fingerprint_salt or read_salt(args.output_dir) or new_salt()
+        check_output_dir(args, model)
+        self._salt = fingerprint_salt or new_salt()  # every request its own
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
         forget_rows = self.prepare_rows(forget_dataset, "forget_dataset", **prepare)
         retain_rows = self.prepare_rows(retain_dataset, "retain_dataset", **prepare)
@@ -254,6 +380,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         for name, rows in (("forget_dataset", forget_rows), ("retain_dataset", retain_rows)):
             if rows is not None:
                 check_vocabulary(rows, name, tokenizer, model)
+                check_rows_fit_model(rows, name, model)
 
         self.forget_dataset, self.retain_dataset = forget_rows, retain_rows
         self.pairing = self.make_pairing(forget_rows, retain_rows, args)
@@ -272,6 +399,9 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.add_callback(_PairingEpochCallback(self.pairing))
         self.add_callback(_FiniteUpdateCallback(self))
+        self.add_callback(_WeightChangeCallback(self))
+        self._weights_changed: bool | None = None
+        self._weights_unchanged_reason: str | None = None
         self._pad = UnlearningCollator(pad_token_id).pad
         self._step_losses: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         self.reference_model = None
@@ -421,7 +551,15 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     def _stop_on_non_finite(self, what: str) -> None:
         step = self.state.global_step + 1
         last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        kept = "no checkpoint had been saved yet"
+        if last:  # what is known of it: saved before this step, so its weights were finite; its loss is in the log
+            saved_at = int(last.rsplit("-", 1)[-1])
+            losses = [(e["step"], e["loss"]) for e in self.state.log_history if "loss" in e and e["step"] <= saved_at]
+            kept = f"the last checkpoint, {last}, holds finite weights from step {saved_at}"
+            if losses:
+                first = f", at step {losses[0][0]}: {losses[0][1]:.4g}" if losses[0][0] != losses[-1][0] else ""
+                kept += (f" (loss logged at step {losses[-1][0]}: {losses[-1][1]:.4g}{first}; check that it had not "
+                         "begun to diverge)")
         raise NonFiniteLossError(
             f"The unlearning {what} at step {step}. Training stopped before this step updated the weights, so the "
             f"model holds step {step - 1}'s weights (trainer.save_model() keeps them); {kept}. Lower learning_rate, "
@@ -473,6 +611,10 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             "metrics_missing": {name: dict(results["missing"]) for name, results in self._evaluation.items()
                                 if isinstance(results.get("missing"), dict) and results["missing"]},
             "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
+            # False when no weight changed (the card then says nothing was unlearned); None when not known
+            "weights_changed": False if self.state.global_step == 0 else self._weights_changed,
+            "weights_unchanged_reason": "no training step ran (train() was not called, or had nothing to do)"
+            if self.state.global_step == 0 else self._weights_unchanged_reason,
             "curves": loss_curves(self.state.log_history),
             "mia_roc": (self._evaluation.get("unlearned") or {}).get("mia_roc") or {},
             "versions": versions(),
@@ -503,7 +645,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
                  "dataset_args": dataset_args, **kwargs}  # fmt: skip
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero():
-            self._write_card_files(self.args.output_dir)
+            self._save_together(self.args.output_dir, weights=False)
 
     def _write_card_files(self, folder: str) -> None:
         from .hub import write_card_files

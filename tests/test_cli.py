@@ -51,7 +51,8 @@ def test_default_run_unlearns_offline(tmp_path, capsys):
 def test_config_with_a_local_model_and_tofu_splits(tmp_path):
     retain = load_tofu("retain99", TOFU_PATH)
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain.select(range(500))], 1000)
-    build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2).save_pretrained(tmp_path / "base")
+    model = build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=512)
+    model.save_pretrained(tmp_path / "base")  # TOFU rows run to ~190 tokens
     tokenizer.save_pretrained(tmp_path / "base")
     config = {
         "method": "simnpo",

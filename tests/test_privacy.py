@@ -156,3 +156,37 @@ def test_no_artefact_holds_forget_images(tmp_path, digits_data, memorised_image_
                 continue  # weights, optimizer moments and RNG state: numbers learned from the data, not the data
             for needle in needles_:
                 assert needle not in content, f"{name}: {path.relative_to(tmp_path)} holds a forget image"
+
+
+def test_hub_token_is_in_no_file_upload_or_log(tmp_path, hub, capfd, caplog, make_model, tokenizer, qa_data):
+    """A run with `hub_token` set, checkpoints pushed as they are saved, and a final push: the token's bytes are in no
+    file on disk (training_args.bin of the folder and of every checkpoint included), no uploaded blob, no log line."""
+    import pickle
+
+    import torch
+    from conftest import training_args
+
+    from hf_unlearn import NPOConfig, NPOTrainer
+
+    caplog.set_level(logging.DEBUG)
+    token = "hf_SecretTokenValue9f3a7c"
+    out = tmp_path / "run"
+    args = NPOConfig(**training_args(out, max_steps=2, save_strategy="steps", save_steps=1, push_to_hub=True,
+                                     hub_model_id="someone/npo-run", hub_token=token, logging_steps=1))  # fmt: skip
+    trainer = NPOTrainer(model=make_model(), args=args, forget_dataset=qa_data[0], retain_dataset=qa_data[1],
+                         processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.push_to_hub()
+    assert trainer.args.hub_token == token  # kept in memory for the pushes
+    needles = [token.encode(), token.encode("utf-16-le"), pickle.dumps(token)[2:-1]]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sum(p.name == "training_args.bin" for p in files) >= 3  # the folder's and two checkpoints'
+    found = [str(p) for p in files for n in needles if n in p.read_bytes()]
+    found += [f"hub:{path}" for commit in hub.commits for path, blob in commit["files"].items()
+              for n in needles if n in blob]  # fmt: skip
+    captured = capfd.readouterr()
+    found += ["logs" for n in needles if n in (captured.out + captured.err + caplog.text).encode()]
+    assert found == [] and hub.commits
+    assert torch.load(out / "training_args.bin", weights_only=False).hub_token is None
+    # the scan would have caught it: the token is sent, as it must be, in the Authorization header
+    assert any(h.get("authorization") == f"Bearer {token}" for _, _, h in hub.requests)

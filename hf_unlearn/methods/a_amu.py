@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields
 import torch
 
 from ..config import UnlearningConfig
-from ..data import ForgetRetainDataset, UnlearningCollator, _row_key, pairing_seed, row_format
+from ..data import ForgetRetainDataset, UnlearningCollator, _row_key, check_row_containers, pairing_seed, row_format
 from ..losses import gaussianise, mean_nll, mmd2, sequence_logps
 from ..registry import METHODS, register_method
 from ..trainer import UnlearningTrainer, model_inputs
@@ -105,6 +105,11 @@ class AAMUConfig(UnlearningConfig):
         if base_field is not None and base_field.default_factory is not MISSING:
             return base_field.default_factory()
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def uses_gamma(self) -> bool:
+        """`gamma` weighs only a base method's forget term."""
+        return self.base_method is not None
 
     @property
     def uses_retain(self) -> bool:
@@ -211,6 +216,8 @@ class AAMUTrainer(UnlearningTrainer):
     def __init__(self, model=None, args=None, forget_dataset=None, retain_dataset=None, heldout_dataset=None,
                  eval_dataset=None, **kwargs):  # fmt: skip
         args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset,
+                             heldout_dataset=heldout_dataset)  # fmt: skip
         if heldout_dataset is None or len(heldout_dataset) == 0:
             raise ValueError(
                 f"{type(self).__name__} needs heldout_dataset: rows like the forget set's, of its classes, that the "

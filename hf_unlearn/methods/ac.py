@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..augmentations import IMAGE_RECIPES, image_augmentation
 from ..config import UnlearningConfig
-from ..data import ForgetRetainDataset, column_names, pairing_seed
+from ..data import ForgetRetainDataset, check_row_containers, column_names, pairing_seed
 from ..encoders import image_embeddings, is_clip, text_embeddings
 from ..losses import alignment_calibration_loss, clip_info_nce, info_nce
 from ..registry import register_method
@@ -238,6 +238,7 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
 
     def __init__(self, model=None, args=None, forget_dataset=None, retain_dataset=None, augmentation=None, **kwargs):
         args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if isinstance(model, str):
             from transformers import AutoModel
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import UnlearningConfig
-from ..data import _PAD_VALUES, ForgetRetainDataset, UnlearningCollator, pairing_seed
+from ..data import _PAD_VALUES, ForgetRetainDataset, UnlearningCollator, check_row_containers, pairing_seed
 from ..losses import contrastive_unlearning_loss, mean_nll, pool_hidden_states, sequence_logps
 from ..registry import register_method
 from ..trainer import UnlearningTrainer, model_inputs
@@ -180,9 +180,15 @@ class DeepCUTTrainer(UnlearningTrainer):
 
     def __init__(self, model=None, args=None, forget_dataset=None, retain_dataset=None, **kwargs):
         args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if forget_dataset is None or len(forget_dataset) == 0 or retain_dataset is None or len(retain_dataset) == 0:
             raise ValueError("DeepCUT needs a non-empty forget_dataset and retain_dataset: its positives and "
                              "negatives are retain examples.")  # fmt: skip
+        layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if isinstance(layers, int) and not -(layers + 1) <= args.layer <= layers:
+            raise ValueError(f"layer={args.layer} is out of range: the model has {layers} layers, so its hidden states "
+                             f"are entries {-(layers + 1)}..{layers} (0 the embeddings, -1 the last layer, the "
+                             "default).")  # fmt: skip
         forget_groups = row_groups(forget_dataset, args.group_column)
         retain_groups = row_groups(retain_dataset, args.group_column) if forget_groups is not None else None
         if forget_groups is not None and len(set(retain_groups)) < 2 and set(retain_groups) <= set(forget_groups):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import UnlearningConfig
+from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
 from ..losses import npo_loss
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
@@ -25,8 +25,9 @@ class NPOConfig(UnlearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"beta={self.beta} must be > 0 (the NPO paper uses 0.1).")
+        if not 0 < self.beta <= MAX_BETA:
+            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} "
+                             f"(the NPO paper uses 0.1); {BETA_SATURATES}")
 
 
 class NPOTrainer(UnlearningTrainer):

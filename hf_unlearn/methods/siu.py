@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import UnlearningConfig
+from ..data import check_row_containers
 from ..losses import dual_masked_kl, kl_divergence, mean_nll, sequence_logps
 from ..multimodal.alignment import MultimodalCollator, concept_token_ids, encode_row
 from ..registry import register_method
@@ -70,6 +71,11 @@ class SIUConfig(UnlearningConfig):
             raise ValueError(f"lora_r={self.lora_r}: the LoRA rank must be >= 1 (paper 128).")
 
     @property
+    def uses_gamma(self) -> bool:
+        """The `po` variant's forget term is the NLL of the refusal answers, with no `gamma`."""
+        return self.variant != "po"
+
+    @property
     def uses_retain(self) -> bool:
         """Only PO and GA+KL have a retain set; SIU's own keep-terms are rows of its multifaceted set."""
         return self.variant in ("po", "ga_kl") and self.alpha > 0
@@ -97,6 +103,7 @@ class SIUTrainer(UnlearningTrainer):
     def __init__(self, model=None, args=None, forget_dataset=None, retain_dataset=None, processing_class=None,
                  peft_config=None, concept_name: str | None = None, **kwargs):  # fmt: skip
         args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if isinstance(model, str):
             from transformers import AutoProcessor, LlavaForConditionalGeneration
 

@@ -36,11 +36,11 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ..data import UnlearningCollator, _row_key, check_vocabulary, prepare_dataset, row_format
+from ..config import SafeArgumentsMixin, check_prompt_template
+from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_vocabulary, prepare_dataset, row_format
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
-from ..manifest import read_salt
-from ..trainer import CardFilesMixin, LossTermsMixin, is_peft_model, model_inputs, starting_point
+from ..trainer import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_inputs, starting_point
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
@@ -49,7 +49,7 @@ CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "prepared_
 
 
 @dataclass
-class Ready2UnlearnConfig(TrainingArguments):
+class Ready2UnlearnConfig(SafeArgumentsMixin, TrainingArguments):
     """Training arguments of Ready2Unlearn: ordinary training plus the meta-objective's step sizes, weights, schedule.
 
     The paper's hyper-parameter values are not readable from public sources; the defaults here are the project's
@@ -104,10 +104,14 @@ class Ready2UnlearnConfig(TrainingArguments):
     max_length: int = field(default=512, metadata={"help": "Question+answer rows are truncated to this many tokens."})
     prompt_template: str = field(default="Question: {question}\nAnswer:", metadata={
         "help": "How a `question` becomes the prompt; the answer follows after one space and ends in EOS."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Save over a model already in output_dir (refused before training otherwise)."})
     revocable_description: str | None = field(default=None, metadata={
         "help": "What the revocable group is, in words, for the model card (public: never put its content here)."})
 
     def __post_init__(self):
+        self._check_numbers()
+        self._check_training_ranges()
         super().__post_init__()
         for name in ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3"):
             if getattr(self, name) < 0:
@@ -132,8 +136,7 @@ class Ready2UnlearnConfig(TrainingArguments):
             raise ValueError(f"meta_batch_size={self.meta_batch_size}: use a positive batch size, or None.")
         if self.stable_sample_size < 1:
             raise ValueError(f"stable_sample_size={self.stable_sample_size}: use a positive number of rows.")
-        if "{question}" not in self.prompt_template:
-            raise ValueError(f"prompt_template={self.prompt_template!r} has no '{{question}}' placeholder: add one.")
+        check_prompt_template(self.prompt_template)
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -177,8 +180,8 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             that are not revocable, sampled with `seed`.
         recovery_dataset: rows similar to the revocable ones from which an attacker might relearn them
             (`D_recovery`); default: the revocable rows themselves (the strongest relearning attack).
-        fingerprint_salt: keys the revocable group's fingerprint in the card; by default the one in
-            `output_dir/unlearning_salt.txt`, else a new random one. Written there by `save_model`, never uploaded.
+        fingerprint_salt: keys the revocable group's fingerprint in the card; by default a new random one. Written
+            to `output_dir/unlearning_salt.txt` by `save_model`, never uploaded.
 
     `save_model()` also writes `unlearning_manifest.json` and a card (README.md) saying the model was prepared with
     Ready2Unlearn and for which revocable group (by salted fingerprint, never content); an `UnlearningTrainer` started
@@ -248,7 +251,8 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._fingerprint_columns = content_columns(raw_rows[0])
         self._revocable_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
-        self._salt = fingerprint_salt or read_salt(args.output_dir) or new_salt()
+        check_output_dir(args, model)
+        self._salt = fingerprint_salt or new_salt()  # every preparation its own
 
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
         train_rows = prepare_dataset(train_dataset, "train_dataset", **prepare)
@@ -263,6 +267,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             eval_dataset = prepare_dataset(eval_dataset, "eval_dataset", **prepare)
         for name, rows in (("train_dataset", train_rows), ("revocable_dataset", self.revocable_dataset)):
             check_vocabulary(rows, name, tokenizer, model)
+            check_rows_fit_model(rows, name, model)
 
         pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
         super().__init__(
@@ -448,7 +453,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
                  **kwargs}  # fmt: skip
         self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.is_world_process_zero():
-            self._write_card_files(self.args.output_dir)
+            self._save_together(self.args.output_dir, weights=False)
 
     def _write_card_files(self, folder: str) -> None:
         from ..manifest import write_manifest, write_salt
