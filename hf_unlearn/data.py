@@ -33,6 +33,12 @@ def load_tofu(split: str, path: str | Path | None = None):
     if split not in TOFU_SPLITS:
         raise ValueError(f"Unknown TOFU split {split!r}: use one of {list(TOFU_SPLITS)}.")
     if path is None:
+        from .sources import hub_offline
+
+        if hub_offline():
+            raise ValueError(f"load_tofu({split!r}) reads {TOFU_HUB_ID} from the Hub, not available offline "
+                             "(HF_HUB_OFFLINE=1): pass path=<a folder of TOFU's JSONL files>, e.g. "
+                             f"load_tofu({split!r}, path='../shared/data/tofu').")
         return datasets.load_dataset(TOFU_HUB_ID, split, split="train")
     file = Path(path) / f"{split}.jsonl"
     if not file.is_file():

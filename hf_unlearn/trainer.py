@@ -28,6 +28,7 @@ from .data import (
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
 from .manifest import SALT_NAME, holds_model, read_manifest, recover_folder
+from .sources import check_model_source
 
 logger = logging.get_logger(__name__)
 
@@ -341,7 +342,9 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     ):
         args = self._as_config(args, model)
         check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
-        if isinstance(model, str):
+        if isinstance(model, (str, os.PathLike)):
+            check_model_source(model)
+            model = str(model)
             processing_class = processing_class or AutoTokenizer.from_pretrained(model)
             model = AutoModelForCausalLM.from_pretrained(model)
         if model is None:

@@ -61,6 +61,11 @@ def output_dir_is_a_file(c):
     return GradDiffConfig(**training_args(c.tmp / "file"))
 
 
+def read_file(c, text):
+    (c.tmp / "rows.jsonl").write_text(text)
+    return hf_unlearn.data.read_jsonl(c.tmp / "rows.jsonl")
+
+
 def deepcut_layer(c, layer):
     from hf_unlearn import DeepCUTConfig, DeepCUTTrainer
 
@@ -180,6 +185,25 @@ CASES = {
     "retain-missing": (lambda c: GradDiffTrainer(model=c.make_model(), args=GradDiffConfig(**training_args(c.tmp)),
                                                  forget_dataset=c.forget, processing_class=c.tokenizer), ValueError,
                        r"retain term is on \(alpha=1.0\) but no retain_dataset was given: pass retain_dataset"),
+    "model-hub-id-offline": (lambda c: GATrainer(model="someone/some-model", args=GAConfig(**training_args(
+                                 c.tmp, alpha=0)), forget_dataset=c.forget), ValueError,
+                             r"model='someone/some-model' is a Hub id, not available offline .*pass a local path"),
+    "model-path-missing": (lambda c: GATrainer(model=str(c.tmp / "nowhere"), args=GAConfig(**training_args(
+                               c.tmp, alpha=0)), forget_dataset=c.forget), FileNotFoundError,
+                           r"model='.*nowhere' does not exist: pass an existing model folder"),
+    "model-path-not-a-model": (lambda c: GATrainer(model=str(c.tmp), args=GAConfig(**training_args(
+                                   c.tmp, alpha=0)), forget_dataset=c.forget), FileNotFoundError,
+                               r"is not a model folder \(no config.json in it\)"),
+    "tofu-offline-without-path": (lambda c: hf_unlearn.load_tofu("forget10"), ValueError,
+                                  r"not available offline .*load_tofu\('forget10', path="),
+    "tofu-unknown-split": (lambda c: hf_unlearn.load_tofu("forget11", "x"), ValueError,
+                           r"Unknown TOFU split 'forget11': use one of"),
+    "jsonl-bad-line": (lambda c: read_file(c, '{"question": "q", "answer": "a"}\n{"question": \n'), ValueError,
+                       r"rows.jsonl:2: not valid JSON .*each line must be one JSON object"),
+    "jsonl-not-an-object": (lambda c: read_file(c, '["q", "a"]\n'), ValueError,
+                            r"rows.jsonl:1: a JSON list, not an object"),
+    "jsonl-a-folder": (lambda c: hf_unlearn.data.read_jsonl(c.tmp), FileNotFoundError,
+                       r"is a folder: pass a JSON Lines file"),
     "unknown-method": (lambda c: hf_unlearn.METHODS["npo2"], KeyError, r"Unknown unlearning method 'npo2'"),
     "args-not-a-config": (lambda c: GradDiffTrainer(model=c.make_model(), args={"learning_rate": 1e-5},
                                                     forget_dataset=c.forget, retain_dataset=c.retain), TypeError,

@@ -33,6 +33,7 @@ from ..data import ForgetRetainDataset, check_row_containers, column_names, pair
 from ..encoders import image_embeddings, is_clip, text_embeddings
 from ..losses import alignment_calibration_loss, clip_info_nce, info_nce
 from ..registry import register_method
+from ..sources import check_model_source
 from ..trainer import UnlearningTrainer
 
 AUDIT_PLOTS_DIR = "plots"
@@ -240,6 +241,7 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         args = self._as_config(args, model)
         check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if isinstance(model, str):
+            check_model_source(model)
             from transformers import AutoModel
 
             model = AutoModel.from_pretrained(model)

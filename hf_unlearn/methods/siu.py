@@ -25,6 +25,7 @@ from ..data import check_row_containers
 from ..losses import dual_masked_kl, kl_divergence, mean_nll, sequence_logps
 from ..multimodal.alignment import MultimodalCollator, concept_token_ids, encode_row
 from ..registry import register_method
+from ..sources import check_model_source
 from ..trainer import UnlearningTrainer, is_peft_model, model_inputs
 
 VARIANTS = ("siu", "po", "ga", "ga_kl")
@@ -105,6 +106,7 @@ class SIUTrainer(UnlearningTrainer):
         args = self._as_config(args, model)
         check_row_containers(forget_dataset=forget_dataset, retain_dataset=retain_dataset)
         if isinstance(model, str):
+            check_model_source(model)
             from transformers import AutoProcessor, LlavaForConditionalGeneration
 
             processing_class = processing_class or AutoProcessor.from_pretrained(model)
