@@ -33,12 +33,10 @@ def load_tofu(split: str, path: str | Path | None = None):
     if split not in TOFU_SPLITS:
         raise ValueError(f"Unknown TOFU split {split!r}: use one of {list(TOFU_SPLITS)}.")
     if path is None:
-        from .sources import hub_offline
+        from .sources import check_hub_reachable
 
-        if hub_offline():
-            raise ValueError(f"load_tofu({split!r}) reads {TOFU_HUB_ID} from the Hub, not available offline "
-                             "(HF_HUB_OFFLINE=1): pass path=<a folder of TOFU's JSONL files>, e.g. "
-                             f"load_tofu({split!r}, path='../shared/data/tofu').")
+        local = f"path=<a folder of TOFU's JSONL files>, e.g. load_tofu({split!r}, path='../shared/data/tofu')"
+        check_hub_reachable(TOFU_HUB_ID, "load_tofu: dataset", local)
         return datasets.load_dataset(TOFU_HUB_ID, split, split="train")
     file = Path(path) / f"{split}.jsonl"
     if not file.is_file():

@@ -3,7 +3,10 @@ an offline machine is one clear error at once instead of a minute of retries and
 
 from __future__ import annotations
 
+import functools
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def hub_offline() -> bool:
@@ -11,6 +14,35 @@ def hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+@functools.lru_cache(maxsize=4)
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the Hub endpoint cannot be reached (a failed name lookup or connection, in at most `timeout` seconds), or
+    None when a connection opens. Without this check, a machine with no network retries each file for ~30 s."""
+    url = urlsplit(endpoint)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return None
+    except OSError as error:
+        return f"{url.hostname}: {error.strerror or type(error).__name__}"
+
+
+MODEL_FOLDER = "a local path (a folder with config.json, e.g. written by save_pretrained)"
+
+
+def check_hub_reachable(name: str, what: str, local: str = MODEL_FOLDER) -> None:
+    """Fail at once, naming the `local` alternative, when `name` (a Hub id) cannot be fetched: offline mode is on, or
+    the Hub's address cannot be reached."""
+    from huggingface_hub import constants
+
+    if hub_offline():
+        raise ValueError(f"{what}={name!r} is a Hub id, not available offline (HF_HUB_OFFLINE=1): pass {local}, or "
+                         "unset HF_HUB_OFFLINE.")
+    reason = _unreachable(constants.ENDPOINT)
+    if reason:
+        raise ValueError(f"{what}={name!r} is a Hub id, but the Hub cannot be reached from this machine ({reason}): "
+                         f"pass {local}, or set HF_HUB_OFFLINE=1 to work offline.")
 
 
 def check_model_source(name, what: str = "model") -> None:
@@ -30,6 +62,4 @@ def check_model_source(name, what: str = "model") -> None:
     if not is_hub_id(text):
         raise FileNotFoundError(f"{what}={text!r} does not exist: pass an existing model folder or a Hub id "
                                 "(owner/name).")  # fmt: skip
-    if hub_offline():
-        raise ValueError(f"{what}={text!r} is a Hub id, not available offline (HF_HUB_OFFLINE=1): pass a local path "
-                         "(a folder with config.json, e.g. saved with save_pretrained), or unset HF_HUB_OFFLINE.")
+    check_hub_reachable(text, what)

@@ -276,3 +276,22 @@ def test_a_card_saved_without_training_says_nothing_was_unlearned(c):
     grad_diff(c).save_model()
     assert "**Nothing was unlearned.**" in (c.tmp / "README.md").read_text()
     assert "no training step ran" in (c.tmp / "README.md").read_text()
+
+
+def test_a_hub_id_without_network_fails_at_once(monkeypatch, c):
+    """Online mode but the Hub's address refuses connections: one clear error at once, not ~30 s of retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    from hf_unlearn.sources import _unreachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    _unreachable.cache_clear()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"model='someone/model' is a Hub id, but the Hub cannot be reached from this "
+                                         r"machine \(127.0.0.1: .*\): pass a local path .*HF_HUB_OFFLINE=1"):
+        GATrainer(model="someone/model", args=GAConfig(**training_args(c.tmp, alpha=0)), forget_dataset=c.forget)
+    assert time.perf_counter() - start < 5
+    _unreachable.cache_clear()
