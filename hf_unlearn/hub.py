@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,20 @@ class PushError(RuntimeError):
     """A push was refused or failed; the local folder is untouched and the message says what to re-run."""
 
 
+def _non_finite(value) -> bool:
+    """NaN or ±inf: a metric that no YAML, leaderboard or table may show as a result."""
+    return isinstance(value, numbers.Real) and not math.isfinite(value)
+
+
 def _number(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or _non_finite(value):
         return "n/a"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _reported(metrics: dict[str, Any]) -> list[str]:
+    """The model-index metrics in `metrics` that have a finite value; the others are listed as missing."""
+    return [name for name in MODEL_INDEX_METRICS if name in metrics and not _non_finite(metrics[name])]
 
 
 def model_name(manifest: dict[str, Any]) -> str:
@@ -58,7 +70,7 @@ def card_data(manifest: dict[str, Any]) -> ModelCardData:
         EvalResult(task_type=pipeline_tag, dataset_type=dataset.get("id", "forget-set"),
                    dataset_name=dataset.get("name", "forget set"), dataset_split=dataset.get("split"),
                    metric_type=name, metric_name=name, metric_value=round(float(metrics[name]), 4))
-        for name in MODEL_INDEX_METRICS if name in metrics
+        for name in _reported(metrics)
     ]  # fmt: skip
     base = manifest.get("base_model") or {}
     base_id = base.get("id") if is_hub_id(base.get("id")) else None
@@ -106,6 +118,13 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
     ]  # fmt: skip
     # a learning-time preparation (Ready2Unlearn) is in the lineage but removed nothing
     deletions = sum(1 for r in manifest["requests"] if r.get("kind") != "preparation")
+    missing = [{"model": model, "metric": metric, "why": why}
+               for model, reasons in (current.get("metrics_missing") or {}).items()
+               for metric, why in reasons.items()]  # fmt: skip
+    # NaN or inf is no result: the table shows n/a, the model-index leaves it out, and here it says why
+    missing += [{"model": model, "metric": metric, "why": f"not a finite number ({value})"}
+                for model, values in (current.get("metrics") or {}).items() if isinstance(values, dict)
+                for metric, value in values.items() if _non_finite(value)]  # fmt: skip
     dataset = current.get("dataset") or {}
     return ModelCard.from_template(
         card_data(manifest),
@@ -123,9 +142,7 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
         metrics=bool(rows),
         metric_columns=columns,
         metric_rows=rows,
-        missing=[{"model": model, "metric": metric, "why": why}
-                 for model, reasons in (current.get("metrics_missing") or {}).items()
-                 for metric, why in reasons.items()],  # fmt: skip
+        missing=missing,
         tofu=dataset.get("id") == "locuslab/TOFU",
         dataset=dataset,
         plots=plots or {},
@@ -152,7 +169,7 @@ def eval_result_entries(manifest: dict[str, Any]) -> list:
         EvalResultEntry(dataset_id=dataset["id"], task_id=f"{dataset.get('split') or 'default'}_{name}",
                         value=round(float(metrics[name]), 6), date=current.get("date"),
                         notes=f"{name} after {current['method']} unlearning (hf-unlearn)")
-        for name in MODEL_INDEX_METRICS if name in metrics
+        for name in _reported(metrics)
     ]  # fmt: skip
 
 
@@ -204,10 +221,12 @@ def push_folder(
     """Upload an unlearned model's folder to `repo_id` in one commit, never its salt or checkpoints.
 
     Refuses (PushError) to write into an existing repo whose card names a different base model unless `overwrite`.
-    A failed upload raises PushError saying what to re-run; the local folder is left as it was.
+    A failed push (an HTTP error or a network failure) raises PushError saying what to re-run, from the call or from
+    the returned Future's `result()` with `run_as_future`; the local folder is left as it was, and a repo this push
+    created is deleted again.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -215,41 +234,87 @@ def push_folder(
         raise PushError(f"{folder} has no {MANIFEST_NAME}: it is not an hf-unlearn output folder. Save the "
                         "unlearned model with an UnlearningTrainer's save_model() first.")  # fmt: skip
     rerun = f"hf-unlearn push {folder} {repo_id}" + (f" --revision {revision}" if revision else "")
-    api = HfApi(endpoint=endpoint, token=token)
+    api, errors, created = HfApi(endpoint=endpoint, token=token), _network_errors(), False
+
+    def failed(step: str, error: Exception) -> PushError:
+        """The one error of a failed push, raised once a repo this push created is deleted again."""
+        undone = ""
+        if created:
+            try:
+                api.delete_repo(repo_id, missing_ok=True)
+                undone = f" {repo_id}, which this push created, was deleted again."
+            except errors as cleanup:
+                undone = (f" {repo_id}, which this push created, could not be deleted ({_reason(cleanup, token)}): "
+                          "delete it on the Hub, or let the re-run fill it.")  # fmt: skip
+        return PushError(f"Pushing {folder} to {repo_id} failed while {step} ({_reason(error, token)}). The local "
+                         f"folder {folder} is intact; re-run `{rerun}`.{undone}")  # fmt: skip
+
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        created = _create_repo(api, repo_id, private)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         try:
-            existing = Path(api.hf_hub_download(repo_id, "README.md", revision=revision)).read_text(encoding="utf-8")
-        except EntryNotFoundError:
+            existing = None if created else api.hf_hub_download(repo_id, "README.md", revision=revision)
+        except RemoteEntryNotFoundError:  # not EntryNotFoundError: its LocalEntryNotFoundError is a network failure
             existing = None
-    except HfHubHTTPError as error:
-        raise PushError(f"Could not prepare {repo_id} on the Hub ({_reason(error)}); nothing was uploaded and {folder} "
-                        f"is intact. Check the repo id and your token's write access, then re-run `{rerun}`.") from None
+    except errors as error:
+        raise failed("preparing the repo", error) from None
     ours = card_data(manifest).base_model
     if existing is not None and not overwrite:
-        theirs = ModelCard(existing).data.base_model
+        theirs = ModelCard(Path(existing).read_text(encoding="utf-8")).data.base_model
         if theirs != ours:
             raise PushError(
                 f"{repo_id} already holds a model card for base model {theirs!r}, but {folder} was unlearned from "
                 f"{ours!r}. Refusing to overwrite it: push to another repo, or re-run with --overwrite "
                 f"(overwrite=True) if replacing it is intended."
             )
+
+    def upload():
+        try:
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), revision=revision, ignore_patterns=NEVER_UPLOAD,
+                commit_message=commit_message or f"Unlearned with hf-unlearn ({manifest['requests'][0]['method']})",
+            )  # fmt: skip
+        except errors as error:
+            raise failed("uploading", error) from None
+
+    # in the background, on the client's own queue (api.run_as_future), so a failure there cleans up the same way
+    return api.run_as_future(upload) if run_as_future else upload()
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What a Hub call raises on an HTTP error answer (HfHubHTTPError) or a failed connection (refused, reset,
+    dropped, timed out): the HTTP layer's base error (httpx2 under huggingface_hub 2, httpx under 1.x) and OSError."""
     try:
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), revision=revision, ignore_patterns=NEVER_UPLOAD,
-            commit_message=commit_message or f"Unlearned with hf-unlearn ({manifest['requests'][0]['method']})",
-            run_as_future=run_as_future,
-        )  # fmt: skip
-    except (HfHubHTTPError, OSError) as error:
-        raise PushError(f"Upload of {folder} to {repo_id} failed ({_reason(error)}). Nothing was deleted locally; "
-                        f"re-run `{rerun}` (the upload is one commit, so no partial model was published).") from None
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+    return httpx.HTTPError, OSError
 
 
-def _reason(error: Exception) -> str:
-    """The error's first line, without anything that could carry a token (headers are never included)."""
-    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+def _create_repo(api, repo_id: str, private: bool | None) -> bool:
+    """Create `repo_id`: True when this call created it, False when it existed already (a failed push keeps it)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, private=private)
+        return True
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 402, 403):  # a token may write to a repo without creating repos there: the client then
+            api.create_repo(repo_id, private=private, exist_ok=True)  # checks that the repo exists, or raises
+        elif status != 409:
+            raise
+        return False
+
+
+def _reason(error: Exception, token: str | None = None) -> str:
+    """The error's first line, without a token: headers are never included, and a token in the text anyway (the one
+    given, or anything shaped like a Hub token) is masked."""
+    text = str(error).strip()
+    reason = text.splitlines()[0][:300] if text else type(error).__name__
+    reason = reason.replace(token, "hf_***") if token else reason
+    return re.sub(r"\bhf_[A-Za-z0-9]{30,}", "hf_***", reason)
 
 
 def read_rows(path: str | Path) -> list[dict]:

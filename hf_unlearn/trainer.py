@@ -216,6 +216,18 @@ class CardFilesMixin:
                            revision=revision or self.args.hub_revision, overwrite=overwrite,
                            commit_message=commit_message, run_as_future=not blocking)  # fmt: skip
 
+    def train(self, *args, **kwargs):
+        """`Trainer.train`; a run that fails leaves no empty output folder of its own making behind."""
+        created = getattr(self, "_made_output_dir", False)
+        try:
+            return super().train(*args, **kwargs)
+        except BaseException:
+            if created and self.args.should_save and os.path.isdir(self.args.output_dir):
+                for root, _, _ in sorted(os.walk(self.args.output_dir), reverse=True):  # empty folders, deepest first
+                    if not os.listdir(root):
+                        os.rmdir(root)
+            raise
+
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
         # in memory and is written back by the next save_model. The repo is created here, at the first checkpoint
@@ -372,6 +384,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._forget_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
         check_output_dir(args, model)
+        self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every request its own
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
         forget_rows = self.prepare_rows(forget_dataset, "forget_dataset", **prepare)

@@ -1,9 +1,9 @@
 """A small in-memory, Hub-compatible HTTP server for tests (stdlib only).
 
 It answers the endpoints huggingface_hub's real client (2.x) calls for model repos, shaped the way the client parses
-them: create_repo, create_branch, upload_folder / upload_file / create_commit, repo_info / model_info, list_repo_files
-/ list_repo_tree, file_exists and hf_hub_download. Point a client at it with `HfApi(endpoint=hub.endpoint)` or with
-`HF_ENDPOINT=hub.endpoint` in a subprocess (and HF_HUB_OFFLINE unset).
+them: create_repo, delete_repo, create_branch, upload_folder / upload_file / create_commit, repo_info / model_info,
+list_repo_files / list_repo_tree, file_exists and hf_hub_download. Point a client at it with
+`HfApi(endpoint=hub.endpoint)` or with `HF_ENDPOINT=hub.endpoint` in a subprocess (and HF_HUB_OFFLINE unset).
 
 Every file is declared "regular" at preupload, so the client sends the contents base64-encoded inside the commit's
 NDJSON body: no LFS batch API, no Xet storage, whatever the file's size and whether or not hf_xet is installed.
@@ -45,6 +45,13 @@ class HubError(Exception):
         self.status, self.message, self.code, self.commit, self.body = status, message, code, commit, body
 
 
+DROP = "drop"  # FakeHub.fail_status that answers nothing: the connection is closed, as by a crashed proxy
+
+
+class DropConnection(Exception):
+    """Raised by an endpoint to close the connection without sending a response."""
+
+
 class FakeHub:
     """`with FakeHub() as hub:` serves on `hub.endpoint`; inspect `hub.repos`, `hub.commits`, `hub.requests`.
 
@@ -54,7 +61,8 @@ class FakeHub:
     - fail_commits: True fails every commit with HTTP `fail_status` and a JSON error; "once" fails the next one only.
       With the default 500 (as the Hub answers on an internal error) note that upload_folder, when hf_xet is installed,
       retries 408/429/5xx commits itself with backoff (1+2+4+8+8 s): set fail_status to e.g. 403 for a failure the
-      client raises at once, or patch time.sleep in-process.
+      client raises at once, or patch time.sleep in-process. fail_status = DROP closes the connection without an
+      answer instead (the client sees a RemoteProtocolError, which it retries with the same backoff).
     """
 
     def __init__(self, username: str = "user"):
@@ -63,7 +71,7 @@ class FakeHub:
         self.commits: list[dict] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.fail_commits: bool | str = False
-        self.fail_status = 500
+        self.fail_status: int | str = 500
         self._snapshots: dict[str, tuple[dict, dict[str, bytes]]] = {}  # commit oid -> (repo, tree): revision=<sha>
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -116,6 +124,13 @@ class FakeHub:
         self._new_commit(repo, "main", {})  # the Hub's "initial commit" (without its .gitattributes)
         return 200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id, "id": repo_id}
 
+    def delete_repo(self, body: dict):
+        repo_id = f"{body.get('organization') or self.username}/{body['name']}"
+        repo = self._repo(repo_id, authorized=True)
+        del self.repos[repo_id]
+        self._snapshots = {oid: snapshot for oid, snapshot in self._snapshots.items() if snapshot[0] is not repo}
+        return 200, {}
+
     def create_branch(self, repo: dict, branch: str, body: dict):
         if branch in repo["branches"]:
             raise HubError(409, "Reference already exists")
@@ -135,6 +150,8 @@ class FakeHub:
     def commit(self, repo_id: str, repo: dict, rev: str, raw: bytes):
         if self.fail_commits:
             self.fail_commits = False if self.fail_commits == "once" else self.fail_commits
+            if self.fail_status == DROP:
+                raise DropConnection
             raise HubError(self.fail_status, "Injected commit failure (FakeHub.fail_commits)")
         tree, head = self._tree(repo, rev)
         if rev not in repo["branches"]:
@@ -220,6 +237,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     status, payload = e.status, {"error": e.message, **e.body}
                     extra = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {}),
                              **({"X-Repo-Commit": e.commit} if e.commit else {})}  # fmt: skip
+                except DropConnection:
+                    self.close_connection = True  # no status line, no headers: the socket just closes
+                    return
             body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             for name, value in {"Content-Type": "application/json", **extra}.items():
@@ -229,14 +249,16 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        do_GET = do_HEAD = do_POST = _handle
+        do_GET = do_HEAD = do_POST = do_DELETE = _handle
 
         def _route(self, path: str, query: dict, raw: bytes, authorized: bool):
             method = self.command
-            if method == "POST" and not authorized:  # every write needs a token (any token, here)
+            if method in ("POST", "DELETE") and not authorized:  # every write needs a token (any token, here)
                 raise HubError(401, "Invalid username or password.")
             if method == "POST" and path == "/api/repos/create":
                 return hub.create_repo(json.loads(raw))
+            if method == "DELETE" and path == "/api/repos/delete":
+                return hub.delete_repo(json.loads(raw))
             if method == "POST" and path == "/api/validate-yaml":  # create_commit checks a README.md's metadata
                 return 200, {"errors": [], "warnings": []}
             if method == "GET" and path == "/api/whoami-v2":

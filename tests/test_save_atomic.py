@@ -4,7 +4,6 @@ overwritten by accident; every request has its own salt, and an earlier request'
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -139,9 +138,9 @@ def test_every_request_gets_its_own_salt(first_save, tokenizer):
     assert consistent_request(folder, forget) == 2
 
 
-def test_a_failed_run_leaves_nothing_behind_and_no_staging_in_uploads(tmp_path, make_model, tokenizer, qa_data):
+def test_an_interrupted_staging_is_discarded_and_never_uploaded(tmp_path):
     """A crash before the commit record leaves a staging folder that the next save (or any read) discards; its name
-    starts with '_' so that no upload carries it."""
+    starts with '_' so that no upload carries it meanwhile."""
     from hf_unlearn.manifest import NEVER_UPLOAD, recover_folder
 
     folder = tmp_path / "m"
@@ -149,4 +148,19 @@ def test_a_failed_run_leaves_nothing_behind_and_no_staging_in_uploads(tmp_path, 
     (folder / STAGING_NAME / "model.safetensors").write_bytes(b"half")
     recover_folder(folder)
     assert list(folder.iterdir()) == [] and STAGING_NAME.startswith("_") and "_*" in NEVER_UPLOAD
-    assert os.path.isdir(folder)
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, make_model, tokenizer, qa_data):
+    import hf_unlearn
+
+    model = make_model()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.fill_(float("nan"))
+    out = tmp_path / "never-filled"
+    args = hf_unlearn.NPOConfig(**training_args(out, max_steps=2))
+    trainer = hf_unlearn.NPOTrainer(model=model, args=args, forget_dataset=qa_data[0], retain_dataset=qa_data[1],
+                                    processing_class=tokenizer)  # fmt: skip
+    assert out.is_dir()  # Trainer makes it
+    with pytest.raises(hf_unlearn.NonFiniteLossError):
+        trainer.train()
+    assert not out.exists() and tmp_path.is_dir()
