@@ -252,6 +252,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._revocable_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
         check_output_dir(args, model)
+        self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every preparation its own
 
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}
