@@ -31,6 +31,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .evaluation.checks import (
+    check_callable,
+    check_int,
+    check_positive_int,
+    check_same_length,
+    check_sized,
+    is_finite_number,
+    is_int,
+    kind,
+    numbers_array,
+    show,
+)
+
 HEATMAPS = ("alignment_matrix", "alignment_gap_matrix", "retrained_alignment_gap_matrix")
 
 
@@ -115,7 +128,10 @@ def fit_threshold(member_scores, nonmember_scores, rule: str = "accuracy") -> fl
     - `"logistic"`: the decision point `−b/w` of a class-balanced, unpenalised 1-D logistic regression: a smooth
       function of all the scores, so it moves less from run to run (`bench/ac_digits.py` measures how much less).
     """
-    members, nonmembers = np.sort(np.asarray(member_scores, float)), np.sort(np.asarray(nonmember_scores, float))
+    if rule not in EMIA_THRESHOLDS:
+        raise ValueError(f"fit_threshold: unknown rule {rule!r}; use one of {EMIA_THRESHOLDS}.")
+    members = np.sort(numbers_array("member_scores", member_scores))
+    nonmembers = np.sort(numbers_array("nonmember_scores", nonmember_scores))
     if rule == "logistic":
         from sklearn.linear_model import LogisticRegression
 
@@ -140,8 +156,9 @@ def fit_threshold(member_scores, nonmember_scores, rule: str = "accuracy") -> fl
 def emia(forget_scores, member_scores, nonmember_scores, rule: str = "accuracy") -> float:
     """% of forget examples whose membership feature falls below the member/non-member threshold (`fit_threshold`'s
     `rule`)."""
+    forget = numbers_array("forget_scores", forget_scores)
     threshold = fit_threshold(member_scores, nonmember_scores, rule)
-    return float(100.0 * (np.asarray(forget_scores, float) < threshold).mean())
+    return float(100.0 * (forget < threshold).mean())
 
 
 def linear_probe_suite(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int = 0) -> dict:
@@ -210,12 +227,7 @@ def audit_encoder(
     computable), `missing` (why a number is absent) and, with labels, `retain_accuracy`, `test_accuracy`,
     `forget_accuracy`, `cmia`.
     """
-    if emia_threshold not in EMIA_THRESHOLDS:
-        raise ValueError(f"audit_encoder: emia_threshold={emia_threshold!r} is not a threshold rule; use one of "
-                         f"{EMIA_THRESHOLDS} (see fit_threshold).")  # fmt: skip
-    if len(forget_examples) < 2 or len(heldout_examples) < 2:
-        raise ValueError(f"audit_encoder needs at least 2 forget and 2 held-out examples (got {len(forget_examples)} "
-                         f"and {len(heldout_examples)}).")  # fmt: skip
+    _check_audit_arguments(**locals())
 
     def views(fn, examples):
         return embed_views(fn, examples, augment, num_views, batch_size, seed)
@@ -242,7 +254,10 @@ def audit_encoder(
         # FS's denominator: how much more the original aligns forget than held-out examples; when it is small the score
         # is noisy (its interval says how much)
         result["reference_alignment_gap"] = float(reference_pa["forget"].mean() - reference_pa["heldout"].mean())
-        if np.isnan(result["forgetting_score"]):
+        if not all(values.isfinite().all() for values in (*pa.values(), *reference_pa.values())):
+            result["forgetting_score"] = None
+            result["missing"]["forgetting_score"] = f"a positive alignment came out NaN or inf ({NON_FINITE})"
+        elif np.isnan(result["forgetting_score"]):
             result["missing"]["forgetting_score"] = (
                 "the original encoder aligns forget examples no more than held-out ones: nothing to forget"
             )
@@ -269,15 +284,19 @@ def audit_encoder(
         except ValueError as error:  # the logistic rule finds members no higher than held-out examples
             result["missing"]["emia"] = str(error)
     if labels is not None:
-        if retain_examples is None:
-            raise ValueError("labels were given but no retain_examples: the linear probe is fitted on retain examples.")
         feature = feature_fn or embed_fn
         features = {}
         for name, examples in (("forget", forget_examples), ("heldout", heldout_examples), ("retain", retain_examples)):
             with torch.no_grad():
                 parts = [torch.as_tensor(feature(chunk)).float().cpu() for chunk in _chunks(examples, batch_size)]
             features[name] = torch.cat(parts).numpy()
-        result.update(linear_probe_suite(features, {k: np.asarray(labels[k]) for k in features}, seed))
+        not_finite = [name for name, values in features.items() if not np.isfinite(values).all()]
+        if not_finite:
+            for key in ("retain_accuracy", "test_accuracy", "forget_accuracy", "cmia"):
+                result["missing"][key] = f"the {'/'.join(not_finite)} features hold NaN or inf ({NON_FINITE})"
+        else:
+            result.update(linear_probe_suite(features, {k: np.asarray(labels[k]) for k in features}, seed))
+    _move_non_finite(result)
     if output_dir is not None:
         import json
 
@@ -286,6 +305,93 @@ def audit_encoder(
         (output_dir / "audit.json").write_text(json.dumps(audit_numbers(result) | {"missing": result["missing"]},
                                                           indent=2))  # fmt: skip
     return result
+
+
+NON_FINITE = "an encoder's embeddings are not finite: its weights hold NaN or inf (a diverged run?)"
+
+
+def _move_non_finite(result: dict) -> None:
+    """Numbers that came out NaN or inf go to `missing` with the reason (a NaN Forgetting Score already has its own);
+    EMIA is judged on the alignments themselves (a NaN alignment compares False, so EMIA would look finite)."""
+    for key in ("forgetting_score", "reference_alignment_gap", "emia", "retain_accuracy", "test_accuracy",
+                "forget_accuracy", "cmia"):  # fmt: skip
+        value = result.get(key)
+        if value is not None and not is_finite_number(value):
+            result[key] = None
+            result["missing"].setdefault(key, f"came out {value} ({NON_FINITE})")
+    interval = result.get("forgetting_score_ci")
+    if interval is not None and not all(is_finite_number(v) for v in interval):
+        result["forgetting_score_ci"] = None
+        result["missing"].setdefault("forgetting_score_ci", "no bootstrap resample gave a finite Forgetting Score")
+
+
+def _kind(examples) -> str:
+    if isinstance(examples, torch.Tensor):
+        return "tensor"
+    if isinstance(examples, np.ndarray):
+        return "array"
+    if isinstance(examples, (list, tuple)) and examples and all(isinstance(x, str) for x in examples):
+        return "list of strings"
+    return type(examples).__name__
+
+
+def _check_audit_arguments(embed_fn, forget_examples, heldout_examples, reference_embed_fn, retrained_embed_fn,
+                           augment, num_views, retain_examples, labels, feature_fn, output_dir, num_bootstrap,
+                           batch_size, seed, emia_threshold) -> None:  # fmt: skip
+    """Every argument of `audit_encoder`, before any encoder runs."""
+    if emia_threshold not in EMIA_THRESHOLDS:
+        raise ValueError(f"audit_encoder: emia_threshold={emia_threshold!r} is not a threshold rule; use one of "
+                         f"{EMIA_THRESHOLDS} (see fit_threshold).")  # fmt: skip
+    check_callable("embed_fn", embed_fn, what="a function from a batch of examples to [B, d] embeddings")
+    for name, fn in (("reference_embed_fn", reference_embed_fn), ("retrained_embed_fn", retrained_embed_fn),
+                     ("augment", augment), ("feature_fn", feature_fn)):  # fmt: skip
+        check_callable(name, fn, optional=True)
+    if retrained_embed_fn is not None and reference_embed_fn is None:
+        raise ValueError("retrained_embed_fn was given without reference_embed_fn: its gap matrix is original − "
+                         "retrained, so pass the original encoder as reference_embed_fn too (or drop "
+                         "retrained_embed_fn).")  # fmt: skip
+    check_int("num_views", num_views, 2, unit="views", note="the alignment of an example compares 2 or more views")
+    check_positive_int("num_bootstrap", num_bootstrap, unit="resamples", note="1000 gives a steady 95% interval")
+    check_positive_int("batch_size", batch_size, unit="examples per encoder call")
+    check_int("seed", seed, 0)
+    sets = {"forget_examples": forget_examples, "heldout_examples": heldout_examples}
+    if retain_examples is not None:
+        sets["retain_examples"] = retain_examples
+    for name, examples in sets.items():
+        check_sized(name, examples, what="a batch of examples (an [N, ...] tensor, a list of strings, ...)",
+                    min_count=1 if name == "retain_examples" else 2)  # fmt: skip
+    kinds = {name: _kind(examples) for name, examples in sets.items()}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{name}: {kind}" for name, kind in kinds.items())
+        raise ValueError(f"the example sets are of different kinds ({listed}): pass them all as the same kind (all "
+                         "[N, ...] tensors, or all lists of strings), for the same encoder.")  # fmt: skip
+    shapes = {name: tuple(examples.shape[1:]) for name, examples in sets.items() if hasattr(examples, "shape")}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name}: {list(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"the example sets have different shapes per example ({listed}): process them all alike "
+                         "(the same image size and channels).")  # fmt: skip
+    for name, examples in sets.items():
+        if isinstance(examples, (torch.Tensor, np.ndarray)):
+            values = torch.as_tensor(examples)
+            if values.is_floating_point() and not values.isfinite().all():
+                raise ValueError(f"{name} hold NaN or inf values: pass finite examples (check how they were made).")
+    if labels is None:
+        return
+    if retain_examples is None:
+        raise ValueError("labels were given but no retain_examples: the linear probe is fitted on retain examples; "
+                         "pass retain_examples (with labels['retain']) or drop labels.")  # fmt: skip
+    if not isinstance(labels, dict) or not {"forget", "heldout", "retain"} <= set(labels):
+        raise (TypeError if not isinstance(labels, dict) else ValueError)(
+            f"labels={show(labels)}: pass a dict with 'forget', 'heldout' and 'retain', each a list of int class "
+            "indices, one per example of that set."
+        )
+    for key in ("forget", "heldout", "retain"):
+        check_sized(f"labels[{key!r}]", labels[key], what="a list of int class indices", min_count=0, unit="labels")
+        check_same_length(f"{key}_examples", len(sets[f"{key}_examples"]), f"labels[{key!r}]", len(labels[key]))
+        for index, label in enumerate(labels[key]):
+            if not is_int(label):
+                raise TypeError(f"labels[{key!r}][{index}]={show(label)} is {kind(label)}: pass int class "
+                                "indices.")  # fmt: skip
 
 
 def audit_numbers(audit: dict) -> dict[str, float]:

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .evaluation.checks import check_int, check_number, check_positive_int, check_strings, kind, show
+
 
 class ContrastiveEncoderConfig(PreTrainedConfig):
     """Config of a `ContrastiveEncoder`: the backbone's config and the projection head's sizes (SimCLR's 2-layer MLP:
@@ -130,6 +132,7 @@ def _tensor(output) -> torch.Tensor:
 def image_embeddings(model, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """z of images: a `ContrastiveEncoder`'s projection, a CLIP model's image features, or a model returning
     `embeddings`/`image_embeds`/a tensor. The images go to the model's device; z stays there."""
+    check_pixel_values(model, pixel_values)
     pixel_values = pixel_values.to(_device(model))
     if is_clip(model):
         z = _tensor(model.get_image_features(pixel_values=pixel_values))
@@ -137,6 +140,33 @@ def image_embeddings(model, pixel_values: torch.Tensor, normalize: bool = True) 
         output = model(pixel_values=pixel_values)
         z = output if isinstance(output, torch.Tensor) else output["embeddings"]
     return F.normalize(z.float(), dim=-1) if normalize else z
+
+
+def _expected_channels(model) -> int | None:
+    """The channel count the model's config fixes for its images (a `ContrastiveEncoder`'s backbone, CLIP's vision
+    tower, or a plain vision config); None where it fixes none."""
+    config = getattr(model, "config", None)
+    for part in (getattr(config, "backbone_config", None), getattr(config, "vision_config", None), config):
+        channels = getattr(part, "num_channels", None)
+        if isinstance(channels, int):
+            return channels
+    return None
+
+
+def check_pixel_values(model, pixel_values, name: str = "pixel_values") -> None:
+    """A float `[N, C, H, W]` tensor whose C is the model's `num_channels` (when its config has one)."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"{name} is {kind(pixel_values)}: pass a float tensor [N, C, H, W] (stack the "
+                        "processed images with torch.stack).")  # fmt: skip
+    if pixel_values.dim() != 4 or not pixel_values.is_floating_point():
+        raise ValueError(f"{name} has shape {list(pixel_values.shape)} and dtype {pixel_values.dtype}: pass a float "
+                         "tensor [N, C, H, W] (add a batch axis with .unsqueeze(0), a channel axis to grey images, "
+                         "and .float() to integer pixels).")  # fmt: skip
+    channels = _expected_channels(model)
+    if channels is not None and pixel_values.shape[1] != channels:
+        raise ValueError(f"{name} has {pixel_values.shape[1]} channels (shape {list(pixel_values.shape)}) but the "
+                         f"model's config has num_channels={channels}: convert the images (e.g. grey <-> RGB) or use "
+                         "a model made for them.")  # fmt: skip
 
 
 def text_embeddings(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -178,6 +208,8 @@ def build_tiny_contrastive_encoder(image_size: int = 8, num_channels: int = 1, p
 def sentence_embeddings(model, tokenizer, texts: list[str], max_length: int = 128) -> torch.Tensor:
     """Mean-pooled last hidden states of a text encoder over non-padding tokens (Sentence-BERT's pooling, which
     all-MiniLM-L6-v2 was trained with), L2-normalised: `[len(texts), d]`."""
+    check_strings("texts", texts, min_count=1, unit="texts")
+    check_positive_int("max_length", max_length, unit="tokens")
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     encoded = {key: value.to(model.device) for key, value in encoded.items()}
     hidden = model(**encoded).last_hidden_state
@@ -197,6 +229,23 @@ def train_contrastive(model, pixel_values: torch.Tensor, augment, epochs: int, b
     import time
 
     from .losses import info_nce
+
+    if len(pixel_values):
+        check_pixel_values(model, pixel_values)
+    check_int("epochs", epochs, 0)
+    check_positive_int("batch_size", batch_size, unit="images per step")
+    check_number("learning_rate", learning_rate, 0, low_open=True)
+    check_number("temperature", temperature, 0, low_open=True, note="SimCLR uses 0.5")
+    check_number("forget_weight", forget_weight, 0)
+    check_int("seed", seed, 0)
+    if forget_weight > 0:
+        if forget_pixel_values is None or not len(forget_pixel_values):
+            raise ValueError(f"forget_weight={forget_weight:g} but no forget_pixel_values: pass the forget images to "
+                             "ascend on, or forget_weight=0.")  # fmt: skip
+        check_pixel_values(model, forget_pixel_values, "forget_pixel_values")
+    elif not len(pixel_values):
+        raise ValueError(f"pixel_values is empty and forget_weight={show(forget_weight)}: there is nothing to train "
+                         "on; pass images (or forget images with forget_weight > 0).")  # fmt: skip
 
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)

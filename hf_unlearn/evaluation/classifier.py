@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data import UnlearningCollator
+from .checks import check_int, check_positive_int, check_rows, is_int, kind, show
 from .metrics import mia_auc
 
 LABEL_KEYS = ("labels", "label")
@@ -55,6 +56,70 @@ def _label_key(row: dict) -> str:
     raise ValueError(f"The rows have no class label: add an int 'labels' column (the rows have {sorted(row)}).")
 
 
+def _num_labels(model) -> int | None:
+    """The number of classes a transformers classifier predicts (`config.num_labels`); None for other models."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(target, "config", None)
+    if config is None or "Classification" not in type(target).__name__:
+        return None
+    return getattr(config, "num_labels", None)
+
+
+def _image_shape(model) -> tuple[int | None, tuple[int, int] | None]:
+    """`(channels, (height, width))` the model's config fixes for `pixel_values` (None where it fixes none)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(target, "config", None)
+    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+    if isinstance(size, int):
+        size = (size, size)
+    elif isinstance(size, (list, tuple)) and len(size) == 2:
+        size = tuple(size)
+    else:
+        size = None
+    return (channels if isinstance(channels, int) else None), size
+
+
+def check_classifier_rows(model, rows, name: str = "rows", min_rows: int = 1) -> None:
+    """Classifier rows as `classifier_outputs` takes them, checked against the model before it runs: a list of dicts
+    (or a `datasets.Dataset`), each with an int class label in `0..config.num_labels - 1` and the model's inputs;
+    `pixel_values` of the `[num_channels, image_size, image_size]` the model's config names."""
+    if hasattr(rows, "__len__") and not isinstance(rows, (str, bytes, dict)) and len(rows) == 0:
+        raise ValueError(f"classifier_outputs got no rows: {name} is empty; pass at least one classifier example.")
+    check_rows(rows, name, (), min_rows=min_rows)
+    first = dict(rows[0])
+    label_key = _label_key(first)
+    check_rows(rows, name, ((label_key,),))
+    keys = _input_keys(model, first)
+    num_labels = _num_labels(model)
+    labels = rows[label_key] if hasattr(rows, "column_names") else [rows[i][label_key] for i in range(len(rows))]
+    for index, label in enumerate(labels):
+        if not is_int(label):
+            raise TypeError(f"{name}[{index}][{label_key!r}]={show(label)} is {kind(label)}: a classifier "
+                            f"row's label is one int class index (0..C-1); map class names to ints first.")
+        label = int(label)
+        if label < 0 or (num_labels is not None and label >= num_labels):
+            allowed = f"0..{num_labels - 1}" if num_labels is not None else "0..C-1"
+            raise ValueError(
+                f"{name}[{index}][{label_key!r}]={label}: {type(model).__name__} has config.num_labels={num_labels}, "
+                f"so labels are {allowed}; fix the label (no -100 on classifier rows) or evaluate a model with that "
+                "many classes." if num_labels is not None else
+                f"{name}[{index}][{label_key!r}]={label}: labels are class indices {allowed}, never negative (no -100 "
+                "on classifier rows); fix the label."
+            )  # fmt: skip
+    channels, size = _image_shape(model)
+    if "pixel_values" in keys:
+        for index in range(len(rows)):
+            shape = tuple(np.shape(rows[index]["pixel_values"]))
+            expected = f"[{channels or 'C'}, {size[0] if size else 'H'}, {size[1] if size else 'W'}]"
+            if len(shape) != 3 or (channels is not None and shape[0] != channels) or (size and shape[1:] != size):
+                raise ValueError(
+                    f"{name}[{index}]['pixel_values'] has shape {list(shape)}, but {type(model).__name__}'s config "
+                    f"takes {expected} (num_channels={channels}, image_size={size and list(size)}): process the "
+                    "images with the model's own image processor (size and channels), or evaluate a model made for "
+                    "them."
+                )
+
+
 @torch.no_grad()
 def classifier_outputs(model, rows, batch_size: int = 64, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
     """One batched pass of a classifier over rows: `{"logits": [N, C] float32 on CPU, "labels": [N] int64}`.
@@ -66,10 +131,13 @@ def classifier_outputs(model, rows, batch_size: int = 64, pad_token_id: int = 0)
     `attention_mask` get an all-ones mask before padding, so a row's logits do not depend on the batch it falls in.
     The model runs in eval mode (no dropout) and is put back in the mode it was in.
     """
-    if len(rows) == 0:
-        raise ValueError("classifier_outputs got no rows: pass at least one classifier example.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: use a positive batch size.")
+    check_positive_int("batch_size", batch_size, unit="rows per forward pass")
+    check_int("pad_token_id", pad_token_id, 0, note="use tokenizer.pad_token_id (or 0)")
+    check_classifier_rows(model, rows)
+    return _classifier_outputs(model, rows, batch_size, pad_token_id)
+
+
+def _classifier_outputs(model, rows, batch_size: int, pad_token_id: int) -> dict[str, torch.Tensor]:
     first = dict(rows[0])
     label_key = _label_key(first)
     keys = _input_keys(model, first)
@@ -182,6 +250,8 @@ def classifier_mia_auc(forget_scores, heldout_scores, seed: int = 0, n_splits: i
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    check_int("n_splits", n_splits, 2, unit="cross-validation folds")
+    check_int("seed", seed, 0)
     forget = _scores(forget_scores, "forget_scores")
     heldout = _scores(heldout_scores, "heldout_scores")
     features = np.concatenate([forget, heldout]).reshape(-1, 1)
@@ -206,9 +276,25 @@ def evaluate_classifier(
     if heldout is not None:
         splits["heldout"] = heldout
     for name, rows in splits.items():
-        if rows is None or len(rows) == 0:
+        if rows is None or (hasattr(rows, "__len__") and not isinstance(rows, (str, bytes, dict)) and len(rows) == 0):
             raise ValueError(f"The {name} split is empty: pass at least one row (two or more for forget and heldout).")
-    outputs = {name: classifier_outputs(model, rows, batch_size, pad_token_id) for name, rows in splits.items()}
+    check_positive_int("batch_size", batch_size, unit="rows per forward pass")
+    check_int("pad_token_id", pad_token_id, 0, note="use tokenizer.pad_token_id (or 0)")
+    check_int("seed", seed, 0)
+    attacked = "heldout" if heldout is not None else "test"
+    for name, rows in splits.items():  # every split before the model runs on any
+        minimum = 2 if name in ("forget", attacked) else 1
+        if len(rows) < minimum:
+            raise ValueError(f"The {name} split has {len(rows)} row: the membership attack needs at least 2 forget and "
+                             f"2 {attacked} rows (5 or more for 5 folds); pass more rows.")  # fmt: skip
+        check_classifier_rows(model, rows, name)
+    outputs = {name: _classifier_outputs(model, rows, batch_size, pad_token_id) for name, rows in splits.items()}
+    for name, output in outputs.items():
+        bad = (~output["logits"].isfinite()).any(-1)
+        if bad.any():
+            raise ValueError(f"The model's logits on the {name} split hold NaN or inf ({int(bad.sum())} of {len(bad)} "
+                             "rows): its weights are not finite (a diverged unlearning run?), so no accuracy or attack "
+                             "number of it means anything; evaluate a checkpoint from before it diverged.")
     outputs.setdefault("heldout", outputs["test"])
     results = {}
     for name in ("forget", "retain", "test"):

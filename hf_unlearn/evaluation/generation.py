@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_positive_int, check_strings, kind, show
+
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
@@ -20,6 +22,10 @@ def greedy_answers(
     batch_size: int = 32,
 ) -> list[str]:
     """Greedy (no sampling) answers to `questions`, prompted exactly as in training, at most `max_new_tokens` each."""
+    check_strings("questions", questions, unit="questions")
+    check_prompt_template(prompt_template)
+    check_positive_int("max_new_tokens", max_new_tokens, unit="tokens")
+    check_positive_int("batch_size", batch_size, unit="questions per generate call")
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token first.")
     was_training, side = model.training, tokenizer.padding_side
@@ -46,6 +52,21 @@ def greedy_answers(
         model.train(was_training)
         tokenizer.padding_side = side
     return answers
+
+
+def check_prompt_template(prompt_template) -> None:
+    """A prompt template is a string with one `{question}` field (and no other)."""
+    if not isinstance(prompt_template, str):
+        raise TypeError(f"prompt_template={show(prompt_template)} is {kind(prompt_template)}: pass a string "
+                        "with a {question} field, e.g. 'Question: {question}\\nAnswer:'.")  # fmt: skip
+    try:
+        prompt_template.format(question="")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"prompt_template={show(prompt_template)} does not format with only a question ({error!r}): "
+                         "use {question} for the question and double other braces ({{ }}).") from None
+    if "{question}" not in prompt_template:
+        raise ValueError(f"prompt_template={show(prompt_template)} has no {{question}} field: every prompt would be "
+                         "the same; put {question} where the question goes.")
 
 
 def _takes_static_cache(model) -> bool:

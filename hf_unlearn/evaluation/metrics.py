@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .checks import check_fraction, check_number, check_strings, kind, numbers_array
+
 
 def _non_empty(values, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
@@ -31,11 +33,24 @@ def truth_ratio(paraphrased_mean_logps: torch.Tensor, perturbed_mean_logps: torc
     `P̄` is the length-normalised answer probability `exp(mean token log-prob)`; the perturbed side is the geometric
     mean over the K perturbed answers. Shapes: `[N]` and `[N, K]` → `[N]`.
     """
-    return torch.exp(perturbed_mean_logps.mean(-1) - paraphrased_mean_logps)
+    paraphrased, perturbed = _paired(paraphrased_mean_logps, perturbed_mean_logps, "paraphrased_mean_logps")
+    return torch.exp(perturbed.mean(-1) - paraphrased)
+
+
+def _paired(per_question, perturbed, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[N]` and `[N, K]` mean log-probs as float tensors; a clear error for shapes that would broadcast wrongly."""
+    per_question = torch.as_tensor(per_question, dtype=torch.float)
+    perturbed = torch.as_tensor(perturbed, dtype=torch.float)
+    if perturbed.dim() != per_question.dim() + 1 or perturbed.shape[:-1] != per_question.shape or not perturbed.numel():
+        raise ValueError(f"{name} has shape {tuple(per_question.shape)} and perturbed_mean_logps "
+                         f"{tuple(perturbed.shape)}: pass [N] and [N, K] (K >= 1 perturbed answers per question).")
+    return per_question, perturbed
 
 
 def truth_ratio_score(ratios: torch.Tensor, split: str) -> float:
     """TOFU's reported truth ratio: `mean min(TR, 1/TR)` on a forget split, `mean max(0, 1 − TR)` on the others."""
+    if not isinstance(split, str):
+        raise TypeError(f"split={split!r} is {kind(split)}: pass the split's name ('forget', 'retain').")
     ratios = torch.as_tensor(_non_empty(ratios, "truth ratios"))
     if split == "forget":
         return torch.minimum(ratios, 1 / ratios).mean().item()
@@ -49,6 +64,8 @@ def forget_quality(unlearned_truth_ratios, gold_truth_ratios) -> float:
 
     unlearned = _non_empty(unlearned_truth_ratios, "unlearned_truth_ratios")
     gold = _non_empty(gold_truth_ratios, "gold_truth_ratios")
+    numbers_array("unlearned_truth_ratios", unlearned, allow_inf=True, minimum=0)
+    numbers_array("gold_truth_ratios", gold, allow_inf=True, minimum=0)
     return float(ks_2samp(unlearned, gold).pvalue)
 
 
@@ -72,8 +89,8 @@ def model_utility(values: Mapping[str, float]) -> float:
 
 def normalised_probability(correct_mean_logps: torch.Tensor, perturbed_mean_logps: torch.Tensor) -> torch.Tensor:
     """`P̄(correct) / (P̄(correct) + Σ P̄(perturbed))` per question (TOFU's probability on real authors/world facts)."""
-    correct = correct_mean_logps.unsqueeze(-1)
-    return torch.softmax(torch.cat([correct, perturbed_mean_logps], dim=-1), dim=-1)[..., 0]
+    correct, perturbed = _paired(correct_mean_logps, perturbed_mean_logps, "correct_mean_logps")
+    return torch.softmax(torch.cat([correct.unsqueeze(-1), perturbed], dim=-1), dim=-1)[..., 0]
 
 
 def mia_auc(forget_scores, holdout_scores) -> float:
@@ -95,14 +112,17 @@ def mia_roc(forget_scores, holdout_scores) -> dict[str, list[float] | float]:
 
     forget = _non_empty(forget_scores, "forget_scores")
     holdout = _non_empty(holdout_scores, "holdout_scores")
+    auc = mia_auc(forget, holdout)  # first: it refuses NaN and inf scores, which roc_curve cannot take
     labels = np.concatenate([np.ones(forget.size), np.zeros(holdout.size)])
     fpr, tpr, _ = roc_curve(labels, np.concatenate([forget, holdout]))
-    return {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(), "auc": mia_auc(forget, holdout)}
+    return {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(), "auc": auc}
 
 
 def privleak(auc_unlearned: float, auc_gold: float) -> float:
     """MUSE's PrivLeak `(AUC_unlearned − AUC_gold) / AUC_gold × 100`: 0 = leaks like never training on the data,
     positive = under-unlearned (forget data still looks familiar), negative = over-unlearned."""
+    check_number("auc_unlearned", auc_unlearned, 0, 1, note="an ROC AUC, e.g. mia_min_k_auc of evaluate_tofu")
+    auc_gold = check_number("auc_gold", auc_gold, 0, 1, note="an ROC AUC, e.g. the gold model's mia_min_k_auc")
     if not auc_gold > 0:
         raise ValueError(f"privleak needs the gold model's AUC > 0, got {auc_gold}: check its MIA evaluation.")
     return (auc_unlearned - auc_gold) / auc_gold * 100
@@ -121,8 +141,12 @@ def zlib_score(mean_nll: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
 
 def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> torch.Tensor:
     """Per row, the mean of the lowest `ceil(k·n)` of its `n` unmasked values (at least one)."""
-    if not 0 < k <= 1:
-        raise ValueError(f"k={k} must be in (0, 1].")
+    check_fraction("k", k, note="the share of lowest answer-token values averaged, e.g. 0.4 for Min-40%")
+    values, mask = torch.as_tensor(values), torch.as_tensor(mask)
+    if values.shape != mask.shape or values.dim() < 1:
+        raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)}: pass two [N, T] tensors of one "
+                         "shape (a mask of the answer positions).")  # fmt: skip
+    mask = mask.bool()
     counts = mask.sum(-1)
     if (counts == 0).any():
         raise ValueError("a row has no answer token: every label is masked.")
@@ -140,6 +164,9 @@ def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -
 def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Min-K%++ token scores (Zhang et al. 2024): `(log p(y_t) − μ_t) / σ_t`, with μ_t and σ_t the mean and standard
     deviation of `log p(·)` under the model's own next-token distribution. `logits` `[..., V]`, `labels` `[...]`."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)}: pass logits [..., V] and "
+                         "labels [...] (one label per position, aligned with align_logits_and_labels).")
     return standardised_logps(logits.float().log_softmax(-1), labels)
 
 
@@ -160,6 +187,7 @@ def reference_score(mean_nll: torch.Tensor, reference_mean_nll: torch.Tensor) ->
 def extraction_strength(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per example `1 − k/|y|`, k the shortest answer prefix after which teacher-forced greedy predictions match
     every remaining answer token (Carlini et al. 2021; MUSE/open-unlearning). `correct`, `mask`: `[B, T]` bools."""
+    correct, mask = _flags(correct, mask)
     counts = mask.sum(-1)
     if (counts == 0).any():
         raise ValueError("a row has no answer token: every label is masked.")
@@ -170,16 +198,27 @@ def extraction_strength(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 def exact_memorization(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per example, the share of answer tokens whose teacher-forced argmax equals the label."""
+    correct, mask = _flags(correct, mask)
     counts = mask.sum(-1)
     if (counts == 0).any():
         raise ValueError("a row has no answer token: every label is masked.")
     return (correct & mask).sum(-1).float() / counts
 
 
+def _flags(correct, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    correct, mask = torch.as_tensor(correct), torch.as_tensor(mask)
+    if correct.shape != mask.shape or correct.dim() != 2:
+        raise ValueError(f"correct {tuple(correct.shape)} and mask {tuple(mask.shape)}: pass two [B, T] bool tensors "
+                         "of one shape (token_statistics' 'correct' and 'mask').")  # fmt: skip
+    return correct.bool(), mask.bool()
+
+
 def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
     """ROUGE-L recall of each generation against its reference answer (Porter stemmer, as TOFU)."""
     from rouge_score import rouge_scorer
 
+    check_strings("predictions", predictions, unit="generated answers")
+    check_strings("references", references, unit="reference answers")
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one of each.")
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_stemming_tokenizer())

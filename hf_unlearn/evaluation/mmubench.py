@@ -28,6 +28,8 @@ import torch
 
 from ..losses import IGNORE_INDEX, align_logits_and_labels
 from ..multimodal.alignment import concept_token_ids
+from .checks import check_positive_int, check_sized, check_strings, kind, show
+from .generation import check_prompt_template
 from .metrics import min_k_score, rouge_l_recall
 
 MMUBENCH_METRICS = ("efficacy", "generality", "specificity", "fluency", "diversity", "c_dis", "mia")
@@ -118,6 +120,14 @@ def generate_answers(model, processor, queries, prompt_template: str = "Question
                      max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:  # fmt: skip
     """Greedy answers to `(question, image or None)` queries (images of any size), batched: image queries and
     text-only queries in separate left-padded batches, generated with the KV cache."""
+    check_sized("queries", queries, what="a list of (question, image or None) pairs", min_count=0, unit="queries")
+    for index, query in enumerate(queries):
+        if not isinstance(query, (tuple, list)) or len(query) != 2 or not isinstance(query[0], str):
+            raise TypeError(f"queries[{index}]={show(query)}: each query is a (question, image or None) pair, the "
+                            "question a string.")  # fmt: skip
+    check_prompt_template(prompt_template)
+    check_positive_int("max_new_tokens", max_new_tokens, unit="tokens")
+    check_positive_int("batch_size", batch_size, unit="queries per generate call")
     was_training, side = model.training, processor.tokenizer.padding_side
     model.eval()
     processor.tokenizer.padding_side = "left"  # generation continues every prompt from its last token
@@ -162,6 +172,8 @@ def evaluate_mmubench(model, original_model, processor, concept_name: str, train
     """The seven MMUBench metrics of `model` for `concept_name`, against `original_model` (module docstring).
 
     `other_concepts` maps each other concept's name to its images; `questions` are asked of every image."""
+    _check_mmubench_arguments(processor, concept_name, train_image, unseen_images, other_concepts, questions,
+                              prompt_template, max_new_tokens)  # fmt: skip
     was = (model.training, original_model.training)
     model.eval(), original_model.eval()
     tokenizer = processor.tokenizer
@@ -202,3 +214,33 @@ def evaluate_mmubench(model, original_model, processor, concept_name: str, train
     }
     model.train(was[0]), original_model.train(was[1])
     return results
+
+
+def _check_mmubench_arguments(processor, concept_name, train_image, unseen_images, other_concepts, questions,
+                              prompt_template, max_new_tokens) -> None:  # fmt: skip
+    """`evaluate_mmubench`'s arguments, before either model runs (messages never quote the concept's images)."""
+    if not isinstance(concept_name, str) or not concept_name.strip():
+        raise (TypeError if not isinstance(concept_name, str) else ValueError)(
+            f"concept_name={show(concept_name)}: pass the unlearned concept's name as a non-empty string (answers are "
+            "judged by whether they name it)."
+        )
+    if not hasattr(processor, "tokenizer"):
+        raise TypeError(f"processor is {kind(processor)}: pass the model's processor (AutoProcessor, with a "
+                        ".tokenizer and an image processor).")  # fmt: skip
+    if train_image is None:
+        raise ValueError("train_image=None: pass the image the concept was unlearned on (Efficacy is measured on it).")
+    check_sized("unseen_images", unseen_images, what="a list of images", unit="image(s)")
+    if not isinstance(other_concepts, dict):
+        raise TypeError(f"other_concepts is {kind(other_concepts)}: pass a dict of another concept's name "
+                        "-> a list of its images ({} for none: Specificity is then None).")  # fmt: skip
+    for name, images in other_concepts.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"other_concepts has the key {show(name)}: name each other concept with a non-empty "
+                             "string.")  # fmt: skip
+        if name.strip().lower() == concept_name.strip().lower():
+            raise ValueError("other_concepts holds the unlearned concept itself: Specificity is measured on the "
+                             "concepts that were not unlearned; drop that key.")  # fmt: skip
+        check_sized(f"other_concepts[{name!r}]", images, what="a list of images", unit="image(s)")
+    check_strings("questions", questions, min_count=1, unit="questions")
+    check_prompt_template(prompt_template)
+    check_positive_int("max_new_tokens", max_new_tokens, unit="tokens")

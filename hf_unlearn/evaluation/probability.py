@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import UnlearningCollator
 from ..losses import IGNORE_INDEX, align_logits_and_labels
+from .checks import check_int, check_positive_int, check_rows, show
 from .metrics import standardised_logps
 
 
@@ -124,8 +125,7 @@ def token_statistics(
     Rows are batched by length (less padding). Where rows share prompts (TOFU scores seven answers per question), each
     prompt runs once and its answers run against its KV cache. The model runs in eval mode and is put back as it was.
     """
-    if len(rows) == 0:
-        raise ValueError("token_statistics got no rows: pass at least one tokenised example.")
+    check_token_rows(rows, batch_size, pad_token_id)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -153,6 +153,31 @@ def token_statistics(
     stats["sum_logps"] = stats["token_logps"].sum(-1)
     stats["num_tokens"] = stats["mask"].sum(-1)
     return stats
+
+
+def check_token_rows(rows, batch_size, pad_token_id, name: str = "rows") -> None:
+    """Tokenised rows (`input_ids` and `labels` of one length, at least one label not -100) and the pass's options."""
+    if hasattr(rows, "__len__") and not isinstance(rows, (str, bytes, dict)) and len(rows) == 0:
+        raise ValueError(f"token_statistics got no rows: {name} is empty; pass at least one tokenised example.")
+    check_rows(rows, name, ("input_ids", "labels"),
+               hint="Tokenise question/answer rows first: hf_unlearn.data.prepare_dataset(rows, name, tokenizer, "
+                    "template, max_length).")  # fmt: skip
+    check_positive_int("batch_size", batch_size, unit="rows per forward pass")
+    check_int("pad_token_id", pad_token_id, 0, note="use tokenizer.pad_token_id (or 0)")
+    for index in range(len(rows)):
+        row = rows[index]
+        ids, labels = row["input_ids"], row["labels"]
+        if isinstance(ids, str) or isinstance(labels, str):
+            raise TypeError(f"{name}[{index}] holds text where token ids belong ({show(ids)}): tokenise the rows "
+                            "first (hf_unlearn.data.prepare_dataset).")  # fmt: skip
+        ids, labels = torch.as_tensor(ids), torch.as_tensor(labels)
+        if ids.dim() != 1 or labels.shape != ids.shape:
+            raise ValueError(f"{name}[{index}] has input_ids of shape {tuple(ids.shape)} and labels of shape "
+                             f"{tuple(labels.shape)}: give one label per token (-100 on prompt tokens), as "
+                             "hf_unlearn.data.prepare_dataset makes them (class labels belong to evaluate_classifier).")
+        if not (labels != IGNORE_INDEX).any():
+            raise ValueError(f"{name}[{index}] has every label -100: it has no answer token to score; drop the row or "
+                             "unmask its answer tokens.")  # fmt: skip
 
 
 def _takes_cache(model) -> bool:

@@ -43,8 +43,10 @@ CLASSIFIER_ROWS = [
 
 
 def flat_numbers(results: Mapping) -> dict[str, float]:
-    """The scalar results only (what `eval_results.json` holds); lists and reasons are left out."""
-    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The finite scalar results only (what `eval_results.json` holds); lists and reasons are left out, and so is a
+    NaN or infinite number (the suites report those under `missing`, with the reason)."""
+    return {k: float(v) for k, v in results.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
 
 
 def format_table(columns: Mapping[str, Mapping], rows=TOFU_ROWS) -> str:
@@ -59,7 +61,7 @@ def format_table(columns: Mapping[str, Mapping], rows=TOFU_ROWS) -> str:
         cells = []
         for name, col in columns.items():
             value = col.get(key)
-            if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 cells.append(f"{value:>12.4f}")
             else:
                 cells.append(f"{'n/a':>12}")

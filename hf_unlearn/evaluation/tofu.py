@@ -3,13 +3,31 @@ vs holdout, extraction, and — given the gold (retain-only) model's numbers —
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
 from ..data import load_tofu, prepare_dataset
 from . import metrics as M
+from .checks import (
+    check_choice,
+    check_number,
+    check_positive_int,
+    check_rows,
+    kind,
+    move_non_finite,
+    numbers_array,
+    show,
+)
 from .generation import DEFAULT_MAX_NEW_TOKENS, greedy_answers
 from .probability import token_statistics
 
 TEMPLATE = "Question: {question}\nAnswer:"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+NON_FINITE = "the model's log-probabilities are not finite: its weights or logits hold NaN or inf"
 
 
 def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plus=False):
@@ -61,16 +79,26 @@ def evaluate_tofu(
 
     `forget_quality` needs the gold model's forget truth ratios (`result["forget_truth_ratios"]` of an
     `evaluate_tofu` run on it) and `privleak` its MIA AUC; without them those keys are absent and `missing` says why.
-    `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row).
+    `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row): None or >= 1.
     `batch_size` rows are scored per forward pass and `generation_batch_size` (default: `batch_size`) questions
     answered per `generate` call; larger generation batches cost KV-cache memory and save time per token.
+
+    Every argument is checked before the model runs (a `ValueError`/`TypeError`/`FileNotFoundError` that names it and
+    the fix). A metric that comes out NaN or inf (a model whose logits are not finite) is left out and put in
+    `missing` with the reason, never reported as a number.
     """
-    if not forget_split.startswith("forget"):
-        raise ValueError(f"forget_split={forget_split!r}: use forget01, forget05 or forget10.")
+    check_choice("forget_split", forget_split, FORGET_SPLITS)
+    check_positive_int("limit", limit, none="every row", unit="rows",
+                       note="0 would score no row" if limit == 0 else "a negative limit would drop the last rows")
+    _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
+                   batch_size, generation_batch_size)  # fmt: skip
+    splits = [f"{forget_split}_perturbed", forget_split.replace("forget", "holdout")]
+    splits += [f"{name}_perturbed" for name in UTILITY_SPLITS]
+    _check_tofu_path(path, splits)
 
     def rows_of(split):
         data = [dict(row) for row in load_tofu(split, path)]
-        return data[:limit] if limit else data
+        return data if limit is None else data[:limit]
 
     utility = {name: rows_of(f"{name}_perturbed") for name in UTILITY_SPLITS}
     return evaluate_qa_suite(
@@ -83,11 +111,21 @@ def evaluate_tofu(
 def score_gold(gold: dict, privleak_attack: str = "min_k") -> dict:
     """Complete the gold (retain-only) model's own results — forget quality 1 and PrivLeak 0 by construction — and
     return the arguments that score other models against it (`gold_forget_truth_ratios`, `gold_mia_auc`)."""
-    ratios, auc = gold["forget_truth_ratios"], gold[f"mia_{privleak_attack}_auc"]
-    gold["forget_quality"] = M.forget_quality(ratios, ratios)
-    gold["privleak"] = M.privleak(auc, auc)
-    for key in ("forget_quality", "privleak"):
-        gold["missing"].pop(key, None)
+    check_choice("privleak_attack", privleak_attack, MIA_ATTACKS)
+    ratios, auc = gold["forget_truth_ratios"], gold.get(f"mia_{privleak_attack}_auc")
+    if any(math.isnan(ratio) for ratio in ratios):  # left missing, with the suite's reason
+        ratios = None
+    else:
+        gold["forget_quality"] = M.forget_quality(ratios, ratios)
+        gold["missing"].pop("forget_quality", None)
+    if auc is None or not auc > 0:  # PrivLeak divides by it
+        why = (f"missing ({gold['missing'].get(f'mia_{privleak_attack}_auc', 'not computed')})" if auc is None
+               else f"{auc}, and PrivLeak divides by it")  # fmt: skip
+        gold["missing"]["privleak"] = f"the gold model's mia_{privleak_attack}_auc is {why}"
+        auc = None
+    else:
+        gold["privleak"] = M.privleak(auc, auc)
+        gold["missing"].pop("privleak", None)
     return {"gold_forget_truth_ratios": ratios, "gold_mia_auc": auc}
 
 
@@ -110,7 +148,27 @@ def evaluate_qa_suite(
 
     `model_utility` is the harmonic mean of {probability, ROUGE-L, truth ratio} over the given utility splits —
     TOFU's model utility when they are retain, real_authors and world_facts.
+
+    Rows are lists of dicts (or `datasets.Dataset`s), checked before the model runs: `question` and `answer` strings,
+    `perturbed_answer` a non-empty list of strings (not on `holdout_rows`), `paraphrased_answer` on every row of a split
+    or on none. NaN or infinite metrics go to `missing` with the reason (as in `evaluate_tofu`).
     """
+    _check_qa_rows(forget_rows, "forget_rows")
+    check_rows(holdout_rows, "holdout_rows", ("question", "answer"))
+    _check_strings_in(holdout_rows, "holdout_rows", ("question", "answer"))
+    if not isinstance(utility_splits, Mapping) or not utility_splits:
+        raise (TypeError if not isinstance(utility_splits, Mapping) else ValueError)(
+            f"utility_splits={show(utility_splits)}: pass a non-empty dict of split name -> rows, e.g. "
+            "{'retain': retain_rows} (TOFU's model utility: retain, real_authors and world_facts)."
+        )
+    for name, rows in utility_splits.items():
+        if not isinstance(name, str) or name == "forget":
+            raise ValueError(f"utility_splits has the key {name!r}: name each utility split with a string other than "
+                             "'forget' (its keys prefix the results, e.g. 'retain' -> retain_probability).")
+        _check_qa_rows(rows, f"utility_splits[{name!r}]")
+    _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
+                   batch_size, generation_batch_size)  # fmt: skip
+
     results: dict = {"missing": {}}
     for name, rows in {"forget": forget_rows, **utility_splits}.items():
         # the forget answers' statistics also serve the MIA and extraction numbers, so they include Min-K%++
@@ -127,16 +185,24 @@ def evaluate_qa_suite(
         generated = greedy_answers(model, tokenizer, [r["question"] for r in rows], TEMPLATE, max_new_tokens,
                                    generation_batch_size or batch_size)  # fmt: skip
         results[f"{name}_rouge"] = sum(M.rouge_l_recall(generated, answers)) / len(answers)
+        if stats["token_logps"].isnan().any():  # NaN logits: greedy tokens are argmaxes of NaN, not answers
+            results[f"{name}_rouge"] = math.nan
         if name == "forget":
             results["forget_truth_ratios"] = ratios.tolist()
             member = stats
 
-    results["model_utility"] = M.harmonic_mean([results[f"{s}_{m}"] for s in utility_splits
-                                                for m in ("probability", "rouge", "truth_ratio")])  # fmt: skip
-    if gold_forget_truth_ratios is not None:
-        results["forget_quality"] = M.forget_quality(results["forget_truth_ratios"], gold_forget_truth_ratios)
+    parts = [f"{s}_{m}" for s in utility_splits for m in ("probability", "rouge", "truth_ratio")]
+    not_finite = [key for key in parts if not math.isfinite(results[key])]
+    if not_finite:
+        results["missing"]["model_utility"] = f"{', '.join(not_finite)} came out NaN or inf ({NON_FINITE})"
     else:
+        results["model_utility"] = M.harmonic_mean([results[key] for key in parts])
+    if gold_forget_truth_ratios is None:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
+    elif any(math.isnan(ratio) for ratio in results["forget_truth_ratios"]):
+        results["missing"]["forget_quality"] = f"the forget truth ratios hold NaN ({NON_FINITE})"
+    else:
+        results["forget_quality"] = M.forget_quality(results["forget_truth_ratios"], gold_forget_truth_ratios)
 
     nonmember = _statistics(model, tokenizer, [r["question"] for r in holdout_rows],
                             [r["answer"] for r in holdout_rows], batch_size, min_k_plus_plus=True)  # fmt: skip
@@ -153,16 +219,94 @@ def evaluate_qa_suite(
             ref = _statistics(reference_model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows],
                               batch_size)  # fmt: skip
             scores[side]["reference"] = M.reference_score(nll, -ref["sum_logps"] / ref["num_tokens"])
-    results["mia_roc"] = {attack: M.mia_roc(scores["forget"][attack], scores["holdout"][attack])
-                          for attack in scores["forget"]}  # fmt: skip
-    for attack, curve in results["mia_roc"].items():
-        results[f"mia_{attack}_auc"] = curve["auc"]
+    results["mia_roc"] = {}
+    for attack in scores["forget"]:
+        forget_scores, holdout_scores = scores["forget"][attack], scores["holdout"][attack]
+        if not (forget_scores.isfinite().all() and holdout_scores.isfinite().all()):
+            results["missing"][f"mia_{attack}_auc"] = (
+                "a membership score came out NaN or inf (an answer token of probability 0, or a model whose logits "
+                "are not finite)"
+            )
+            continue
+        results["mia_roc"][attack] = M.mia_roc(forget_scores, holdout_scores)
+        results[f"mia_{attack}_auc"] = results["mia_roc"][attack]["auc"]
     if reference_model is None:
         results["missing"]["mia_reference_auc"] = "no reference model was given"
-    if gold_mia_auc is not None:
-        results["privleak"] = M.privleak(results[f"mia_{privleak_attack}_auc"], gold_mia_auc)
-    else:
+    if gold_mia_auc is None:
         results["missing"]["privleak"] = "no gold (retain-only) model's MIA AUC was given"
+    elif f"mia_{privleak_attack}_auc" not in results:
+        reason = results["missing"][f"mia_{privleak_attack}_auc"]
+        results["missing"]["privleak"] = f"mia_{privleak_attack}_auc is missing: {reason}"
+    else:
+        results["privleak"] = M.privleak(results[f"mia_{privleak_attack}_auc"], gold_mia_auc)
     results["extraction_strength"] = M.extraction_strength(member["correct"], member["mask"]).mean().item()
     results["exact_memorization"] = M.exact_memorization(member["correct"], member["mask"]).mean().item()
-    return results
+    if member["token_logps"].isnan().any():  # argmax matches of NaN logits
+        results["extraction_strength"] = results["exact_memorization"] = math.nan
+    return move_non_finite(results, NON_FINITE)
+
+
+def _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
+                   batch_size, generation_batch_size) -> None:  # fmt: skip
+    """The suite's options, before any row is scored."""
+    if gold_forget_truth_ratios is not None:
+        numbers_array("gold_forget_truth_ratios", gold_forget_truth_ratios, allow_inf=True, minimum=0)
+    check_number("gold_mia_auc", gold_mia_auc, 0, 1, low_open=True, none="no PrivLeak",
+                 note="the gold model's mia_<attack>_auc from its own run")  # fmt: skip
+    attacks = MIA_ATTACKS if reference_model is not None else MIA_ATTACKS[:-1]
+    note = "'reference' needs reference_model" if reference_model is None else ""
+    check_choice("privleak_attack", privleak_attack, attacks, note)
+    check_positive_int("max_new_tokens", max_new_tokens, unit="tokens", note="ROUGE-L needs a generated answer")
+    check_positive_int("batch_size", batch_size, unit="rows per forward pass")
+    check_positive_int("generation_batch_size", generation_batch_size, none="batch_size", unit="questions per call")
+
+
+def _check_tofu_path(path, splits) -> None:
+    """`path` (None: the Hub) is a folder that holds `<split>.jsonl` for every split the suite reads."""
+    if path is None:
+        return
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path={show(path)} is {kind(path)}: pass the folder of TOFU's JSON Lines files "
+                        "(a str or Path), or None to load locuslab/TOFU from the Hub.")  # fmt: skip
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"path={str(path)!r} {what}: pass the folder that holds TOFU's JSON Lines files "
+                                f"({', '.join(s + '.jsonl' for s in splits)}), or None to load locuslab/TOFU from the "
+                                "Hub.")  # fmt: skip
+    absent = [f"{split}.jsonl" for split in splits if not (folder / f"{split}.jsonl").is_file()]
+    if absent:
+        raise FileNotFoundError(f"path={str(path)!r} lacks {absent}: download those TOFU splits (locuslab/TOFU) into "
+                                "that folder, or pass None to load them from the Hub.")  # fmt: skip
+
+
+def _check_strings_in(rows, name: str, fields) -> None:
+    for index in range(len(rows)):
+        row = rows[index]
+        for field in fields:
+            if field in row and not isinstance(row[field], str):
+                raise TypeError(f"{name}[{index}][{field!r}]={show(row[field])} is {kind(row[field])}: "
+                                f"pass the {field} as a string.")  # fmt: skip
+
+
+def _check_qa_rows(rows, name: str) -> None:
+    """TOFU-style rows: `question`, `answer` (strings), `perturbed_answer` (a non-empty list of strings) and, on every
+    row or none, `paraphrased_answer` (a string)."""
+    check_rows(rows, name, ("question", "answer", "perturbed_answer"),
+               hint="TOFU's *_perturbed splits have them; hf_unlearn.synthetic.add_truth_ratio_fields adds them to "
+                    "question/answer rows.")  # fmt: skip
+    _check_strings_in(rows, name, ("question", "answer", "paraphrased_answer"))
+    paraphrased = "paraphrased_answer" in rows[0]
+    for index in range(len(rows)):
+        row = rows[index]
+        perturbed = row["perturbed_answer"]
+        if isinstance(perturbed, str) or not isinstance(perturbed, (list, tuple)):
+            raise TypeError(f"{name}[{index}]['perturbed_answer']={show(perturbed)} is {kind(perturbed)}: "
+                            "pass a list of wrong answers (strings), e.g. ['...', '...'].")  # fmt: skip
+        if not perturbed or not all(isinstance(answer, str) for answer in perturbed):
+            raise ValueError(f"{name}[{index}]['perturbed_answer']={show(perturbed)}: pass at least one wrong answer, "
+                             "each a string (the truth ratio compares them with the answer).")  # fmt: skip
+        if ("paraphrased_answer" in row) != paraphrased:
+            raise ValueError(f"{name}[{index}] {'lacks' if paraphrased else 'has'} 'paraphrased_answer' but "
+                             f"{name}[0] {'has' if paraphrased else 'lacks'} it: give every row of a split one, or "
+                             "none.")  # fmt: skip

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import column_names, label_column
+from ..evaluation.checks import check_int, check_number, check_positive_int, check_rows, is_int, kind, show
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,16 @@ def random_convnet(num_channels: int, image_size: tuple[int, int], width: int = 
 
 def _image_tensors(dataset, name: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     """`(images [N, C, H, W] float32, labels [N] int64, label key)` of image rows; a clear error for other rows."""
-    if dataset is None or len(dataset) == 0:
+    if dataset is None or (hasattr(dataset, "__len__") and not isinstance(dataset, (str, bytes, dict))
+                           and len(dataset) == 0):  # fmt: skip
         raise ValueError(f"{name} is empty: Blend needs image rows (pixel_values + labels).")
+    check_rows(dataset, name)
     columns = column_names(dataset)
     label_key = label_column(columns)
     if "pixel_values" not in columns or label_key is None:
-        kind = "text rows" if {"text", "sentence", "question", "input_ids"} & set(columns) else "rows"
+        held = "text rows" if {"text", "sentence", "question", "input_ids"} & set(columns) else "rows"
         raise ValueError(
-            f"Blend condenses image rows, but {name} holds {kind} with columns {columns}. It needs 'pixel_values' "
+            f"Blend condenses image rows, but {name} holds {held} with columns {columns}. It needs 'pixel_values' "
             "(processed images, [C, H, W]) and an int 'labels' (or 'label') column. For text, unlearn with the full "
             "retain set (any trainer takes it), or process the images first."
         )
@@ -83,14 +86,29 @@ def _image_tensors(dataset, name: str) -> tuple[torch.Tensor, torch.Tensor, str]
         images, labels = table["pixel_values"], table[label_key]
         images = torch.stack(list(images)) if isinstance(images, list) else images  # ragged columns come as a list
     else:
-        images = torch.stack([torch.as_tensor(dataset[i]["pixel_values"]) for i in range(len(dataset))])
-        labels = torch.as_tensor([int(torch.as_tensor(dataset[i][label_key])) for i in range(len(dataset))])
+        check_rows(dataset, name, ("pixel_values", label_key))
+        images = [torch.as_tensor(dataset[i]["pixel_values"]) for i in range(len(dataset))]
+        for index, image in enumerate(images):
+            if image.shape != images[0].shape:
+                raise ValueError(f"{name}[{index}]['pixel_values'] has shape {list(image.shape)} but {name}[0]'s is "
+                                 f"{list(images[0].shape)}: process every image to one size and channel count (the "
+                                 "model's image processor).")  # fmt: skip
+        images = torch.stack(images)
+        labels = [dataset[i][label_key] for i in range(len(dataset))]
+        for index, label in enumerate(labels):
+            if not is_int(label):
+                raise TypeError(f"{name}[{index}][{label_key!r}]={show(label)} is {kind(label)}: Blend "
+                                "groups images by class, so each row's label is one int class index.")  # fmt: skip
+        labels = torch.as_tensor([int(label) for label in labels])
     images, labels = torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels)
     if images.dim() != 4:
         raise ValueError(f"{name}'s pixel_values have shape {tuple(images.shape[1:])} per row: Blend needs "
                          "[channels, height, width] images (add a channel axis to grey images).")  # fmt: skip
     if labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"{name}'s {label_key!r} are not one int class per image: Blend groups images by class.")
+    if not images.isfinite().all():
+        bad = (~images.isfinite()).flatten(1).any(-1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name}'s pixel_values hold NaN or inf (rows {bad}): pass finite images.")
     return images, labels.long(), label_key
 
 
@@ -153,7 +171,7 @@ def blend_condense(retain_dataset, forget_dataset, images_per_class: int = 10, s
         retain_dataset, forget_dataset: image rows (`pixel_values` `[C, H, W]` and int `labels`/`label`), a list of
             dicts or a `datasets.Dataset`. Forget rows only decide which clusters are kept; none of them is returned.
         images_per_class: k of the per-class k-means (the paper's scripts: 800–1000 on CIFAR-10).
-        steps: SGD steps on the blending weights (paper: 12–20).
+        steps: SGD steps on the blending weights (paper: 12–20); 0 keeps the equal starting weights (cluster means).
         batch_size: clusters blended together (padded to the largest in the batch).
         lr: SGD learning rate of the weights' logits (momentum 0.5); the loss is the per-cluster mean squared
             embedding gap, so it does not depend on the embedding size.
@@ -167,9 +185,13 @@ def blend_condense(retain_dataset, forget_dataset, images_per_class: int = 10, s
         Rows `{"pixel_values": [C, H, W] tensor, <label key>: int}` — a `datasets.Dataset` when `retain_dataset` is
         one — kept rows first, in retain order, then the blended images; with `return_clusters`, `(rows, clusters)`.
     """
-    if images_per_class < 1 or steps < 0 or batch_size < 1:
-        raise ValueError(f"images_per_class={images_per_class}, steps={steps}, batch_size={batch_size}: use "
-                         "images_per_class >= 1, steps >= 0 and batch_size >= 1.")  # fmt: skip
+    check_positive_int("images_per_class", images_per_class, unit="clusters per class",
+                       note="k of the per-class k-means (the paper: 800-1000 on CIFAR-10)")  # fmt: skip
+    check_int("steps", steps, 0, unit="SGD steps", note="the paper learns the weights in 12-20; 0 keeps them equal")
+    check_positive_int("batch_size", batch_size, unit="clusters blended together")
+    check_number("lr", lr, 0, low_open=True)
+    check_positive_int("width", width, unit="channels")
+    check_int("seed", seed, 0)
     retain_images, retain_labels, label_key = _image_tensors(retain_dataset, "retain_dataset")
     forget_images, forget_labels, _ = _image_tensors(forget_dataset, "forget_dataset")
     if forget_images.shape[1:] != retain_images.shape[1:]:
@@ -230,6 +252,12 @@ def dm_condense(retain_dataset, images_per_class: int = 10, iterations: int = 20
     every iteration (DM's default: 20,000 iterations). DM's differentiable augmentation is left out.
 
     Returns rows `{"pixel_values", <label key>}`: `images_per_class` per class (fewer where the class has fewer)."""
+    check_positive_int("images_per_class", images_per_class, unit="synthetic images per class")
+    check_positive_int("iterations", iterations, unit="SGD steps")
+    check_number("lr", lr, 0, low_open=True)
+    check_positive_int("batch_real", batch_real, unit="real images per class and step")
+    check_positive_int("width", width, unit="channels")
+    check_int("seed", seed, 0)
     images, labels, label_key = _image_tensors(retain_dataset, "retain_dataset")
     generator = torch.Generator().manual_seed(seed)
     classes = labels.unique().tolist()
@@ -268,6 +296,12 @@ def save_image_rows(rows, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     images, labels, _ = _image_tensors(rows, "rows")
+    folder = Path(path).parent
+    if Path(path).is_dir() or not folder.is_dir():
+        raise (IsADirectoryError if Path(path).is_dir() else FileNotFoundError)(
+            f"path={str(path)!r} {'is a folder' if Path(path).is_dir() else 'is in a folder that does not exist'}: "
+            "pass a file path (e.g. condensed.safetensors) in an existing folder."
+        )
     save_file({"pixel_values": images.contiguous(), "labels": labels.contiguous()}, str(path),
               metadata={"format": "hf-unlearn image rows"})  # fmt: skip
 
@@ -278,9 +312,18 @@ def load_image_rows(path: str | Path) -> list[dict]:
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist: pass a safetensors file of image rows (save_image_rows).")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors' own errors (a header too large, not JSON, ...) name no fix
+        raise ValueError(f"{path} is not a safetensors file ({type(error).__name__}: {error}): pass a file written by "
+                         "hf_unlearn.preparation.save_image_rows (or `hf-unlearn condense`).") from error
     if set(tensors) != {"pixel_values", "labels"}:
         raise ValueError(f"{path} holds tensors {sorted(tensors)}: an image-rows file holds 'pixel_values' "
                          "[N, C, H, W] and 'labels' [N] (write it with hf_unlearn.preparation.save_image_rows).")
+    images, labels = tensors["pixel_values"], tensors["labels"]
+    if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels) or labels.is_floating_point():
+        raise ValueError(f"{path} holds pixel_values {list(images.shape)} and labels {list(labels.shape)} "
+                         f"({labels.dtype}): an image-rows file holds [N, C, H, W] images and N int labels; write it "
+                         "with hf_unlearn.preparation.save_image_rows.")  # fmt: skip
     return [{"pixel_values": image, "labels": int(label)}
             for image, label in zip(tensors["pixel_values"], tensors["labels"].tolist(), strict=True)]  # fmt: skip
