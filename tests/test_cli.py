@@ -112,8 +112,13 @@ def test_load_tofu_from_a_local_folder():
 
 def test_load_tofu_without_a_path_asks_the_hub(monkeypatch):
     import datasets
+    from huggingface_hub import constants
+
+    import hf_unlearn.sources
 
     calls = []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # online, and the Hub reachable
+    monkeypatch.setattr(hf_unlearn.sources, "_unreachable", lambda endpoint: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or "hub rows")
     assert load_tofu("retain90") == "hub rows"
     assert calls == [(("locuslab/TOFU", "retain90"), {"split": "train"})]
