@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import training_args
+from conftest import SEED, training_args
 from safetensors.torch import load_file
 
 from hf_unlearn import GAConfig, GATrainer
@@ -164,3 +164,62 @@ def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, make_model, tokeni
     with pytest.raises(hf_unlearn.NonFiniteLossError):
         trainer.train()
     assert not out.exists() and tmp_path.is_dir()
+
+
+RESUME_CHILD = textwrap.dedent("""
+    import json, os, signal, sys
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from hf_unlearn import NPOConfig, NPOTrainer
+
+    base, rows_file, out, seed = sys.argv[1:5]
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    rows = [json.loads(line) for line in open(rows_file)]
+    args = NPOConfig(output_dir=out, report_to="none", disable_tqdm=True, use_cpu=True, max_steps=6, seed=int(seed),
+                     save_strategy="steps", save_steps=1, learning_rate=1e-3, per_device_train_batch_size=4)
+    NPOTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=args, forget_dataset=rows[:8],
+               retain_dataset=rows[8:], processing_class=AutoTokenizer.from_pretrained(base),
+               callbacks=[KillAfterSave()]).train()
+""")
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path, make_model, tokenizer, qa_data):
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import NPOConfig, NPOTrainer
+
+    base, rows = tmp_path / "base", tmp_path / "rows.jsonl"
+    make_model().save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    forget, retain = qa_data
+    rows.write_text("".join(json.dumps(row) + "\n" for row in forget + retain))
+    out = tmp_path / "killed"
+    command = [sys.executable, "-c", RESUME_CHILD, str(base), str(rows), str(out), str(SEED)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9 and (out / "checkpoint-3").is_dir() and not (out / "checkpoint-4").exists()
+
+    def trainer(folder):
+        args = NPOConfig(**training_args(folder, max_steps=6, save_strategy="steps", save_steps=1, learning_rate=1e-3))
+        return NPOTrainer(model=AutoModelForCausalLM.from_pretrained(base), args=args, forget_dataset=forget,
+                          retain_dataset=retain, processing_class=tokenizer)  # fmt: skip
+
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        steps: list[int] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    resumed = trainer(out)
+    resumed.add_callback(Steps())
+    resumed.train(resume_from_checkpoint=True)
+    assert Steps.steps == [4, 5, 6]  # it went on from the checkpoint the killed run left
+    uninterrupted = trainer(tmp_path / "whole")
+    uninterrupted.train()
+    for (name, a), b in zip(resumed.model.state_dict().items(), uninterrupted.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
