@@ -1,20 +1,30 @@
-"""`hf-unlearn` command line."""
+"""`hf-unlearn` command line. Every error is one line on stderr, `hf-unlearn: error: ...`, and exit status 2
+(`--debug` shows the traceback instead)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
+import traceback
 from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+TOFU_LOCAL = "--tofu-path ../shared/data/tofu (a folder of TOFU's JSONL files)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-unlearn", description="Machine unlearning for Hugging Face models.")
+    parser = argparse.ArgumentParser(prog="hf-unlearn", description="Machine unlearning for Hugging Face models. "
+                                     "An error is one line on stderr and exit status 2; --debug shows its traceback.")
+    parser.add_argument("--debug", action="store_true", help="On an error, show the full traceback (before or after "
+                        "the subcommand).")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="Fine-tune (optional), unlearn and report; offline demo by default.")
     run_parser.add_argument("config", nargs="?", help="YAML run config; omit for the offline demo.")
     run_parser.add_argument("--output-dir", help="Override the config's output_dir.")
     run_parser.add_argument("--method", help="Override the config's method (e.g. ga, grad_diff, npo, simnpo).")
+    run_parser.add_argument("--check", action="store_true", help="Only check the config, data, model and output_dir "
+                            "(seconds, nothing trained or written) and print the plan; exit 0 when valid, 2 if not.")
     commands.add_parser("methods", help="List the registered methods.")
 
     eval_parser = commands.add_parser("eval", help="Evaluate a model with the leaderboards' metrics.")
@@ -97,55 +107,118 @@ def main(argv: list[str] | None = None) -> int:
                        help="EMIA's member/non-member threshold: the balanced-accuracy argmax (EncoderMI's rule) or "
                             "a 1-D logistic regression's decision point (steadier when the two overlap a lot).")
     audit.add_argument("--output-dir", default="audit", help="Where audit.json and the heatmaps go.")
+    for subparser in commands.choices.values():  # `--debug` after the subcommand too; SUPPRESS keeps one before it
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    from . import METHODS
-    from .pipeline import load_run_config, run
-
-    if args.command == "methods":
-        for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
-            print(f"{name:<12}{trainer_cls.__name__:<22}{config_cls.__name__}")
-        return 0
+    handlers = {"run": _run, "methods": _methods, "eval": _evaluate, "gold": _gold, "leaderboard": _leaderboard,
+                "card": _card, "push": _push, "verify": _verify, "condense": _condense, "audit": _audit}  # fmt: skip
     try:
-        if args.command in ("card", "push", "verify"):
-            return {"card": _card, "push": _push, "verify": _verify}[args.command](args)
-        if args.command == "eval":
-            return _evaluate(args)
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "gold":
-            return _gold(args)
-        if args.command == "condense":
-            return _condense(args)
-        if args.command == "leaderboard":
-            from .leaderboard import leaderboard
-
-            markdown, table = leaderboard(args.runs)
-            print(markdown)
-            Path(args.output).write_text(markdown)
-            Path(args.csv).write_text(table)
-            return 0
-        config = load_run_config(args.config)
-        if args.output_dir:
-            config["output_dir"] = args.output_dir
-        if args.method:
-            METHODS[args.method]
-            config["method"] = args.method
-        run(config)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-        print(f"hf-unlearn: error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return handlers[args.command](args)
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"hf-unlearn: error: {_message(error, args)}", file=sys.stderr)
         return 2
+
+
+DOING = {"run": "run the pipeline", "eval": "evaluate {model}", "gold": "train the gold model from {model}",
+         "leaderboard": "build the leaderboard", "card": "write the card of {output_dir}",
+         "push": "push {output_dir} to {repo_id}", "verify": "verify {model}", "condense": "condense {retain}",
+         "audit": "audit {model}", "methods": "list the methods"}  # fmt: skip
+
+
+def _message(error: Exception, args) -> str:
+    """One line: the package's own errors (a `raise` in its code) as they are; any other (a library's, or a slip such
+    as a KeyError from a subscript) after what the command was doing, with the error's type."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = " ".join(str(text).split())
+    frames = traceback.extract_tb(error.__traceback__)
+    own = frames and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
+    if not (own and (frames[-1].line or "").lstrip().startswith("raise")):
+        text = f"could not {DOING[args.command].format(**vars(args))} ({type(error).__name__}: {text or 'no message'})"
+    return text or type(error).__name__
+
+
+def _need_file(path: str | None, option: str, what: str) -> None:
+    """Fail at once on an input file that is missing (`what`: what it should hold)."""
+    if path is not None and not Path(path).is_file():
+        problem = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise FileNotFoundError(f"{option} {path} {problem}: pass {what}.")
+
+
+def _output_file(path: str, option: str) -> None:
+    """Fail at once on an output file that cannot be written: a folder, or in a folder that does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: pass a file path, e.g. {path / 'results.json'}.")
+    if not path.absolute().parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: its folder {path.absolute().parent} does not exist; create it "
+                                "first, or pass another path.")  # fmt: skip
+
+
+def _output_folder(path: str, option: str) -> None:
+    if Path(path).is_file():
+        raise ValueError(f"{option} {path} is a file: pass a folder path (created if missing).")
+
+
+def _read_json(path: Path):
+    """A JSON file's content; a damaged file is an error naming it."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): restore it, or delete it and write it again.") from None
+
+
+def _run(args) -> int:
+    from .pipeline import check_run_config, load_run_config, run
+
+    config = load_run_config(args.config)
+    if args.output_dir:
+        config["output_dir"] = args.output_dir
+    if args.method:
+        config["method"] = args.method
+    plan = check_run_config(config, source=args.config)
+    if args.check:
+        print(f"hf-unlearn: {args.config or 'the offline demo'} is a valid run (checked; nothing trained or written):")
+        print(plan.describe())
+        return 0
+    run(plan)
+    return 0
+
+
+def _methods(args) -> int:
+    from . import METHODS
+
+    for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
+        print(f"{name:<12}{trainer_cls.__name__:<22}{config_cls.__name__}")
+    return 0
+
+
+def _leaderboard(args) -> int:
+    from .leaderboard import leaderboard
+
+    _output_file(args.output, "--output")
+    _output_file(args.csv, "--csv")
+    for file in (Path(run) / name for run in args.runs for name in ("eval_results.json", "summary.json")):
+        if file.is_file():
+            _read_json(file)  # a damaged file is named
+    markdown, table = leaderboard(args.runs)
+    print(markdown)
+    Path(args.output).write_text(markdown)
+    Path(args.csv).write_text(table)
     return 0
 
 
 def _card(args) -> int:
-    import json
-
     from .hub import write_card_files
     from .manifest import MANIFEST_NAME, read_manifest
     from .plots import loss_curves
 
     folder = Path(args.output_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: pass the unlearned model's folder (with {MANIFEST_NAME}).")
     manifest = read_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(
@@ -155,10 +228,10 @@ def _card(args) -> int:
     current = manifest["requests"][0]
     results = folder / "eval_results.json"
     if results.is_file():  # `hf-unlearn eval --output <folder>/eval_results.json`, run after the unlearning
-        current.setdefault("metrics", {})["unlearned"] = json.loads(results.read_text())
+        current.setdefault("metrics", {})["unlearned"] = _read_json(results)
     state = folder / "trainer_state.json"
     if not current.get("curves") and state.is_file():
-        current["curves"] = loss_curves(json.loads(state.read_text()).get("log_history", []))
+        current["curves"] = loss_curves(_read_json(state).get("log_history", []))
     card = manifest.setdefault("card", {})
     for key in ("language", "license", "tags"):
         if getattr(args, key) is not None:
@@ -179,17 +252,25 @@ def _card(args) -> int:
 
 
 def _push(args) -> int:
+    from huggingface_hub.utils import logging as hub_logging
+
     from .hub import push_folder
 
+    hub_logging.set_verbosity_error()  # the client's retry notes: the outcome is one line, success or PushError
     info = push_folder(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
                        revision=args.revision, overwrite=args.overwrite)  # fmt: skip
-    print(f"pushed {args.output_dir} to {args.repo_id} in one commit: {getattr(info, 'commit_url', info)}")
+    print(f"pushed {args.output_dir} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
     return 0
 
 
 def _verify(args) -> int:
     from .hub import verify
+    from .manifest import is_hub_id
 
+    if not Path(args.model).exists() and not is_hub_id(args.model):
+        raise FileNotFoundError(f"model {args.model} does not exist: pass the unlearned model's folder or Hub repo id.")
+    _need_file(args.forget, "--forget", "your forget rows (.jsonl, .json, .csv or .parquet)")
+    _need_file(args.salt, "--salt", "the unlearning_salt.txt the unlearning run wrote")
     manifest, request = verify(args.model, args.forget, args.salt, revision=args.revision)
     if request is None:
         count = len(manifest.get("requests", []))
@@ -226,6 +307,14 @@ def _load_examples(path: str) -> tuple[object, list[int] | None]:
 
 
 def _audit(args) -> int:
+    from .sources import check_model_source, load_pretrained
+
+    for name in ("forget", "heldout", "retain"):
+        _need_file(getattr(args, name), f"--{name}", "a .pt dict of images or a .jsonl file of text rows")
+    for option in ("model", "reference_model", "retrained_model"):
+        if getattr(args, option):
+            check_model_source(getattr(args, option), "--" + option.replace("_", "-"))
+    _output_folder(args.output_dir, "--output-dir")
     import torch
     from transformers import AutoModel
 
@@ -240,11 +329,11 @@ def _audit(args) -> int:
     def embedder(name):
         if name is None:
             return None
-        model = AutoModel.from_pretrained(name).eval()
+        model = load_pretrained(AutoModel, name).eval()
         if texts:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            tokenizer = load_pretrained(AutoTokenizer, name, "tokenizer")
             return lambda batch: sentence_embeddings(model, tokenizer, batch)
         return lambda batch: image_embeddings(model, batch)
 
@@ -277,18 +366,22 @@ def _audit(args) -> int:
 def _gold(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import load_tofu, read_jsonl
-    from .pipeline import finetune, load_run_config
+    from .data import read_jsonl
+    from .pipeline import check_finetune, finetune, load_run_config, tofu_split
+    from .sources import check_model_source, load_pretrained
 
+    check_model_source(args.model, "--model")
+    _output_folder(args.output_dir, "--output-dir")
     recipe = load_run_config(args.config).get("finetune") or load_run_config(None)["finetune"]
+    check_finetune(recipe, at=f"{args.config}: " if args.config else "")
     if args.retain_split.endswith(".jsonl"):
         rows = read_jsonl(args.retain_split)
     else:
-        rows = [dict(row) for row in load_tofu(args.retain_split, args.tofu_path)]
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+        rows = [dict(row) for row in tofu_split(args.retain_split, args.tofu_path, TOFU_LOCAL)]
+    tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(args.model)
+    model = load_pretrained(AutoModelForCausalLM, args.model)
     print(f"training the gold model on {len(rows)} retain rows with {recipe}")
     with tempfile.TemporaryDirectory() as scratch:
         seconds = finetune(model, tokenizer, rows, scratch, **recipe)
@@ -303,6 +396,9 @@ def _condense(args) -> int:
 
     from .preparation import blend_condense, load_image_rows, save_image_rows
 
+    _need_file(args.retain, "--retain", "a safetensors file of image rows (save_image_rows)")
+    _need_file(args.forget, "--forget", "a safetensors file of image rows (save_image_rows)")
+    _output_file(args.output, "--output")
     retain, forget = load_image_rows(args.retain), load_image_rows(args.forget)
     start = time.perf_counter()
     rows, clusters = blend_condense(retain, forget, images_per_class=args.images_per_class, steps=args.steps,
@@ -316,6 +412,12 @@ def _condense(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .sources import check_model_source
+
+    _output_file(args.output, "--output")
+    for option in ("model", "gold_model", "reference_model", "original_model"):
+        if getattr(args, option):
+            check_model_source(getattr(args, option), "--" + option.replace("_", "-"))
     if args.suite == "classifier":
         return _evaluate_classifier(args)
     if args.suite == "mmubench":
@@ -327,11 +429,15 @@ def _evaluate(args) -> int:
     from .evaluation import evaluate_tofu
     from .evaluation.report import flat_numbers, format_table
     from .evaluation.tofu import score_gold
+    from .pipeline import tofu_split
+    from .sources import load_pretrained
+
+    tofu_split(args.forget_split, args.tofu_path, TOFU_LOCAL)  # the data is there, before any model loads
 
     def load(name):
-        return AutoModelForCausalLM.from_pretrained(name)
+        return load_pretrained(AutoModelForCausalLM, name)
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens,
@@ -359,12 +465,15 @@ def _evaluate_classifier(args) -> int:
     from .data import read_jsonl
     from .evaluation import evaluate_classifier
     from .evaluation.report import CLASSIFIER_ROWS, format_table
+    from .sources import load_pretrained
 
     missing = [f"--{name}" for name in ("forget", "retain", "test") if getattr(args, name) is None]
     if missing:
         raise ValueError(f"--suite classifier needs {missing}: JSONL files with a text column and a label column.")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model)
+    for name in ("forget", "retain", "test", "heldout"):
+        _need_file(getattr(args, name), f"--{name}", "a JSONL file of text/label rows")
+    tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
+    model = load_pretrained(AutoModelForSequenceClassification, args.model)
 
     def rows(path):
         data = read_jsonl(path)[: args.limit] if args.limit else read_jsonl(path)
@@ -410,8 +519,8 @@ def _evaluate_mmubench(args) -> int:
 
     if not args.original_model or not args.mmubench_data:
         raise ValueError("--suite mmubench needs --original-model (the model before unlearning) and --mmubench-data.")
-    with open(args.mmubench_data) as handle:
-        spec = json.load(handle)
+    _need_file(args.mmubench_data, "--mmubench-data", "a JSON file (see `hf-unlearn eval --help`)")
+    spec = _read_json(Path(args.mmubench_data))
     missing = sorted({"concept", "train_image", "unseen_images", "other_concepts"} - set(spec))
     if missing:
         raise ValueError(f"{args.mmubench_data} has no {missing}: see `hf-unlearn eval --help`.")

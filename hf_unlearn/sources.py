@@ -4,6 +4,7 @@ an offline machine is one clear error at once instead of a minute of retries and
 from __future__ import annotations
 
 import functools
+import json
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,20 +47,51 @@ def check_hub_reachable(name: str, what: str, local: str = MODEL_FOLDER) -> None
 
 
 def check_model_source(name, what: str = "model") -> None:
-    """A model given by name must be a local folder holding a `config.json`, or a Hub id while the Hub is reachable.
+    """Fail at once on a model that cannot load: a local folder must hold a readable config.json (or a PEFT adapter's
+    adapter_config.json) and readable safetensors headers; a Hub id must be reachable, or cached when offline.
 
-    Raises `FileNotFoundError` for a local path that is missing or is not a model folder, and `ValueError` for a Hub
-    id offline, each naming the value and the fix."""
+    Raises `FileNotFoundError` for a missing path or a folder that is not a model's, `ValueError` for a damaged file,
+    a file given as the folder, or a Hub id that cannot be fetched, each naming the value and the fix."""
+    from huggingface_hub import try_to_load_from_cache
+    from safetensors import safe_open
+
     from .manifest import is_hub_id
 
-    text = str(name)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{what}={text!r} is not a model folder (no config.json in it): pass the folder "
+    name = str(name)
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ValueError(f"{what}={name!r} is a file: pass the model's folder (the one holding config.json).")
+    if path.is_dir():
+        configs = [path / file for file in ("config.json", "adapter_config.json") if (path / file).is_file()]
+        if not configs:
+            raise FileNotFoundError(f"{what}={name!r} is not a model folder (no config.json in it): pass the folder "
                                     "that save_pretrained() wrote, or a Hub id.")  # fmt: skip
+        for file in configs:
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ValueError(f"{file} is not valid JSON ({error}): the {what} folder {name} is damaged; save "
+                                 "the model again or restore that file.") from None  # fmt: skip
+        for file in sorted(path.glob("*.safetensors")):
+            try:
+                with safe_open(str(file), "pt"):
+                    pass
+            except Exception as error:
+                raise ValueError(f"{file} is not a readable safetensors file ({error}): the {what} folder {name} is "
+                                 "damaged or was not fully copied; save or copy the model again.") from None
         return
-    if not is_hub_id(text):
-        raise FileNotFoundError(f"{what}={text!r} does not exist: pass an existing model folder or a Hub id "
-                                "(owner/name).")  # fmt: skip
-    check_hub_reachable(text, what)
+    if not is_hub_id(name):
+        raise FileNotFoundError(f"{what}={name!r} does not exist: pass an existing model folder (holding config.json) "
+                                "or a Hub id (owner/name).")  # fmt: skip
+    if not (hub_offline() and isinstance(try_to_load_from_cache(name, "config.json"), str)):  # cached: loads offline
+        check_hub_reachable(name, what)
+
+
+def load_pretrained(cls, name: str, what: str = "model"):
+    """`cls.from_pretrained(name)` after `check_model_source`; a failure is one line naming the folder (or id)."""
+    check_model_source(name, what)
+    try:
+        return cls.from_pretrained(name)
+    except Exception as error:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(f"could not load the {what} from {name} ({type(error).__name__}: {detail}).") from error

@@ -109,25 +109,28 @@ class LossTermsMixin:
         super().log(logs, start_time)
 
 
-def check_output_dir(args, model) -> None:
-    """Refuse, before any training, an `output_dir` that already holds a saved model, unless the config says
-    `overwrite_output_dir=True` or the model being trained was loaded from that folder (a new request on top of its
-    own lineage). An interrupted save found there is settled first (`manifest.recover_folder`)."""
-    folder = args.output_dir
+def check_output_dir(folder, overwrite: bool, source=None, setting: str = "overwrite_output_dir=True") -> None:
+    """Refuse, before any training, an output folder that already holds a saved model, unless `overwrite` or the model
+    being trained was loaded from that folder (`source`: a new request on top of its own lineage). An interrupted
+    save found there is settled first (`manifest.recover_folder`); `setting` is how the caller's user says overwrite."""
     if not os.path.isdir(folder):
         return
     recover_folder(folder)
-    if args.overwrite_output_dir or not holds_model(folder):
+    if overwrite or not holds_model(folder):
         return
-    unwrapped = model.get_base_model() if is_peft_model(model) else model
-    source = getattr(getattr(unwrapped, "config", None), "_name_or_path", None)
     if source and os.path.isdir(source) and os.path.samefile(source, folder):
         return
     raise ValueError(
-        f"output_dir={folder!r} already holds a saved model, which this run's save_model would replace. Pass another "
-        "output_dir, or set overwrite_output_dir=True to replace it (to unlearn that model further, load it from "
-        "that folder: its lineage is kept)."
+        f"output_dir={str(folder)!r} already holds a saved model, which this run's save_model would replace. Pass "
+        f"another output_dir, or set {setting} to replace it (to unlearn that model further, load it from that "
+        "folder: its lineage is kept)."
     )
+
+
+def model_source(model) -> str | None:
+    """The folder or id a model (or a PEFT model's base) was loaded from."""
+    unwrapped = model.get_base_model() if is_peft_model(model) else model
+    return getattr(getattr(unwrapped, "config", None), "_name_or_path", None)
 
 
 class CardFilesMixin:
@@ -383,7 +386,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._fingerprint_columns = content_columns(raw_rows[0])
         self._forget_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
-        check_output_dir(args, model)
+        check_output_dir(args.output_dir, args.overwrite_output_dir, model_source(model))
         self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every request its own
         prepare = {"tokenizer": tokenizer, "prompt_template": args.prompt_template, "max_length": args.max_length}

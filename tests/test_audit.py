@@ -118,6 +118,7 @@ def test_cli_audit(tmp_path, digits_data, capsys):
     saved = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert {"emia", "retain_accuracy", "test_accuracy", "forget_accuracy", "cmia"} <= set(saved)
     assert (tmp_path / "audit" / "alignment_gap_matrix.png").is_file()
+    (tmp_path / "forget.csv").write_text("text,label\n")
     code = main(["audit", "--model", str(tmp_path / "unlearned"), "--forget", str(tmp_path / "forget.csv"),
                  "--heldout", str(tmp_path / "test.pt")])  # fmt: skip
     assert code == 2 and "use a .pt file of images or a .jsonl file of texts" in capsys.readouterr().err
@@ -245,6 +246,7 @@ def test_cli_audit_passes_the_emia_threshold_rule(tmp_path, capsys, monkeypatch)
         (tmp_path / f"{name}.jsonl").write_text(json.dumps({"text": "a row"}) + "\n")
     data = ["--forget", str(tmp_path / "forget.jsonl"), "--heldout", str(tmp_path / "heldout.jsonl")]
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: None)
+    monkeypatch.setattr("hf_unlearn.sources.check_model_source", lambda name, what="model": None)  # "m": no real model
     assert main(["audit", "--model", "m", *data, "--emia-threshold", "logistic"]) == 0
     assert seen["emia_threshold"] == "logistic" and "EMIA: 12.5%" in capsys.readouterr().out
     assert main(["audit", "--model", "m", *data]) == 0 and seen["emia_threshold"] == "accuracy"

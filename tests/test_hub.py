@@ -108,8 +108,11 @@ def test_card_command_without_a_manifest_says_why(tmp_path, capsys):
 
 
 def test_verify_errors_name_the_missing_file(tmp_path, capsys):
+    (tmp_path / "rows.jsonl").write_text("")
     assert main(["verify", str(tmp_path), "--forget", str(tmp_path / "rows.jsonl"), "--salt", "nope.txt"]) == 2
     assert "nope.txt does not exist" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path), "--forget", str(tmp_path / "mine.jsonl"), "--salt", "nope.txt"]) == 2
+    assert "mine.jsonl does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])

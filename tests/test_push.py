@@ -59,7 +59,7 @@ def test_cli_push_is_one_commit_without_salt_or_checkpoints(hub, output_dir, tmp
     assert hub.repos[REPO]["private"] is True
     assert any(h.get("authorization") == f"Bearer {TOKEN}" for _, _, h in hub.requests)
     assert TOKEN not in done.stdout + done.stderr  # the token is sent, never printed
-    assert "in one commit" in done.stdout
+    assert f"pushed {output_dir} to {REPO}: " in done.stdout
 
 
 def test_refuses_a_repo_whose_card_names_another_base_model(hub, output_dir, tmp_path):

@@ -40,7 +40,15 @@ from ..config import SafeArgumentsMixin, check_prompt_template
 from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_vocabulary, prepare_dataset, row_format
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
-from ..trainer import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_inputs, starting_point
+from ..trainer import (
+    CardFilesMixin,
+    LossTermsMixin,
+    check_output_dir,
+    is_peft_model,
+    model_inputs,
+    model_source,
+    starting_point,
+)
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
@@ -251,7 +259,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         self._fingerprint_columns = content_columns(raw_rows[0])
         self._revocable_hashes = example_hashes(raw_rows, self._fingerprint_columns)
         del raw_rows
-        check_output_dir(args, model)
+        check_output_dir(args.output_dir, args.overwrite_output_dir, model_source(model))
         self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every preparation its own
 
