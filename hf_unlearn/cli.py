@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="Check whether a model's card fingerprints your forget set.")
     verify.add_argument("model", help="A local model folder or a Hub repo id.")
     verify.add_argument("--forget", required=True, help="Your forget rows (.jsonl, .json, .csv or .parquet).")
-    verify.add_argument("--salt", required=True, help="The unlearning_salt.txt the unlearning run wrote.")
+    verify.add_argument("--salt", required=True, help="The salt file the unlearning run wrote (_unlearning_salt.txt).")
     verify.add_argument("--revision", help="Hub revision of the model (default: main).")
 
     condense = commands.add_parser("condense", help="Blend: condense image retain rows before unlearning.")
@@ -270,7 +270,7 @@ def _verify(args) -> int:
     if not Path(args.model).exists() and not is_hub_id(args.model):
         raise FileNotFoundError(f"model {args.model} does not exist: pass the unlearned model's folder or Hub repo id.")
     _need_file(args.forget, "--forget", "your forget rows (.jsonl, .json, .csv or .parquet)")
-    _need_file(args.salt, "--salt", "the unlearning_salt.txt the unlearning run wrote")
+    _need_file(args.salt, "--salt", "the _unlearning_salt.txt the unlearning run wrote")
     manifest, request = verify(args.model, args.forget, args.salt, revision=args.revision)
     if request is None:
         count = len(manifest.get("requests", []))

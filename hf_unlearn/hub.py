@@ -54,7 +54,7 @@ def card_data(manifest: dict[str, Any]) -> ModelCardData:
     """Front matter: base model, library, pipeline tag, tags (hf-unlearn, unlearning, the methods,
     generated_from_trainer, the user's), public datasets, and the latest metrics as model-index results."""
     current, card = manifest["requests"][0], manifest.get("card") or {}
-    tags = ["hf-unlearn", "unlearning"]
+    tags = list(manifest.get("tags") or ["hf-unlearn", "unlearning"])  # the trainer's `_tag_names`
     for tag in [r["method"] for r in manifest["requests"]] + ["generated_from_trainer"] + list(card.get("tags") or []):
         if tag not in tags:
             tags.append(tag)

@@ -11,7 +11,7 @@
                   {"request": 1, ...}]}
 
 The card (README.md) is rendered from the manifest alone, so `hf-unlearn card` can re-render it at any time. The salt
-that keys the fingerprints is written to `unlearning_salt.txt`, which no upload in this package ever sends.
+that keys the fingerprints is written to `_unlearning_salt.txt`, which no upload ever sends.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "unlearning_manifest.json"
-SALT_NAME = "unlearning_salt.txt"
+# `_`-prefixed, so that no upload sends it, Transformers' own (checkpoint pushes skip `_*`) included; folders saved
+# before kept `unlearning_salt.txt`, which `read_salt` still reads and no upload of this package sends either.
+SALT_NAME = "_unlearning_salt.txt"
+LEGACY_SALT_NAME = "unlearning_salt.txt"
 FORMAT_VERSION = 1
 # Never uploaded by `push_folder`, `UnlearningTrainer.push_to_hub` or `hf-unlearn push`.
-NEVER_UPLOAD = [SALT_NAME, "checkpoint-*", "checkpoint-*/**", "_*"]
+NEVER_UPLOAD = [SALT_NAME, LEGACY_SALT_NAME, "checkpoint-*", "checkpoint-*/**", "_*"]
 # Where `save_model` stages a whole save (weights, card, manifest, plots, salt) before it appears in the folder at once;
 # `_`-prefixed, so no upload (ours or Transformers') sends it.
 STAGING_NAME = "_hf_unlearn_saving"
@@ -201,8 +204,11 @@ def recover_folder(folder: str | os.PathLike) -> None:
 
 
 def read_salt(folder: str | os.PathLike) -> str | None:
-    path = Path(folder) / SALT_NAME
-    return path.read_text().strip() if path.is_file() else None
+    """The salt of the newest request saved in `folder` (`_unlearning_salt.txt`, or an older folder's name for it)."""
+    for name in (SALT_NAME, LEGACY_SALT_NAME):
+        if (Path(folder) / name).is_file():
+            return (Path(folder) / name).read_text().strip()
+    return None
 
 
 def write_salt(folder: str | os.PathLike, salt: str) -> Path:
@@ -215,6 +221,51 @@ def write_salt(folder: str | os.PathLike, salt: str) -> Path:
     except OSError:  # pragma: no cover - filesystems without POSIX modes
         pass
     return path
+
+
+def pipeline_tag(model) -> str:
+    """The Hub pipeline tag of a model (a PEFT model's by its base): what it does, from its class and architectures."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = " ".join([type(base).__name__, *(getattr(getattr(base, "config", None), "architectures", None) or [])])
+    for pattern, tag in (("CLIP", "zero-shot-image-classification"), ("ImageClassification", "image-classification"),
+                         ("SequenceClassification", "text-classification"), ("Llava", "image-text-to-text"),
+                         ("ContrastiveEncoder", "image-feature-extraction")):  # fmt: skip
+        if pattern in names:
+            return tag
+    return "text-generation"
+
+
+def build_request(*, method: str, method_name: str, paper, description, fingerprint, settings, log_history: list,
+                  steps: int, kind: str | None = None, **fields) -> dict[str, Any]:  # fmt: skip
+    """One request of a lineage, from plain values: what was served (method, paper, the rows' fingerprint, the
+    settings), when, on what compute, with the loss curves of `log_history` and the library versions. `fields` add or
+    fill the rest (dataset, metrics, metrics_missing, mia_roc, weights_changed, ...)."""
+    from datetime import datetime, timezone
+
+    from .plots import loss_curves
+
+    runtime = next((e["train_runtime"] for e in reversed(log_history) if "train_runtime" in e), None)
+    request = {"kind": kind} if kind else {}
+    request.update(date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), method=method,
+                   method_name=method_name, paper=paper, description=description, fingerprint=fingerprint,
+                   dataset=None, settings=settings, metrics={}, metrics_missing={},
+                   compute={"steps": steps, "wall_time_seconds": runtime, "hardware": hardware()})  # fmt: skip
+    request.update(fields)
+    request.update(curves=loss_curves(log_history), mia_roc=request.get("mia_roc") or {}, versions=versions())
+    return request
+
+
+def card_fields(card_kwargs: dict, output_dir: str, model, tags: list[str]) -> dict[str, Any]:
+    """The manifest's fields about the card: the model's name (`model_name`, else output_dir's), the user's language,
+    license and tags, the library, the pipeline tag (`tasks` overrides the model's own) and the trainer's tags."""
+    tasks = card_kwargs.get("tasks")
+    return {
+        "model_name": card_kwargs.get("model_name") or os.path.basename(os.path.abspath(output_dir)),
+        "card": {key: card_kwargs.get(key) for key in ("language", "license", "tags")},
+        "library_name": "peft" if hasattr(model, "peft_config") else "transformers",
+        "pipeline_tag": tasks if isinstance(tasks, str) else pipeline_tag(model),
+        "tags": list(tags),
+    }
 
 
 def with_request(parent: dict[str, Any] | None, request: dict[str, Any], base_model: dict | None, **fields):

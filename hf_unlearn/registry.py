@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from .config import UnlearningConfig
-from .trainer import UnlearningTrainer
-
 
 class MethodRegistry(dict):
     """A dict of `name -> (ConfigClass, TrainerClass)` whose missing-key error lists the known names."""
@@ -18,7 +15,11 @@ METHODS: MethodRegistry = MethodRegistry()
 
 
 def register_method(name: str, config_cls: type, trainer_cls: type, overwrite: bool = False) -> None:
-    """Make a method selectable by name (`METHODS[name]`, `hf-unlearn run` configs) without editing the package."""
+    """Make a method selectable by name (`METHODS[name]`, `hf-unlearn run` configs) without editing the package; the
+    name is recorded on the trainer class (`_method_name`), which its manifest and card report."""
+    from .config import UnlearningConfig  # here, not at the top: the trainer module does not import the registry
+    from .trainer import UnlearningTrainer
+
     if not isinstance(name, str) or not name:
         raise ValueError(f"Method name {name!r} is not a non-empty string.")
     if not (isinstance(config_cls, type) and issubclass(config_cls, UnlearningConfig)):
@@ -28,6 +29,7 @@ def register_method(name: str, config_cls: type, trainer_cls: type, overwrite: b
     if name in METHODS and not overwrite and METHODS[name] != (config_cls, trainer_cls):
         raise ValueError(f"Method {name!r} is already registered: pick another name or pass overwrite=True.")
     METHODS[name] = (config_cls, trainer_cls)
+    trainer_cls._method_name = name
 
 
 def get_method(name: str) -> tuple[type, type]:

@@ -7,7 +7,6 @@ import dataclasses
 import math
 import os
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from .data import (
 )
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
-from .manifest import SALT_NAME, holds_model, read_manifest, recover_folder
+from .manifest import holds_model, read_manifest, recover_folder
 from .sources import check_model_source
 
 logger = logging.get_logger(__name__)
@@ -148,7 +147,7 @@ class CardFilesMixin:
         """Write this run's weights (when `weights`), card, manifest, plots and salt into `folder` as one commit. The
         salt of the request the folder held before, if another, is kept beside it (`_unlearning_salt.<fp>.txt`)."""
         from .hub import PLOTS
-        from .manifest import MODEL_FILES, STAGING_NAME, begin_staging, commit_staging, read_salt
+        from .manifest import LEGACY_SALT_NAME, MODEL_FILES, STAGING_NAME, begin_staging, commit_staging, read_salt
 
         staging = os.path.join(folder, STAGING_NAME)
         # read before staging starts: reading a folder settles (here: would discard) an uncommitted staging folder
@@ -166,7 +165,8 @@ class CardFilesMixin:
                 with open(os.path.join(staging, f"_unlearning_salt.{print_id}.txt"), "w") as handle:
                     handle.write(salt + "\n")
             self._write_card_files(staging)
-            replaced = [*PLOTS.values(), ".eval_results/hf-unlearn.yaml"] + (list(MODEL_FILES) if weights else [])
+            replaced = [*PLOTS.values(), ".eval_results/hf-unlearn.yaml", LEGACY_SALT_NAME]
+            replaced += list(MODEL_FILES) if weights else []
             commit_staging(folder, remove=replaced)
         if weights:
             self.accelerator.wait_for_everyone()
@@ -232,12 +232,8 @@ class CardFilesMixin:
             raise
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # The parent uploads output_dir as it is: a salt left there by an earlier save must not go with it. It stays
-        # in memory and is written back by the next save_model. The repo is created here, at the first checkpoint
-        # push, since init_hf_repo no longer creates it.
-        salt = os.path.join(self.args.output_dir, SALT_NAME)
-        if self.is_world_process_zero() and os.path.isfile(salt):
-            os.remove(salt)
+        # The parent uploads output_dir without `_*` files (the salt) and checkpoints. The repo is created here, at the
+        # first checkpoint push, since init_hf_repo no longer creates it.
         if self.is_world_process_zero() and self.args.hub_strategy != "end":
             from huggingface_hub import HfApi
 
@@ -323,7 +319,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             for a PEFT model, the same weights with the adapter disabled (no second copy in memory).
         peft_config: a `peft.PeftConfig` to wrap `model` with before training.
         fingerprint_salt: the secret that keys the forget set's fingerprint in the card; by default a new random one
-            for every request. `save_model` writes it to `output_dir/unlearning_salt.txt` for the requester (the salt
+            for every request. `save_model` writes it to `output_dir/_unlearning_salt.txt` for the requester (the salt
             of an earlier request saved there is kept as `_unlearning_salt.<fingerprint>.txt`); no upload sends it.
 
     `save_model()` also writes the model card (README.md), `unlearning_manifest.json` (what was removed, by
@@ -599,56 +595,43 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
 
     def unlearning_manifest(self) -> dict[str, Any]:
         """This run's manifest: the request just served on top of the starting model's lineage."""
-        from .manifest import hardware, non_default_settings, versions, with_request
-        from .plots import loss_curves
-        from .registry import METHODS
+        import json
+
+        from .manifest import build_request, card_fields, non_default_settings, with_request
 
         kwargs = self._card_kwargs
         metrics = {name: numbers for name, numbers in self._flat_metrics.items() if numbers}
         eval_file = os.path.join(self.args.output_dir, "eval_results.json")
         if "unlearned" not in metrics and os.path.isfile(eval_file):  # written by `hf-unlearn eval --output`
-            import json
-
             with open(eval_file) as handle:
                 metrics["unlearned"] = json.load(handle)
-        runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
         datasets = kwargs.get("dataset_tags") or kwargs.get("dataset")
         datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
         split = kwargs.get("dataset_args")
         split = split[0] if isinstance(split, (list, tuple)) else split
-        request = {
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "method": next((n for n, (_, t) in METHODS.items() if t is type(self)), type(self).__name__),
-            "method_name": self._name,
-            "paper": self._paper,
-            "description": self.args.forget_description,
-            "fingerprint": fingerprint_from_hashes(self._forget_hashes, self._salt, self._fingerprint_columns),
-            "dataset": {"id": datasets[0], "split": split, "public": True} if datasets else None,
-            "settings": non_default_settings(self.args),
-            "metrics": metrics,
+        no_step = self.state.global_step == 0
+        request = build_request(
+            method=vars(type(self)).get("_method_name", type(self).__name__),  # set by register_method
+            method_name=self._name, paper=self._paper, description=self.args.forget_description,
+            fingerprint=fingerprint_from_hashes(self._forget_hashes, self._salt, self._fingerprint_columns),
+            settings=non_default_settings(self.args), log_history=self.state.log_history,
+            steps=self.state.global_step,
+            dataset={"id": datasets[0], "split": split, "public": True} if datasets else None, metrics=metrics,
             # why a metric is absent (e.g. an audit's Forgetting Score without the original encoder), per model
-            "metrics_missing": {name: dict(results["missing"]) for name, results in self._evaluation.items()
-                                if isinstance(results.get("missing"), dict) and results["missing"]},
-            "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
+            metrics_missing={name: dict(results["missing"]) for name, results in self._evaluation.items()
+                             if isinstance(results.get("missing"), dict) and results["missing"]},
             # False when no weight changed (the card then says nothing was unlearned); None when not known
-            "weights_changed": False if self.state.global_step == 0 else self._weights_changed,
-            "weights_unchanged_reason": "no training step ran (train() was not called, or had nothing to do)"
-            if self.state.global_step == 0 else self._weights_unchanged_reason,
-            "curves": loss_curves(self.state.log_history),
-            "mia_roc": (self._evaluation.get("unlearned") or {}).get("mia_roc") or {},
-            "versions": versions(),
-        }
-        unwrapped = self.accelerator.unwrap_model(self.model)
+            weights_changed=False if no_step else self._weights_changed,
+            weights_unchanged_reason="no training step ran (train() was not called, or had nothing to do)"
+            if no_step else self._weights_unchanged_reason,
+            mia_roc=(self._evaluation.get("unlearned") or {}).get("mia_roc"),
+        )  # fmt: skip
         base = dict(self._base_model or {})
         if kwargs.get("finetuned_from"):
             base = {"id": kwargs["finetuned_from"], "revision": None}
-        card = {key: kwargs.get(key) for key in ("language", "license", "tags")}
-        return with_request(
-            self._parent_manifest, request, base or None,
-            model_name=kwargs.get("model_name") or os.path.basename(os.path.abspath(self.args.output_dir)), card=card,
-            library_name="peft" if is_peft_model(unwrapped) else "transformers",
-            pipeline_tag=(kwargs.get("tasks") if isinstance(kwargs.get("tasks"), str) else None) or "text-generation",
-        )  # fmt: skip
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        return with_request(self._parent_manifest, request, base or None,
+                            **card_fields(kwargs, self.args.output_dir, unwrapped, self._tag_names))  # fmt: skip
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):  # fmt: skip

@@ -157,7 +157,7 @@ CASES = [
     pytest.param(["card", f"{W}/broken-card"], r"broken-card/unlearning_manifest\.json is not valid JSON \(.+\)",
                  id="card-corrupt-manifest"),
     pytest.param(["verify", f"{W}/model", "--forget", f"{W}/forget.jsonl", "--salt", f"{W}/no-salt.txt"],
-                 r"--salt \S+no-salt\.txt does not exist: pass the unlearning_salt\.txt", id="verify-missing-salt"),
+                 r"--salt \S+no-salt\.txt does not exist: pass the _unlearning_salt\.txt", id="verify-missing-salt"),
     pytest.param(["verify", f"{W}/model", "--forget", f"{W}/no-rows.jsonl", "--salt", f"{W}/a-file.txt"],
                  r"--forget \S+no-rows\.jsonl does not exist: pass your forget rows", id="verify-missing-forget"),
     pytest.param(["gold", "--model", f"{W}/model", "--config", f"{W}/configs/missing.yaml", "--output-dir",

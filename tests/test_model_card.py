@@ -88,3 +88,37 @@ def test_plots_and_eval_results_written_for_a_public_benchmark(tmp_path):
     # re-rendered without the ROC: the stale plot goes, and the card says why there is none
     text = str(write_card_files(tmp_path, manifest(curves=curves)))
     assert not (tmp_path / "plots/mia_roc.png").exists() and "No membership-inference ROC" in text
+
+
+def test_cards_of_classifier_and_image_runs_name_their_task_and_method(tmp_path, digits_data):
+    """The pipeline tag comes from the model (a text-generation card for a classifier would misfile it on the Hub),
+    the tags from the trainer's `_tag_names` and the method; `tasks=` overrides the detected tag."""
+    from conftest import training_args
+    from transformers import BertConfig, BertForSequenceClassification
+
+    import hf_unlearn
+    from hf_unlearn.synthetic import build_tiny_image_classifier, train_tokenizer
+
+    texts = [f"review {i} says the film was {'good' if i % 2 else 'bad'}" for i in range(24)]
+    tokenizer = train_tokenizer(texts, vocab_size=200)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=2))
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(texts)]
+    runs = {
+        "deepcut": (bert, {"forget_dataset": rows[:4], "retain_dataset": rows[4:], "processing_class": tokenizer}),
+        "ga": (build_tiny_image_classifier(), {"forget_dataset": digits_data["forget"][:4]}),
+    }
+    for name, (model, data) in runs.items():
+        config_cls, trainer_cls = hf_unlearn.METHODS[name]
+        extra = {"alpha": 0} if name == "ga" else {}
+        trainer = trainer_cls(model=model, args=config_cls(**training_args(tmp_path / name, max_steps=1, **extra)),
+                              **data)  # fmt: skip
+        trainer.train()
+        trainer.save_model()
+        card = ModelCard.load(tmp_path / name / "README.md")
+        expected = {"deepcut": "text-classification", "ga": "image-classification"}[name]
+        assert card.data.pipeline_tag == expected
+        assert card.data.eval_results is None or all(r.task_type == expected for r in card.data.eval_results)
+        assert {"hf-unlearn", "unlearning", name} <= set(card.data.tags)
+    trainer.create_model_card(tasks="image-feature-extraction")
+    assert ModelCard.load(tmp_path / "ga" / "README.md").data.pipeline_tag == "image-feature-extraction"

@@ -72,7 +72,7 @@ def test_no_artefact_or_log_holds_forget_text(tmp_path, hub, capfd, caplog):
     names = {p.relative_to(out).as_posix() for p in files}
     # the scan covers every kind of artefact the run writes
     assert {"README.md", "unlearning_manifest.json", "summary.json", "model.safetensors", "tokenizer.json",
-            "training_args.bin", "plots/loss_curves.png", "unlearning_salt.txt"} <= names  # fmt: skip
+            "training_args.bin", "plots/loss_curves.png", "_unlearning_salt.txt"} <= names  # fmt: skip
     assert any(n.startswith("checkpoint-") and n.endswith("trainer_state.json") for n in names)
     assert any(n.startswith("checkpoint-") and n.endswith("optimizer.pt") for n in names)
     found = [leak for p in files for leak in leaks(p.relative_to(out).as_posix(), p.read_bytes(), patterns)]

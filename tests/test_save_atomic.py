@@ -223,3 +223,24 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path, make_model, t
     uninterrupted.train()
     for (name, a), b in zip(resumed.model.state_dict().items(), uninterrupted.model.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_folder_saved_under_the_old_salt_name_keeps_its_salt(first_save, tokenizer):
+    """Folders saved before the salt was `_`-prefixed hold `unlearning_salt.txt`: it is still read, and a new request
+    saved there keeps it beside the new salt, under the `_` name that no upload sends."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn.manifest import LEGACY_SALT_NAME, NEVER_UPLOAD, read_salt
+
+    folder, _, forget = first_save
+    (folder / SALT_NAME).rename(folder / LEGACY_SALT_NAME)
+    old_salt = read_salt(folder)
+    assert old_salt and LEGACY_SALT_NAME in NEVER_UPLOAD
+    args = GAConfig(**training_args(folder, max_steps=1, alpha=0, learning_rate=1e-2))
+    trainer = GATrainer(model=AutoModelForCausalLM.from_pretrained(folder), args=args, forget_dataset=forget[4:],
+                        processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    trainer.save_model()
+    assert not (folder / LEGACY_SALT_NAME).exists() and consistent_request(folder, forget) == 2
+    [kept] = folder.glob("_unlearning_salt.*.txt")
+    assert kept.read_text().strip() == old_salt

@@ -336,9 +336,6 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
 
     def unlearning_manifest(self):
         manifest = super().unlearning_manifest()
-        if "tasks" not in self._card_kwargs:
-            manifest["pipeline_tag"] = "zero-shot-image-classification" if self._kind == "image_text" else (
-                "image-feature-extraction")  # fmt: skip
         if self._custom_augmentation is not None:  # the config names a recipe, but this callable made the views
             manifest["requests"][0]["settings"]["augmentation"] = self._custom_augmentation
         if self._audit is not None:

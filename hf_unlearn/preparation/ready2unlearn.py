@@ -27,7 +27,6 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ from ..trainer import (
     CardFilesMixin,
     LossTermsMixin,
     check_output_dir,
-    is_peft_model,
     model_inputs,
     model_source,
     starting_point,
@@ -189,7 +187,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         recovery_dataset: rows similar to the revocable ones from which an attacker might relearn them
             (`D_recovery`); default: the revocable rows themselves (the strongest relearning attack).
         fingerprint_salt: keys the revocable group's fingerprint in the card; by default a new random one. Written
-            to `output_dir/unlearning_salt.txt` by `save_model`, never uploaded.
+            to `output_dir/_unlearning_salt.txt` by `save_model`, never uploaded.
 
     `save_model()` also writes `unlearning_manifest.json` and a card (README.md) saying the model was prepared with
     Ready2Unlearn and for which revocable group (by salted fingerprint, never content); an `UnlearningTrainer` started
@@ -423,36 +421,20 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     def preparation_manifest(self) -> dict[str, Any]:
         """The manifest of the prepared model: one entry (`kind: "preparation"`) on top of the starting model's lineage,
         naming the revocable group by salted fingerprint. A valid parent for any `UnlearningTrainer` run."""
-        from ..manifest import hardware, non_default_settings, versions, with_request
-        from ..plots import loss_curves
+        from ..manifest import build_request, card_fields, non_default_settings, with_request
 
         unwrapped = self.accelerator.unwrap_model(self.model)
-        parent, base, base_model = starting_point(unwrapped)
-        runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
-        kwargs = self._card_kwargs
-        request = {
-            "kind": "preparation",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "method": "ready2unlearn",
-            "method_name": "Ready2Unlearn (learning-time preparation; nothing removed)",
-            "paper": self._paper,
-            "description": self.args.revocable_description,
-            "fingerprint": fingerprint_from_hashes(self._revocable_hashes, self._salt, self._fingerprint_columns),
-            "dataset": None,
-            "settings": non_default_settings(self.args),
-            "metrics": {},
-            "compute": {"steps": self.state.global_step, "wall_time_seconds": runtime, "hardware": hardware()},
-            "curves": loss_curves(self.state.log_history),
-            "mia_roc": {},
-            "versions": versions(),
-        }
-        return with_request(
-            parent, request, base,
-            model_name=kwargs.get("model_name") or os.path.basename(os.path.abspath(self.args.output_dir)),
-            card={key: kwargs.get(key) for key in ("language", "license", "tags")},
-            library_name="peft" if is_peft_model(unwrapped) else "transformers",
-            pipeline_tag=kwargs.get("tasks") if isinstance(kwargs.get("tasks"), str) else _pipeline_tag(base_model),
+        parent, base, _ = starting_point(unwrapped)
+        request = build_request(
+            kind="preparation", method="ready2unlearn",
+            method_name="Ready2Unlearn (learning-time preparation; nothing removed)", paper=self._paper,
+            description=self.args.revocable_description,
+            fingerprint=fingerprint_from_hashes(self._revocable_hashes, self._salt, self._fingerprint_columns),
+            settings=non_default_settings(self.args), log_history=self.state.log_history,
+            steps=self.state.global_step,
         )  # fmt: skip
+        return with_request(parent, request, base,
+                            **card_fields(self._card_kwargs, self.args.output_dir, unwrapped, self._tag_names))
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):  # fmt: skip
@@ -471,15 +453,6 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         write_manifest(folder, manifest)
         render_prepared_card(manifest).save(os.path.join(folder, "README.md"))
         write_salt(folder, self._salt)
-
-
-def _pipeline_tag(model) -> str:
-    names = " ".join(getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__])
-    if "ImageClassification" in names:
-        return "image-classification"
-    if "SequenceClassification" in names:
-        return "text-classification"
-    return "text-generation"
 
 
 def render_prepared_card(manifest: dict[str, Any]):
