@@ -1,6 +1,7 @@
 """Views for contrastive encoders: image augmentation recipes (kornia, batched on tensors) and text views.
 
-Alignment Calibration trains on augmented views and the encoder audit measures alignment across them (METHODS.md §5).
+Alignment Calibration (Wang et al., arXiv 2406.03603) trains on augmented views and the encoder audit measures
+alignment across them.
 Images are `[B, C, H, W]` float tensors with values in [0, 1] (e.g. `hf_unlearn.data.load_digits_rows()`); a recipe is
 a callable `views(pixel_values) -> pixel_values` that draws fresh random parameters per image on every call.
 """

@@ -188,7 +188,7 @@ def _check_logits_labels(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
 
 def membership_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per example `log p_y − log Σ_{j≠y} p_j` (= `log(p_y / (1 − p_y))`), the logit-scaled confidence of
-    Carlini et al. 2022 that classifier MIAs use (METHODS.md §2). Higher = more familiar; `[N, C], [N] → [N]`.
+    Carlini et al. 2022 (LiRA, arXiv 2112.03570) that classifier MIAs use. Higher = more familiar; `[N, C], [N] → [N]`.
 
     Softmax normalisers cancel, so it is computed as `z_y − logsumexp_{j≠y} z_j` on the logits: no exponential of a
     large number, and finite when `p_y` rounds to 1 (where `log(1 − p_y)` would be `−inf`).

@@ -11,7 +11,7 @@ another augmentation of the same image; for a forget row b is an augmentation of
 pulls different forget images together (negative alignment calibration); the cosine term separates two views of the
 same forget image (positive alignment calibration).
 
-`CLIPModel` (the project's adaptation, METHODS.md §5): the two "views" are an image and a caption. Retain rows keep the
+`CLIPModel` (the project's adaptation of the paper): the two "views" are an image and a caption. Retain rows keep the
 symmetric image↔text InfoNCE of (image_i, caption_i); forget rows pull (image_i, caption_j≠i) together through the same
 InfoNCE and push (image_i, caption_i) apart through the cosine term.
 

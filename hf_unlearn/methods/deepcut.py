@@ -11,7 +11,7 @@ view's retain representations; the retain CE comes from the first view, so nothi
 The class is the label for a classifier and `group_column` for a causal LM (e.g. TOFU's author). Where the anchor's
 class has no retain example (always so for TOFU, whose forget authors are not in retain), or with no class at all (a
 causal LM without `group_column`), every retain example is a positive and the anchor's own frozen representation
-z_a(θ_0) is the negative: the label-free variant of METHODS.md.
+z_a(θ_0) is the negative: the project's label-free variant (the paper assumes labelled classes).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class DeepCUTTrainer(UnlearningTrainer):
             missing = len(set(self._forget_groups) - set(self._retain_groups))
             logger.warning(f"DeepCUT: {missing} forget class(es) have no retain example, so their anchors have no "
                            "negative in any batch; they fall back to the anchor's frozen representation z_a(θ_0) "
-                           "as the negative (METHODS.md's label-free variant).")  # fmt: skip
+                           "as the negative (the label-free variant).")  # fmt: skip
         super().__init__(model=model, args=args, forget_dataset=forget_dataset, retain_dataset=retain_dataset, **kwargs)
 
     def make_pairing(self, forget_rows, retain_rows, args):

@@ -1,7 +1,7 @@
 """SIU's multifaceted fine-tuning data, built from ONE image of the concept and its name (Li et al. 2024, arXiv
 2405.12523, §3.2), and the concept-recognition rows the single-image baselines (PO, GA, GA+KL) unlearn.
 
-Four targets (METHODS.md §4); every row is `{"question", "answer", "image", "target", "excluded_span"}`, with
+Four targets (the paper's §3.2); every row is `{"question", "answer", "image", "target", "excluded_span"}`, with
 `excluded_span` the `[start, end)` characters of `answer` that the Dual Masked KL leaves out (None: nothing):
 
 1. `unseen_concept` — image + a paraphrase of "who is this?" → a made-up identity, the way the model answers for

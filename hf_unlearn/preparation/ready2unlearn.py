@@ -1,8 +1,8 @@
 """Ready2Unlearn (Duan, Yang, Tam, Abbasi; arXiv 2505.10845, 2025): prepare a model while it is first trained, so that
 unlearning a flagged "revocable" group later is fast, keeps the data that must survive, and resists relearning.
 
-MAML-style meta-objective (`../shared/METHODS.md` §3; the paper's exact equation is not readable from public sources,
-so this is the project's own, every coefficient a config field):
+MAML-style meta-objective (Duan et al. 2025, arXiv 2505.10845, §3; the paper's exact equation is not readable from
+public sources, so this is the project's own, every coefficient a config field):
 
     inner:  θ'  = θ  + α_in · ∇_θ ℓ(D_rev; θ)                  simulated unlearning (gradient ascent), `inner_steps`
             θ'' = θ' − α_re · ∇_θ' ℓ(D_recovery; θ')           simulated relearning on similar data, `relearn_steps`
