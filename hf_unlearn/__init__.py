@@ -2,12 +2,24 @@
 
 __version__ = "0.1.0"
 
-from .callbacks import UnlearningEvalCallback
+from .callbacks import NonFiniteLossError, UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, load_tofu
 from .encoders import ContrastiveEncoder, ContrastiveEncoderConfig
 from .methods import (
     AAMUConfig,
+    AAMUConfigMixin,
+    AAMUDeepCUTConfig,
+    AAMUDeepCUTTrainer,
+    AAMUGAConfig,
+    AAMUGATrainer,
+    AAMUGradDiffConfig,
+    AAMUGradDiffTrainer,
+    AAMUMixin,
+    AAMUNPOConfig,
+    AAMUNPOTrainer,
+    AAMUSimNPOConfig,
+    AAMUSimNPOTrainer,
     AAMUTrainer,
     AlignmentCalibrationConfig,
     AlignmentCalibrationTrainer,
@@ -26,10 +38,12 @@ from .methods import (
 )
 from .preparation import Ready2UnlearnConfig, Ready2UnlearnTrainer
 from .registry import METHODS, get_method, register_method
-from .trainer import NonFiniteLossError, UnlearningTrainer
+from .trainer import UnlearningTrainer
 
 __all__ = [
-    "METHODS", "AAMUConfig", "AAMUTrainer", "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer",
+    "METHODS", "AAMUConfig", "AAMUConfigMixin", "AAMUDeepCUTConfig", "AAMUDeepCUTTrainer", "AAMUGAConfig",
+    "AAMUGATrainer", "AAMUGradDiffConfig", "AAMUGradDiffTrainer", "AAMUMixin", "AAMUNPOConfig", "AAMUNPOTrainer",
+    "AAMUSimNPOConfig", "AAMUSimNPOTrainer", "AAMUTrainer", "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer",
     "ContrastiveEncoder", "ContrastiveEncoderConfig", "DeepCUTConfig", "DeepCUTTrainer", "ForgetRetainDataset",
     "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer", "NPOConfig", "NPOTrainer", "NonFiniteLossError",
     "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",

@@ -1,16 +1,23 @@
-"""`UnlearningEvalCallback`: forget/retain metrics during unlearning, and early stopping on a forget target."""
+"""Callbacks: `UnlearningEvalCallback` (forget/retain metrics during unlearning, and early stopping on a forget target),
+and the ones every unlearning trainer adds to itself: the retain draws' epoch, the NaN/inf guard before each optimizer
+step, and the check that training moved a weight at all."""
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
 from collections.abc import Callable, Mapping
 
+import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
 from .evaluation.probability import answer_stats
 
+logger = logging.get_logger(__name__)
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
 
@@ -106,3 +113,100 @@ class UnlearningEvalCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "unlearning_eval.json"), "w") as handle:
             json.dump(record, handle, indent=2)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The unlearning loss or its gradients became NaN/inf; training stopped before that step changed the weights."""
+
+
+class PairingEpochCallback(TrainerCallback):
+    """Tells the pairing dataset which epoch starts, so retain draws depend on (seed, epoch, rank) only."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor(state.epoch + 1e-6))
+
+
+class FiniteUpdateCallback(TrainerCallback):
+    """Before each optimizer step, stops training if a micro-batch loss or the gradients are NaN/inf."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        check_finite_update(self.trainer)
+
+
+def weight_samples(model) -> list[torch.Tensor]:
+    """Up to 64 evenly spaced values of every trainable weight (copies): enough to tell whether training moved any
+    weight, since an optimizer step moves nearly every element of a tensor it updates."""
+    samples = []
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.numel() > 0:  # ZeRO-3 placeholders hold no values here
+            flat = parameter.detach().reshape(-1)
+            index = torch.linspace(0, flat.numel() - 1, min(flat.numel(), 64), device=flat.device).long()
+            samples.append(flat[index].clone())
+    return samples
+
+
+class WeightChangeCallback(TrainerCallback):
+    """Tells, when training ends, whether any trainable weight changed: a run whose learning rate, step count or loss
+    weights moved nothing must not be published as an unlearned model."""
+
+    def __init__(self, trainer):
+        self.trainer, self.before, self.start_step = trainer, [], 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step, self.before = state.global_step, weight_samples(self.trainer.model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        after = weight_samples(self.trainer.model)
+        if not self.before:
+            return  # nothing to compare (sharded placeholders): unknown
+        changed = any(not torch.equal(a, b) for a, b in zip(after, self.before, strict=True))
+        if changed or self.start_step > 0:  # resumed: earlier steps may have changed the weights
+            self.trainer._weights_changed = changed or None
+            return
+        steps = state.global_step - self.start_step
+        reason = ("no optimizer step ran" if steps == 0 else
+                  f"{steps} optimizer step(s) ran but moved no weight: the updates were below the weights' precision; "
+                  "check learning_rate, the loss weights (gamma, alpha) and the method's settings (e.g. NPO's beta)")
+        self.trainer._weights_changed, self.trainer._weights_unchanged_reason = False, reason
+        logger.warning(f"Nothing was unlearned: {reason}. save_model() will say so in the model card.")
+
+
+def check_finite_update(trainer, check_gradients: bool = True) -> None:
+    """One device sync per optimizer step (not per micro-batch): are this step's losses and gradients finite?"""
+    losses, trainer._step_losses = trainer._step_losses, []
+    checks = [torch.isfinite(torch.stack([loss for loss, _ in losses])).all()] if losses else []
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None] if check_gradients else []
+    norm = torch.nn.utils.get_total_norm(grads) if grads else None
+    if norm is not None:
+        checks.append(torch.isfinite(norm).to(checks[0].device if checks else norm.device))
+    finite = torch.stack(checks).tolist() if checks else []
+    if losses and not finite[0]:
+        loss, terms = next((loss, terms) for loss, terms in losses if not torch.isfinite(loss))
+        values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+        _stop_on_non_finite(trainer, f"loss became {loss.item()} ({values})")
+    if norm is not None and not finite[-1]:
+        _stop_on_non_finite(trainer, f"gradient norm became {norm.item()}")
+
+def _stop_on_non_finite(trainer, what: str) -> None:
+    step = trainer.state.global_step + 1
+    last = get_last_checkpoint(trainer.args.output_dir) if os.path.isdir(trainer.args.output_dir) else None
+    kept = "no checkpoint had been saved yet"
+    if last:  # what is known of it: saved before this step, so its weights were finite; its loss is in the log
+        saved_at = int(last.rsplit("-", 1)[-1])
+        losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e and e["step"] <= saved_at]
+        kept = f"the last checkpoint, {last}, holds finite weights from step {saved_at}"
+        if losses:
+            first = f", at step {losses[0][0]}: {losses[0][1]:.4g}" if losses[0][0] != losses[-1][0] else ""
+            kept += (f" (loss logged at step {losses[-1][0]}: {losses[-1][1]:.4g}{first}; check that it had not "
+                     "begun to diverge)")
+    raise NonFiniteLossError(
+        f"The unlearning {what} at step {step}. Training stopped before this step updated the weights, so the "
+        f"model holds step {step - 1}'s weights (trainer.save_model() keeps them); {kept}. Lower learning_rate, "
+        "set max_grad_norm, or lower gamma."
+    )

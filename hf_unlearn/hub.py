@@ -218,7 +218,7 @@ def push_folder(
     run_as_future: bool = False,
     endpoint: str | None = None,
 ):
-    """Upload an unlearned model's folder to `repo_id` in one commit, never its salt or checkpoints.
+    """Upload an unlearned model's folder to `repo_id`, never its salt or checkpoints.
 
     Refuses (PushError) to write into an existing repo whose card names a different base model unless `overwrite`.
     A failed push (an HTTP error or a network failure) raises PushError saying what to re-run, from the call or from

@@ -1,5 +1,6 @@
 """A-AMU: the Gaussianising transform and MMD² by hand, the retain/forget/held-out pairing, the loss terms of A-AMU
-alone and wrapped around GradDiff, held-out rows without gradient, errors, and a text classifier."""
+alone and of each A-AMU composite (GradDiff, NPO by hand; every composite against its base method), held-out rows
+without gradient, errors, and a text classifier."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ import torch
 from conftest import training_args
 
 import hf_unlearn
-from hf_unlearn import AAMUConfig, AAMUTrainer, GradDiffTrainer, NPOTrainer
+from hf_unlearn import (
+    AAMUConfig,
+    AAMUConfigMixin,
+    AAMUGAConfig,
+    AAMUGradDiffConfig,
+    AAMUGradDiffTrainer,
+    AAMUMixin,
+    AAMUNPOConfig,
+    AAMUNPOTrainer,
+    AAMUTrainer,
+    GradDiffTrainer,
+    NPOTrainer,
+)
 from hf_unlearn.losses import gaussianise, mean_nll, mmd2, sequence_logps
 from hf_unlearn.methods.a_amu import AAMUCollator, AAMUPairing
 
@@ -103,10 +116,10 @@ def test_loss_terms_by_hand_alone_and_wrapped_around_grad_diff(memorised_image_c
     want = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     assert len(got) == len(want) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want, strict=True))
 
-    wrapped_args = AAMUConfig(**training_args(tmp_path, base_method="grad_diff", gamma=0.2, mmd_weight=3.0))
-    wrapped = AAMUTrainer(model=model, args=wrapped_args, forget_dataset=forget, retain_dataset=retain,
-                          heldout_dataset=heldout)  # fmt: skip
-    assert isinstance(wrapped, GradDiffTrainer) and isinstance(wrapped, AAMUTrainer)
+    wrapped_args = AAMUGradDiffConfig(**training_args(tmp_path, gamma=0.2, mmd_weight=3.0))
+    wrapped = AAMUGradDiffTrainer(model=model, args=wrapped_args, forget_dataset=forget, retain_dataset=retain,
+                                  heldout_dataset=heldout)  # fmt: skip
+    assert isinstance(wrapped, GradDiffTrainer) and isinstance(wrapped, AAMUMixin)
     assert type(wrapped).__name__ == "AAMUGradDiffTrainer" and wrapped._name == "A-AMU + GradDiff"
     batch = batch_of(wrapped)
     terms = wrapped.compute_unlearning_loss(model, batch)
@@ -118,19 +131,71 @@ def test_loss_terms_by_hand_alone_and_wrapped_around_grad_diff(memorised_image_c
     assert terms["mmd"].item() == pytest.approx(expected_mmd.item(), rel=1e-5, abs=1e-7)
 
 
-def test_wrapping_a_method_with_its_own_fields(tmp_path, memorised_image_classifier, image_splits):
+def test_npo_composite_takes_npo_fields_and_adds_the_mmd_term_by_hand(tmp_path, memorised_image_classifier,
+                                                                       image_splits):  # fmt: skip
     forget, retain, heldout = image_splits
-    args = AAMUConfig(**training_args(tmp_path, base_method="npo", base_method_args={"beta": 0.3}))
+    model = memorised_image_classifier.eval()
+    args = AAMUNPOConfig(**training_args(tmp_path, beta=0.3, gamma=0.5, mmd_weight=3.0))
     assert args.beta == 0.3 and args.precompute_reference is False  # given, and NPOConfig's default
-    again = AAMUConfig.from_yaml(args.to_yaml())
-    assert again.base_method == "npo" and again.base_method_args == {"beta": 0.3}
-    trainer = AAMUTrainer(model=memorised_image_classifier, args=args, forget_dataset=forget, retain_dataset=retain,
-                          heldout_dataset=heldout)  # fmt: skip
+    assert (args.learning_rate, args.num_train_epochs) == (2.4e-4, 1.0)  # A-AMU's defaults, as before
+    assert AAMUNPOConfig.from_yaml(args.to_yaml()).to_dict() == args.to_dict()
+    trainer = AAMUNPOTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
+                             heldout_dataset=heldout)  # fmt: skip
     assert isinstance(trainer, NPOTrainer) and trainer.reference_model is not None  # NPO's θ_0 is there
-    terms = trainer.compute_unlearning_loss(memorised_image_classifier, batch_of(trainer))
-    assert set(terms) >= {"forget", "mmd"} and all(torch.isfinite(v) for v in terms.values())
-    with pytest.raises(AttributeError):
-        getattr(AAMUConfig(**training_args(tmp_path)), "beta")  # noqa: B009 - no base method: no borrowed fields
+    batch = batch_of(trainer)
+    terms = trainer.compute_unlearning_loss(model, batch)
+    forget_ce, heldout_ce = losses_of(model, batch["forget"]), losses_of(model, batch["heldout"])
+    assert set(terms) == {"forget", "retain", "mmd"}
+    # θ = θ_0 at the first step: −(2/β)·log σ(0) = (2/β)·log 2 per forget row, times γ
+    assert terms["forget"].item() == pytest.approx(0.5 * (2 / 0.3) * math.log(2), rel=1e-5)
+    assert terms["retain"].item() == pytest.approx(losses_of(model, batch["retain"]).mean().item(), rel=1e-5)
+    expected_mmd = 3.0 * mmd2(gaussianise(heldout_ce), gaussianise(forget_ce))
+    assert terms["mmd"].item() == pytest.approx(expected_mmd.item(), rel=1e-5, abs=1e-7)
+
+
+# registry name of each composite, its base method and overrides of the base method's own fields
+COMPOSITES = [
+    ("a_amu_ga", "ga", {}),
+    ("a_amu_grad_diff", "grad_diff", {"gamma": 0.2, "retain_loss": "kl"}),
+    ("a_amu_npo", "npo", {"beta": 0.3, "precompute_reference": True}),
+    ("a_amu_simnpo", "simnpo", {"beta": 2.0, "delta": 0.5}),
+    ("a_amu_deepcut", "deepcut", {"temperature": 0.5}),
+]
+
+
+@pytest.mark.parametrize(("name", "base", "overrides"), COMPOSITES, ids=[name for name, _, _ in COMPOSITES])
+def test_every_composite_is_its_base_method_plus_the_mmd_term(name, base, overrides, tmp_path, image_splits,
+                                                              memorised_image_classifier, make_model, tokenizer,
+                                                              qa_data):  # fmt: skip
+    """One step's terms: the base method's own, on the same retain and forget rows, plus λ·MMD² by hand; the classes
+    are the base method's with A-AMU's mixins in front, and the card names both."""
+    config_cls, trainer_cls = hf_unlearn.METHODS[name]
+    base_config, base_trainer = hf_unlearn.METHODS[base]
+    assert issubclass(config_cls, AAMUConfigMixin) and issubclass(config_cls, base_config)
+    assert trainer_cls.__mro__[1:3] == (AAMUMixin, base_trainer) and trainer_cls.config_class is config_cls
+    assert trainer_cls._name == f"A-AMU + {base_trainer._name}" and trainer_cls._paper == AAMUTrainer._paper
+    assert trainer_cls._tag_names == ["hf-unlearn", "unlearning", "a_amu", base]
+    if base == "deepcut":  # DeepCUT contrasts hidden states of token rows: question/answer rows on a causal LM
+        model, (forget, retain), extra = make_model().eval(), qa_data, {"processing_class": tokenizer}
+        retain, heldout = retain[8:], retain[:8]
+    else:
+        (forget, retain, heldout), model, extra = image_splits, memorised_image_classifier.eval(), {}
+    config = config_cls(**training_args(tmp_path / "a_amu", mmd_weight=3.0, **overrides))
+    assert (config.learning_rate, config.num_train_epochs, config.uses_retain) == (2.4e-4, 1.0, True)
+    trainer = trainer_cls(model=model, args=config, forget_dataset=forget, retain_dataset=retain,
+                          heldout_dataset=heldout, **extra)  # fmt: skip
+    plain = base_trainer(model=model, args=base_config(**training_args(tmp_path / base, **overrides)),
+                         forget_dataset=forget, retain_dataset=retain if config.alpha > 0 else None,
+                         **extra)  # fmt: skip
+    batch = batch_of(trainer)
+    terms = trainer.compute_unlearning_loss(model, batch)
+    expected = plain.compute_unlearning_loss(model, {k: v for k, v in batch.items() if not k.startswith("heldout")})
+    assert set(terms) == set(expected) | {"mmd"}
+    for term, value in expected.items():
+        assert terms[term].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), term
+    heldout_losses, forget_losses = (trainer.example_losses(model, batch[part]) for part in ("heldout", "forget"))
+    expected_mmd = 3.0 * mmd2(gaussianise(heldout_losses), gaussianise(forget_losses))
+    assert terms["mmd"].item() == pytest.approx(expected_mmd.item(), rel=1e-5, abs=1e-7)
 
 
 def test_errors_say_what_to_do(tmp_path, memorised_image_classifier, image_splits, caplog):
@@ -148,10 +213,14 @@ def test_errors_say_what_to_do(tmp_path, memorised_image_classifier, image_split
         AAMUTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain, heldout_dataset=heldout,
                     eval_dataset=heldout[:10])  # fmt: skip
     assert "eval_dataset shares rows with heldout_dataset" in caplog.text
-    with pytest.raises(ValueError, match="base_method='a_amu' is not a method A-AMU can wrap"):
-        AAMUConfig(**training_args(tmp_path, base_method="a_amu"))
-    with pytest.raises(ValueError, match=r"base_method_args \['betta'\] are not fields of NPOConfig"):
-        AAMUConfig(**training_args(tmp_path, base_method="npo", base_method_args={"betta": 1}))
+    with pytest.raises(ValueError, match=r"AAMUConfig\(base_method='npo'\) is gone: .* use AAMUNPOConfig with "
+                                         r"AAMUNPOTrainer \(method 'a_amu_npo'\)"):  # fmt: skip
+        AAMUConfig(**training_args(tmp_path, base_method="npo", base_method_args={"beta": 0.3}))
+    # a composite runs A-AMU's checks and its base method's
+    with pytest.raises(ValueError, match="mmd_weight=-1.0 is negative"):
+        AAMUNPOConfig(**training_args(tmp_path, mmd_weight=-1.0))
+    with pytest.raises(ValueError, match=r"GAConfig\(alpha=1.0\): gradient ascent has no retain term"):
+        AAMUGAConfig(**training_args(tmp_path, alpha=1.0))
     with pytest.raises(ValueError, match="retain_loss='kl': A-AMU's own retain term is the squared CE"):
         AAMUConfig(**training_args(tmp_path, retain_loss="kl"))
 

@@ -10,11 +10,19 @@ Per step: a retain batch of B rows, 4B forget rows and 4B held-out rows (`heldou
 held-out row of its forget row's class; the held-out losses ℓ_t are computed without gradient. Squaring the retain CE
 sharpens it near 0; the MMD term makes the forget examples' losses distributed like never-seen examples' losses —
 what a loss-based membership-inference attack compares. One epoch is one pass over the retain set, so a smaller
-(Blend-condensed) retain set means fewer steps. Defaults: λ = 34, k = 2, Adam lr 2.4e-4, 1 epoch (METHODS.md §2).
+(Blend-condensed) retain set means fewer steps. Defaults: λ = 34, k = 2, Adam lr 2.4e-4, 1 epoch (the paper's).
 The paper's text squares the mean CE (used here); its released code averages the squared per-example CE.
 
-With `base_method` (e.g. "grad_diff") the same acceleration wraps another registered method: the loss is that
-method's own terms on the same batch (its forget term over the 4B forget rows) plus `λ · MMD²`, logged as `mmd`.
+The same acceleration wraps another method: its own loss terms on the same batch (its forget term over the 4B forget
+rows) plus `λ · MMD²`, logged as `mmd`. `AAMUMixin` (trainer) and `AAMUConfigMixin` (config) put A-AMU's pairing, MMD
+term and fields in front of the method's classes, one pair per method, each registered by name:
+
+    a_amu_ga        AAMUGAConfig, AAMUGATrainer               a_amu_grad_diff  AAMUGradDiffConfig, AAMUGradDiffTrainer
+    a_amu_npo       AAMUNPOConfig, AAMUNPOTrainer             a_amu_simnpo     AAMUSimNPOConfig, AAMUSimNPOTrainer
+    a_amu_deepcut   AAMUDeepCUTConfig, AAMUDeepCUTTrainer     (A-AMU's pairing replaces DeepCUT's contrast extras)
+
+Your own method wraps the same way: `@dataclass class AAMUMyConfig(AAMUConfigMixin, MyConfig)` and
+`class AAMUMyTrainer(AAMUMixin, MyTrainer)` with `config_class = AAMUMyConfig`.
 
 Works on any classifier (image rows, classification text rows; ℓ is the per-example CE) and on question/answer rows
 (ℓ is the mean answer-token NLL; held-out rows are then drawn without class).
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
@@ -33,14 +41,21 @@ from ..data import ForgetRetainDataset, UnlearningCollator, _row_key, check_row_
 from ..losses import gaussianise, mean_nll, mmd2, sequence_logps
 from ..registry import METHODS, register_method
 from ..trainer import UnlearningTrainer, model_inputs
+from .deepcut import DeepCUTConfig, DeepCUTTrainer
+from .ga import GAConfig, GATrainer
+from .grad_diff import GradDiffConfig, GradDiffTrainer
+from .npo import NPOConfig, NPOTrainer
+from .simnpo import SimNPOConfig, SimNPOTrainer
 
 logger = logging.getLogger(__name__)
+PAPER = {"title": "Leveraging Distribution Matching to Make Approximate Machine Unlearning Faster", "id": "2507.09786"}
 
 
 @dataclass
-class AAMUConfig(UnlearningConfig):
-    """Config of A-AMU: `alpha` weighs the squared retain CE, `mmd_weight` (λ) the MMD² between the Gaussianised
-    forget and held-out loss distributions. `gamma` is used only by a `base_method` that has a forget term."""
+class AAMUConfigMixin:
+    """A-AMU's fields and their checks (Khan 2025, arXiv 2507.09786), put before an `UnlearningConfig` subclass:
+    `@dataclass class AAMUNPOConfig(AAMUConfigMixin, NPOConfig)`. A plain dataclass, so it brings only its own fields
+    (the paper's defaults) and leaves the base's (e.g. GA's `alpha=0`) as they are."""
 
     learning_rate: float = field(default=2.4e-4, metadata={"help": "Adam learning rate (paper: 2.4e-4)."})
     num_train_epochs: float = field(
@@ -54,16 +69,6 @@ class AAMUConfig(UnlearningConfig):
     forget_ratio: int = field(
         default=4, metadata={"help": "Forget rows, and as many held-out rows, per retain row in a batch (paper: 4)."}
     )
-    base_method: str | None = field(
-        default=None,
-        metadata={"help": "A registered method (e.g. 'grad_diff') whose loss A-AMU's MMD term is added to; None: "
-                  "A-AMU's own squared retain CE."},  # fmt: skip
-    )
-    base_method_args: dict | None = field(
-        default=None,
-        metadata={"help": "The base method's own config fields that A-AMU's config lacks, e.g. {'beta': 0.1} for "
-                  "NPO; others take the base config's defaults."},  # fmt: skip
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,46 +79,39 @@ class AAMUConfig(UnlearningConfig):
                              "(paper: 2 and 1).")  # fmt: skip
         if self.forget_ratio < 1:
             raise ValueError(f"forget_ratio={self.forget_ratio}: use at least 1 forget row per retain row (paper: 4).")
-        if self.base_method is None:
-            if self.base_method_args:
-                raise ValueError("base_method_args is set but base_method is None: name the method they are for.")
-            if self.retain_loss != "nll":
-                raise ValueError(f"retain_loss={self.retain_loss!r}: A-AMU's own retain term is the squared CE; "
-                                 "set retain_loss='nll', or wrap a method with base_method.")  # fmt: skip
-            return
-        if self.base_method == "a_amu" or self.base_method not in METHODS:
-            known = sorted(set(METHODS) - {"a_amu"})
-            raise ValueError(f"base_method={self.base_method!r} is not a method A-AMU can wrap: use one of {known}.")
-        base_config = METHODS[self.base_method][0]
-        names = {f.name for f in fields(base_config) if f.init}
-        unknown = sorted(set(self.base_method_args or {}) - names)
-        if unknown:
-            raise ValueError(f"base_method_args {unknown} are not fields of {base_config.__name__}: check the names.")
-
-    def __getattr__(self, name: str):
-        # Only reached for a name this config lacks: a base method's own field (e.g. NPO's beta), so that method's
-        # loss code reads it from `self.args` unchanged.
-        values = self.__dict__
-        if name.startswith("__") or values.get("base_method") not in METHODS:
-            raise AttributeError(name)
-        extra = values.get("base_method_args") or {}
-        if name in extra:
-            return extra[name]
-        base_field = next((f for f in fields(METHODS[values["base_method"]][0]) if f.name == name), None)
-        if base_field is not None and base_field.default is not MISSING:
-            return base_field.default
-        if base_field is not None and base_field.default_factory is not MISSING:
-            return base_field.default_factory()
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    @property
-    def uses_gamma(self) -> bool:
-        """`gamma` weighs only a base method's forget term."""
-        return self.base_method is not None
 
     @property
     def uses_retain(self) -> bool:
         return True  # every step starts from a retain batch
+
+
+@dataclass
+class AAMUConfig(AAMUConfigMixin, UnlearningConfig):
+    """Config of A-AMU alone: `alpha` weighs the squared retain CE, `mmd_weight` (λ) the MMD² between the Gaussianised
+    forget and held-out loss distributions. `base_method`/`base_method_args` are gone: A-AMU on top of NPO is
+    `AAMUNPOConfig(beta=...)` with `AAMUNPOTrainer` (method `a_amu_npo`), and so on; passing them says which."""
+
+    base_method: InitVar[str | None] = None
+    base_method_args: InitVar[dict | None] = None
+
+    def __post_init__(self, base_method=None, base_method_args=None):
+        if base_method is not None or base_method_args:
+            name = f"a_amu_{base_method}"
+            use = "AAMUConfigMixin and AAMUMixin composed with the method's classes"
+            if name in METHODS:
+                use = f"{METHODS[name][0].__name__} with {METHODS[name][1].__name__} (method {name!r})"
+            wrapped = sorted(n for n in METHODS if n.startswith("a_amu_"))
+            raise ValueError(f"AAMUConfig(base_method={base_method!r}) is gone: A-AMU on top of a method has its own "
+                             f"classes, which take the method's fields (e.g. NPO's beta) directly: use {use}. "
+                             f"Methods A-AMU wraps: {wrapped}.")  # fmt: skip
+        super().__post_init__()
+        if self.retain_loss != "nll":
+            raise ValueError(f"retain_loss={self.retain_loss!r}: A-AMU's own retain term is the squared CE; "
+                             "set retain_loss='nll', or wrap a method (e.g. AAMUGradDiffConfig).")  # fmt: skip
+
+    @property
+    def uses_gamma(self) -> bool:
+        return False  # A-AMU alone has no gamma-weighted forget term
 
 
 def row_classes(rows) -> list[int] | None:
@@ -179,39 +177,15 @@ class AAMUCollator(UnlearningCollator):
         return batch
 
 
-_WRAPPED: dict[type, type] = {}
+class AAMUMixin:
+    """A-AMU's trainer side (Khan 2025, arXiv 2507.09786), put before an `UnlearningTrainer` subclass: takes
+    `heldout_dataset` (required) besides the usual arguments — rows in the forget set's format, of its classes, that the
+    model never trained on, disjoint from forget and retain; keep them apart from the data you evaluate on, or the
+    membership attack there is judged on what the loss matched. Batches come from `AAMUPairing`; the loss is the
+    base method's terms on the retain and forget rows plus `mmd`, λ·MMD² between the Gaussianised loss distributions
+    of forget and held-out rows."""
 
-
-def accelerated(trainer_cls: type) -> type:
-    """`trainer_cls` with A-AMU's pairing and MMD term on top of its loss: a subclass of `AAMUTrainer` and
-    `trainer_cls`, made once per class. `AAMUTrainer(args=AAMUConfig(base_method=...))` builds one of these."""
-    if trainer_cls not in _WRAPPED:
-        name = f"AAMU{trainer_cls.__name__}"
-        _WRAPPED[trainer_cls] = type(name, (AAMUTrainer, trainer_cls), {
-            "__module__": __name__, "__doc__": f"A-AMU's MMD term on top of {trainer_cls.__name__}'s loss.",
-            "_name": f"A-AMU + {trainer_cls._name}", "_tag_names": AAMUTrainer._tag_names + trainer_cls._tag_names[2:],
-        })  # fmt: skip
-    return _WRAPPED[trainer_cls]
-
-
-class AAMUTrainer(UnlearningTrainer):
-    """A-AMU (Khan 2025, arXiv 2507.09786): squared retain CE plus λ·MMD² between the Gaussianised loss distributions
-    of forget rows and held-out rows. Takes `heldout_dataset` (required) besides the usual arguments: rows in the
-    forget set's format, of its classes, that the model never trained on, disjoint from forget and retain; keep them
-    apart from the data you evaluate on, or the membership attack there is judged on what the loss matched."""
-
-    config_class = AAMUConfig
-    _name = "A-AMU"
-    _tag_names = UnlearningTrainer._tag_names + ["a_amu"]
-    _paper = {"title": "Leveraging Distribution Matching to Make Approximate Machine Unlearning Faster",
-              "id": "2507.09786"}  # fmt: skip
-
-    def __new__(cls, *args, **kwargs):
-        config = kwargs.get("args", args[1] if len(args) > 1 else None)
-        base = getattr(config, "base_method", None)
-        if cls is AAMUTrainer and base is not None:
-            cls = accelerated(METHODS[base][1])
-        return super().__new__(cls)
+    _paper = PAPER
 
     def __init__(self, model=None, args=None, forget_dataset=None, retain_dataset=None, heldout_dataset=None,
                  eval_dataset=None, **kwargs):  # fmt: skip
@@ -284,13 +258,99 @@ class AAMUTrainer(UnlearningTrainer):
         return args.mmd_weight * distance
 
     def compute_unlearning_loss(self, model, inputs):
-        if self.args.base_method is not None:
-            base_inputs = {key: value for key, value in inputs.items() if not key.startswith("heldout")}
-            terms = dict(super().compute_unlearning_loss(model, base_inputs))
-            terms["mmd"] = self.mmd_term(model, inputs)
-            return terms
+        base_inputs = {key: value for key, value in inputs.items() if not key.startswith("heldout")}
+        terms = dict(super().compute_unlearning_loss(model, base_inputs))
+        terms["mmd"] = self.mmd_term(model, inputs)
+        return terms
+
+
+class AAMUTrainer(AAMUMixin, UnlearningTrainer):
+    """A-AMU (Khan 2025, arXiv 2507.09786): squared retain CE plus λ·MMD² between the Gaussianised loss distributions
+    of forget rows and held-out rows (logged as `retain` and `forget`). Needs `heldout_dataset` (see `AAMUMixin`)."""
+
+    config_class = AAMUConfig
+    _name = "A-AMU"
+    _tag_names = UnlearningTrainer._tag_names + ["a_amu"]
+
+    def compute_unlearning_loss(self, model, inputs):
         retain = self.example_losses(model, inputs["retain"]).mean()
         return {"forget": self.mmd_term(model, inputs), "retain": self.args.alpha * retain.pow(2)}
 
 
+# A-AMU's MMD term on top of each method it wraps: the method's own fields and checks, A-AMU's fields, pairing and
+# defaults (lr 2.4e-4, 1 epoch over the retain set).
+
+
+@dataclass
+class AAMUGAConfig(AAMUConfigMixin, GAConfig):
+    """Config of A-AMU + gradient ascent: `gamma` weighs GA's forget term; λ·MMD² is added (arXiv 2507.09786)."""
+
+
+class AAMUGATrainer(AAMUMixin, GATrainer):
+    """A-AMU's MMD term (Khan 2025, arXiv 2507.09786) on top of gradient ascent's loss."""
+
+    config_class = AAMUGAConfig
+    _name = "A-AMU + GA"
+    _tag_names = AAMUTrainer._tag_names + ["ga"]
+
+
+@dataclass
+class AAMUGradDiffConfig(AAMUConfigMixin, GradDiffConfig):
+    """Config of A-AMU + GradDiff: GradDiff's `gamma`, `alpha`, `retain_loss`; λ·MMD² is added (arXiv 2507.09786)."""
+
+
+class AAMUGradDiffTrainer(AAMUMixin, GradDiffTrainer):
+    """A-AMU's MMD term (Khan 2025, arXiv 2507.09786) on top of GradDiff's loss."""
+
+    config_class = AAMUGradDiffConfig
+    _name = "A-AMU + GradDiff"
+    _tag_names = AAMUTrainer._tag_names + ["grad_diff"]
+
+
+@dataclass
+class AAMUNPOConfig(AAMUConfigMixin, NPOConfig):
+    """Config of A-AMU + NPO: NPO's `beta`, `precompute_reference`, `gamma`, `alpha`; λ·MMD² is added
+    (arXiv 2507.09786)."""
+
+
+class AAMUNPOTrainer(AAMUMixin, NPOTrainer):
+    """A-AMU's MMD term (Khan 2025, arXiv 2507.09786) on top of NPO's loss."""
+
+    config_class = AAMUNPOConfig
+    _name = "A-AMU + NPO"
+    _tag_names = AAMUTrainer._tag_names + ["npo"]
+
+
+@dataclass
+class AAMUSimNPOConfig(AAMUConfigMixin, SimNPOConfig):
+    """Config of A-AMU + SimNPO: SimNPO's `beta`, `delta`, `gamma`, `alpha`; λ·MMD² is added (arXiv 2507.09786)."""
+
+
+class AAMUSimNPOTrainer(AAMUMixin, SimNPOTrainer):
+    """A-AMU's MMD term (Khan 2025, arXiv 2507.09786) on top of SimNPO's loss."""
+
+    config_class = AAMUSimNPOConfig
+    _name = "A-AMU + SimNPO"
+    _tag_names = AAMUTrainer._tag_names + ["simnpo"]
+
+
+@dataclass
+class AAMUDeepCUTConfig(AAMUConfigMixin, DeepCUTConfig):
+    """Config of A-AMU + DeepCUT: DeepCUT's fields (`contrast_extras` has no effect: the batches are A-AMU's);
+    λ·MMD² is added (arXiv 2507.09786)."""
+
+
+class AAMUDeepCUTTrainer(AAMUMixin, DeepCUTTrainer):
+    """A-AMU's MMD term (Khan 2025, arXiv 2507.09786) on top of DeepCUT's loss, on text rows (DeepCUT's)."""
+
+    config_class = AAMUDeepCUTConfig
+    _name = "A-AMU + DeepCUT"
+    _tag_names = AAMUTrainer._tag_names + ["deepcut"]
+
+
 register_method("a_amu", AAMUConfig, AAMUTrainer)
+register_method("a_amu_ga", AAMUGAConfig, AAMUGATrainer)
+register_method("a_amu_grad_diff", AAMUGradDiffConfig, AAMUGradDiffTrainer)
+register_method("a_amu_npo", AAMUNPOConfig, AAMUNPOTrainer)
+register_method("a_amu_simnpo", AAMUSimNPOConfig, AAMUSimNPOTrainer)
+register_method("a_amu_deepcut", AAMUDeepCUTConfig, AAMUDeepCUTTrainer)

@@ -39,14 +39,8 @@ from ..config import SafeArgumentsMixin, check_prompt_template
 from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_vocabulary, prepare_dataset, row_format
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
-from ..trainer import (
-    CardFilesMixin,
-    LossTermsMixin,
-    check_output_dir,
-    model_inputs,
-    model_source,
-    starting_point,
-)
+from ..mixins import CardFilesMixin, LossTermsMixin, check_output_dir, model_source, starting_point
+from ..trainer import model_inputs
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
@@ -435,16 +429,6 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         )  # fmt: skip
         return with_request(parent, request, base,
                             **card_fields(self._card_kwargs, self.args.output_dir, unwrapped, self._tag_names))
-
-    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
-                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):  # fmt: skip
-        """Write the prepared model's card (README.md), `unlearning_manifest.json` and the salt into `output_dir`.
-        Takes `Trainer.create_model_card`'s arguments; they are remembered for later `save_model` calls."""
-        given = {"language": language, "license": license, "tags": tags, "model_name": model_name, "tasks": tasks,
-                 **kwargs}  # fmt: skip
-        self._card_kwargs.update({key: value for key, value in given.items() if value is not None})
-        if self.is_world_process_zero():
-            self._save_together(self.args.output_dir, weights=False)
 
     def _write_card_files(self, folder: str) -> None:
         from ..manifest import write_manifest, write_salt
