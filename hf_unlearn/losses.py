@@ -6,9 +6,10 @@ never recompute log-probabilities themselves.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from trl.trainer.utils import selective_log_softmax
 
 IGNORE_INDEX = -100
 
@@ -24,15 +25,55 @@ def align_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor) -> tuple
     return logits[:, :-1, :], labels[:, 1:]
 
 
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """At least float32: half-precision logits are upcast, float64 (exact derivative checks) is kept."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def _rows_at_once(logits: torch.Tensor) -> int:
+    """How many examples of `[B, T, V]` logits to take at a time: float32 temporaries of at most 2**24 elements
+    (64 MiB), never a whole `[B, T, V]` copy (a classifier's small `[B, 1, C]` goes at once)."""
+    return max(1, 2**24 // max(math.prod(logits.shape[1:]), 1))
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each label token, in float32 (float64 for float64 logits), and the mask of scored positions.
+
+    Causal LM (`labels` `[B, T]`): logits at position t predict the label at t+1, so both are `[B, T-1]`; classifier
+    (`labels` `[B]`): `[B, 1]`. Positions whose label is -100 (prompt, padding) are False in the mask and 0 in the
+    log-probs. Computed as `logit[label] − logsumexp(logits)`, a few examples at a time.
+    """
+    logits, labels = align_logits_and_labels(logits, labels)
+    mask = labels != IGNORE_INDEX
+    index = labels.masked_fill(~mask, 0).unsqueeze(-1)
+    step = _rows_at_once(logits)
+    logps = torch.cat([_wide(rows.gather(-1, i).squeeze(-1)) - _wide(rows).logsumexp(-1)
+                       for rows, i in zip(logits.split(step), index.split(step), strict=True)])  # fmt: skip
+    return logps.masked_fill(~mask, 0), mask
+
+
+def token_kl(
+    reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vocab_keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(p_ref ‖ p) at each position that predicts a label (aligned as `token_logps`), in float32: `[B, T-1]`, 0 where
+    the label is -100. `vocab_keep` [V], when given, weighs each vocabulary term of the sum (SIU's k_v)."""
+    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
+    logits, _ = align_logits_and_labels(logits, labels)
+    step, kl = _rows_at_once(logits), []
+    for reference, rows in zip(reference_logits.split(step), logits.split(step), strict=True):
+        reference = _wide(reference).log_softmax(-1)
+        terms = reference.exp() * (reference - _wide(rows).log_softmax(-1))
+        kl.append((terms if vocab_keep is None else terms * vocab_keep.to(terms)).sum(-1))
+    return torch.cat(kl).masked_fill(aligned == IGNORE_INDEX, 0)
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example sum of answer-token log-probabilities and the number of answer tokens.
 
     Positions whose label is -100 (prompt, padding) are not counted. Returns `(sum_logps [B], num_tokens [B])`.
     """
-    logits, labels = align_logits_and_labels(logits, labels)
-    mask = labels != IGNORE_INDEX
-    token_logps = selective_log_softmax(logits, labels.masked_fill(~mask, 0))
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    logps, mask = token_logps(logits, labels)
+    return logps.sum(-1), mask.sum(-1)
 
 
 def mean_nll(sum_logps: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
@@ -52,13 +93,8 @@ def simnpo_loss(mean_token_logps: torch.Tensor, beta: float, delta: float) -> to
 
 def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-example KL(p_ref ‖ p_θ) averaged over answer positions (those whose label is not -100). Returns `[B]`."""
-    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
-    logits, _ = align_logits_and_labels(logits, labels)
-    mask = aligned != IGNORE_INDEX
-    ref_logp = reference_logits.float().log_softmax(-1)
-    logp = logits.float().log_softmax(-1)
-    token_kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return (token_kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    num_tokens = (align_logits_and_labels(logits, labels)[1] != IGNORE_INDEX).sum(-1)
+    return token_kl(reference_logits, logits, labels).sum(-1) / num_tokens.clamp(min=1)
 
 
 def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -115,14 +151,8 @@ def dual_masked_kl(
     (0 on the concept name's token ids), applied after the softmax with no renormalisation. Z is the number of answer
     positions with m_t = 0 in the batch (a token mean over the batch).
     """
-    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
-    logits, _ = align_logits_and_labels(logits, labels)
-    keep = (aligned != IGNORE_INDEX) & ~token_mask[:, 1:].bool()
-    ref_logp = reference_logits.float().log_softmax(-1)
-    terms = ref_logp.exp() * (ref_logp - logits.float().log_softmax(-1))
-    if vocab_keep is not None:
-        terms = terms * vocab_keep.to(terms)
-    return (terms.sum(-1) * keep).sum() / keep.sum().clamp(min=1)
+    keep = (align_logits_and_labels(logits, labels)[1] != IGNORE_INDEX) & ~token_mask[:, 1:].bool()
+    return (token_kl(reference_logits, logits, labels, vocab_keep) * keep).sum() / keep.sum().clamp(min=1)
 
 
 def gaussianise(losses: torch.Tensor, k: float = 2.0) -> torch.Tensor:

@@ -29,9 +29,9 @@ from .data import TOFU_HUB_ID, UnlearningCollator, check_forget_retain, load_tof
 from .evaluation import answer_stats
 from .evaluation.report import flat_numbers
 from .manifest import SALT_NAME, holds_model
+from .mixins import check_output_dir
 from .registry import METHODS
 from .sources import check_hub_reachable, check_model_source, load_pretrained
-from .trainer import check_output_dir
 
 DEFAULT_RUN: dict[str, Any] = {
     "method": "npo",
@@ -469,12 +469,13 @@ def _measure(model, forget_rows, retain_rows, pad_id: int) -> dict[str, dict[str
 
 def format_table(before: dict, after: dict) -> str:
     """A before/after table of forget and retain answer probability and loss, with the direction that is good."""
-    lines = [f"{'split':<8}{'metric':<13}{'before':>10}{'after':>10}   goal", "-" * 52]
+    from .evaluation.report import format_rows
+
     goals = {("forget", "probability"): "lower", ("forget", "loss"): "higher",
              ("retain", "probability"): "keep", ("retain", "loss"): "keep"}  # fmt: skip
-    for (split, metric), goal in goals.items():
-        lines.append(f"{split:<8}{metric:<13}{before[split][metric]:>10.4f}{after[split][metric]:>10.4f}   {goal}")
-    return "\n".join(lines)
+    rows = [(f"{split:<8}{metric}", [before[split][metric], after[split][metric]], goal)
+            for (split, metric), goal in goals.items()]  # fmt: skip
+    return format_rows(f"{'split':<8}metric", ["before", "after"], rows, label_width=21, width=10, rule=52)
 
 
 def _evaluation_holdout(data: dict[str, Any], forget: list[dict], retain: list[dict]) -> list[dict] | None:

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from hf_unlearn.losses import kl_divergence, mean_nll, npo_loss, sequence_logps, simnpo_loss
+from hf_unlearn import losses
+from hf_unlearn.losses import kl_divergence, mean_nll, npo_loss, sequence_logps, simnpo_loss, token_kl, token_logps
 
 LN3 = math.log(3.0)
 
@@ -64,3 +65,39 @@ def test_kl_divergence_by_hand():
     kl = kl_divergence(reference, policy, labels)
     assert kl.item() == pytest.approx(0.5 * (math.log(2) + math.log(2 / 3)), abs=1e-6)
     assert kl_divergence(policy, policy, labels).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_token_logps_by_hand(monkeypatch):
+    """Vocabulary of 2. Row 1, labels [-100, 0, -100, 1]: logits [0, 0] predict label 0 with p = ½, the next label is
+    -100 (log-prob 0, masked), logits [ln 3, 0] predict label 1 with p = ¼; the last logits predict nothing. Row 2,
+    labels [5, 1, 0, 1]: [ln 3, 0] → label 1, p = ¼; [0, 0] → label 0, p = ½; [0, ln 3] → label 1, p = ¾.
+    bf16 logits give float32 log-probs (those of the rounded logits); one example at a time changes nothing."""
+    logits = torch.tensor([[[0.0, 0.0], [0.0, LN3], [LN3, 0.0], [9.0, 9.0]],
+                           [[LN3, 0.0], [0.0, 0.0], [0.0, LN3], [1.0, 2.0]]])  # fmt: skip
+    labels = torch.tensor([[-100, 0, -100, 1], [5, 1, 0, 1]])
+    logps, mask = token_logps(logits, labels)
+    assert mask.tolist() == [[True, False, True], [True, True, True]]
+    expected = [[math.log(1 / 2), 0.0, math.log(1 / 4)], [math.log(1 / 4), math.log(1 / 2), math.log(3 / 4)]]
+    assert logps.dtype == torch.float32 and logps.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    half, _ = token_logps(logits.bfloat16(), labels)
+    assert half.dtype == torch.float32 and half.tolist() == [pytest.approx(row, abs=1e-2) for row in expected]
+    assert torch.allclose(half, token_logps(logits.bfloat16().float(), labels)[0], atol=1e-6)
+    monkeypatch.setattr(losses, "_rows_at_once", lambda logits: 1)
+    assert torch.allclose(token_logps(logits, labels)[0], logps, atol=1e-6)
+
+
+def test_token_kl_by_hand():
+    """Vocabulary of 2. Row 1, labels [-100, 1, -100]: p_ref = (½, ½), p = (¼, ¾) at the answer position,
+    KL = ½ ln(½/¼) + ½ ln(½/¾) = 0.1438410, then 0 at the -100 position. Row 2, labels [-100, 0, 1]: p_ref = (¾, ¼),
+    p = (½, ½): KL = ¾ ln(3/2) + ¼ ln(1/2) = 0.1308120, then identical distributions: 0. Keeping only token 0's term
+    (SIU's k_v) leaves ½ ln 2 = 0.3465736 in row 1. bf16 logits give float32."""
+    reference = torch.tensor([[[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]], [[LN3, 0.0], [0.0, 0.0], [5.0, 1.0]]])
+    policy = torch.tensor([[[0.0, LN3], [0.0, 9.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, -100], [-100, 0, 1]])
+    kl = token_kl(reference, policy, labels)
+    expected = [[0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0], [0.75 * math.log(1.5) + 0.25 * math.log(0.5), 0.0]]
+    assert kl.dtype == torch.float32 and kl.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    kept = token_kl(reference, policy, labels, vocab_keep=torch.tensor([1.0, 0.0]))
+    assert kept[0, 0].item() == pytest.approx(0.5 * math.log(2), abs=1e-6)
+    half = token_kl(reference.bfloat16(), policy.bfloat16(), labels)
+    assert half.dtype == torch.float32 and half.tolist() == [pytest.approx(row, abs=1e-2) for row in expected]

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..losses import token_logps
 from .checks import check_fraction, check_number, check_strings, kind, numbers_array
 
 
@@ -167,16 +168,19 @@ def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)}: pass logits [..., V] and "
                          "labels [...] (one label per position, aligned with align_logits_and_labels).")
-    return standardised_logps(logits.float().log_softmax(-1), labels)
+    # each position as a one-label example (labels [N]), so token_logps shifts nothing
+    logps, _ = token_logps(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    return standardised_logps(logits, logps.view(labels.shape))
 
 
-def standardised_logps(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """`min_k_plus_plus_z` from log-probabilities already computed (so an evaluation pass takes the softmax once)."""
+def standardised_logps(logits: torch.Tensor, label_logps: torch.Tensor) -> torch.Tensor:
+    """`min_k_plus_plus_z` from the labels' log-probabilities already computed (`hf_unlearn.losses.token_logps`) and
+    the aligned `logits` `[..., V]` they come from, whose distribution gives μ and σ."""
+    logp = logits.float().log_softmax(-1)
     weighted = logp.exp() * logp  # p·log p, reused for both moments
     mu = weighted.sum(-1)
     sigma = ((weighted * logp).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
-    chosen = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (chosen - mu) / sigma
+    return (label_logps - mu) / sigma
 
 
 def reference_score(mean_nll: torch.Tensor, reference_mean_nll: torch.Tensor) -> torch.Tensor:

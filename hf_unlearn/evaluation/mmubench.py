@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..losses import IGNORE_INDEX, align_logits_and_labels
+from ..losses import token_kl, token_logps
 from ..multimodal.alignment import concept_token_ids
 from .checks import check_positive_int, check_sized, check_strings, kind, show
 from .generation import check_prompt_template
@@ -66,27 +66,26 @@ def diversity(answers: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
+def _name_free_nll(logits: torch.Tensor, labels: torch.Tensor, name_token_ids: Sequence[int]) -> tuple[float, int]:
+    """Summed NLL of the answer tokens (`labels` not -100) that are not the concept name's tokens, and their count."""
+    logps, keep = token_logps(logits, labels)
+    keep &= ~torch.isin(labels[:, 1:], torch.as_tensor(list(name_token_ids), dtype=labels.dtype, device=labels.device))
+    return -(logps * keep).sum().item(), int(keep.sum())
+
+
 def fluency(logits: torch.Tensor, labels: torch.Tensor, name_token_ids: Sequence[int]) -> float:
     """Perplexity exp(mean NLL) of answer tokens (`labels` not -100) that are not the concept name's tokens."""
-    logits, labels = align_logits_and_labels(logits, labels)
-    keep = labels != IGNORE_INDEX
-    if len(name_token_ids):
-        keep &= ~torch.isin(labels, torch.as_tensor(list(name_token_ids), device=labels.device))
-    logp = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return math.exp(-(logp * keep).sum().item() / max(int(keep.sum()), 1))
+    nll, count = _name_free_nll(logits, labels, name_token_ids)
+    return math.exp(nll / max(count, 1))
 
 
 def concept_distance(reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                      name_token_ids: Sequence[int]) -> float:  # fmt: skip
     """C-Dis: mean KL(p_ref ‖ p) over positions whose label is one of `name_token_ids` (0 when there is none)."""
-    reference_logits, aligned = align_logits_and_labels(reference_logits, labels)
-    logits, _ = align_logits_and_labels(logits, labels)
-    key = torch.isin(aligned, torch.as_tensor(list(name_token_ids), dtype=aligned.dtype, device=aligned.device))
+    key = torch.isin(labels[:, 1:], torch.as_tensor(list(name_token_ids), dtype=labels.dtype, device=labels.device))
     if not key.any():
         return 0.0
-    ref = reference_logits.float().log_softmax(-1)
-    kl = (ref.exp() * (ref - logits.float().log_softmax(-1))).sum(-1)
-    return (kl[key]).mean().item()
+    return token_kl(reference_logits, logits, labels)[key].mean().item()
 
 
 def mia_score(original_min_k: Sequence[float], unlearned_answers: Sequence[str],
@@ -192,15 +191,10 @@ def evaluate_mmubench(model, original_model, processor, concept_name: str, train
     pairs = zip(_answer_logits(original_model, processor, concept_queries, original_answers, prompt_template),
                 _answer_logits(model, processor, concept_queries, original_answers, prompt_template), strict=True)
     for (reference_logits, labels), (logits, _) in pairs:
-        keep = (labels[:, 1:] != IGNORE_INDEX) & ~torch.isin(labels[:, 1:], torch.tensor(name_ids))
-        count = max(int(keep.sum()), 1)
-        nll_sum += math.log(fluency(logits, labels, name_ids)) * count
-        tokens += count
+        nll, count = _name_free_nll(logits, labels, name_ids)
+        nll_sum, tokens = nll_sum + nll, tokens + max(count, 1)  # an answer of only name tokens counts one token
         distances.append(concept_distance(reference_logits, logits, labels, name_ids))
-        ref, aligned = align_logits_and_labels(reference_logits, labels)
-        mask = aligned != IGNORE_INDEX
-        logps = ref.float().log_softmax(-1).gather(-1, aligned.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        min_k.append(min_k_score(logps, mask, 0.4).item())
+        min_k.append(min_k_score(*token_logps(reference_logits, labels), 0.4).item())
     names = [name for _, _, name in others]
     results = {
         "efficacy": efficacy(answers["model"]["train"], concept_name),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import UnlearningCollator
-from ..losses import IGNORE_INDEX, align_logits_and_labels
+from ..losses import IGNORE_INDEX, align_logits_and_labels, mean_nll, token_logps
 from .checks import check_int, check_positive_int, check_rows, show
 from .metrics import standardised_logps
 
@@ -39,17 +39,13 @@ def _shared_prompts(rows) -> tuple[list[list[int]], list[int]] | None:
 
 
 def _batch_parts(logits, labels, min_k_plus_plus: bool) -> dict[str, torch.Tensor]:
-    """The per-position numbers of one batch; `logits[:, t]` predicts `labels[:, t]`."""
-    mask = labels != IGNORE_INDEX
-    logp = logits.float().log_softmax(-1)
-    index = labels.masked_fill(~mask, 0)
-    parts = {
-        "token_logps": (logp.gather(-1, index.unsqueeze(-1)).squeeze(-1) * mask).cpu(),
-        "mask": mask.cpu(),
-        "correct": ((logits.argmax(-1) == labels) & mask).cpu(),
-    }
+    """The per-position numbers of one batch, aligned as `token_logps` aligns them: causal `labels` `[B, T]` give
+    `[B, T-1]`; `labels` `[B]` (the one label each row's logits `[B, V]` predict) give `[B, 1]`."""
+    logps, mask = token_logps(logits, labels)
+    logits, labels = align_logits_and_labels(logits, labels)
+    parts = {"token_logps": logps.cpu(), "mask": mask.cpu(), "correct": ((logits.argmax(-1) == labels) & mask).cpu()}
     if min_k_plus_plus:
-        parts["min_k_plus_plus"] = (standardised_logps(logp, index) * mask).cpu()
+        parts["min_k_plus_plus"] = (standardised_logps(logits, logps) * mask).cpu()
     return parts
 
 
@@ -66,8 +62,7 @@ def _full_batches(model, rows, batch_size, pad, device, min_k_plus_plus):
             first_answer = int((batch["labels"] != IGNORE_INDEX).float().argmax(-1).min())
             inputs["logits_to_keep"] = min(width, width - first_answer + 1)
         logits = model(**inputs).logits
-        logits, labels = align_logits_and_labels(logits, batch["labels"][:, width - logits.shape[1]:])
-        yield indices, _batch_parts(logits, labels, min_k_plus_plus)
+        yield indices, _batch_parts(logits, batch["labels"][:, width - logits.shape[1]:], min_k_plus_plus)
 
 
 def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, device, min_k_plus_plus):
@@ -108,8 +103,8 @@ def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, devi
         tail_logits = model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_positions,
                             past_key_values=cache, use_cache=True).logits  # fmt: skip
         # the prompt's last position predicts the first continuation token; continuation token t predicts t+1
-        first = _batch_parts(out.logits[:, -1:][source], labels[:, :1], min_k_plus_plus)
-        rest = _batch_parts(tail_logits[:, :-1], labels[:, 1:], min_k_plus_plus)
+        first = _batch_parts(out.logits[:, -1][source], labels[:, 0], min_k_plus_plus)
+        rest = _batch_parts(tail_logits, labels, min_k_plus_plus)
         yield indices, {name: torch.cat([first[name], rest[name]], dim=1) for name in first}
 
 
@@ -191,7 +186,7 @@ def _takes_cache(model) -> bool:
 def answer_nll(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> torch.Tensor:
     """Per-example mean answer-token NLL of tokenised rows (`input_ids`, `labels`) under `model`."""
     stats = token_statistics(model, rows, batch_size, pad_token_id, min_k_plus_plus=False)
-    return -stats["sum_logps"] / stats["num_tokens"].clamp(min=1)
+    return mean_nll(stats["sum_logps"], stats["num_tokens"])
 
 
 def answer_stats(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> dict[str, float]:

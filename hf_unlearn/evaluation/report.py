@@ -49,25 +49,31 @@ def flat_numbers(results: Mapping) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
 
 
+def format_rows(label: str, names, rows, label_width: int = 26, width: int = 12, rule: int | None = None) -> str:
+    """The one table layout: a header (`label`, the column `names`, `goal`), a rule of `rule` dashes (as long as the
+    header by default), then a line per `(label, values, goal)` row; each value to 4 decimals, `n/a` where None."""
+    header = f"{label:<{label_width}}" + "".join(f"{name:>{width}}" for name in names) + "   goal"
+    lines = [header, "-" * (rule or len(header))]
+    for row_label, values, goal in rows:
+        cells = "".join(f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4f}" for value in values)
+        lines.append(f"{row_label:<{label_width}}{cells}   {goal}")
+    return "\n".join(lines)
+
+
 def format_table(columns: Mapping[str, Mapping], rows=TOFU_ROWS) -> str:
     """Metrics down, models across (e.g. original / gold / unlearned), with the goal; an absent number shows as
     `n/a` and its reason is listed under the table, never as 0."""
-    names = list(columns)
-    header = f"{'metric':<26}" + "".join(f"{name:>12}" for name in names) + "   goal"
-    lines, reasons = [header, "-" * len(header)], {}
+    table, reasons = [], {}
     for key, goal in rows:
         if not any(key in col or key in col.get("missing", {}) for col in columns.values()):
             continue
-        cells = []
+        values = []
         for name, col in columns.items():
             value = col.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                cells.append(f"{value:>12.4f}")
-            else:
-                cells.append(f"{'n/a':>12}")
-                if key in col.get("missing", {}):
-                    reasons[f"{key} ({name})"] = col["missing"][key]
-        lines.append(f"{key:<26}" + "".join(cells) + f"   {goal}")
-    for where, reason in reasons.items():
-        lines.append(f"n/a: {where}: {reason}")
-    return "\n".join(lines)
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            values.append(value if finite else None)
+            if not finite and key in col.get("missing", {}):
+                reasons[f"{key} ({name})"] = col["missing"][key]
+        table.append((key, values, goal))
+    notes = [f"n/a: {where}: {reason}" for where, reason in reasons.items()]
+    return "\n".join([format_rows("metric", list(columns), table), *notes])
