@@ -44,10 +44,11 @@ import torch
 from results_doc import write_section  # bench/results_doc.py
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
-from hf_unlearn.audit import EMIA_THRESHOLDS, audit_encoder, embed_views, emia, positive_alignment, save_heatmaps
 from hf_unlearn.augmentations import image_augmentation
 from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings, train_contrastive
+from hf_unlearn.evaluation.audit import EMIA_THRESHOLDS, audit_encoder, embed_views, emia, positive_alignment
+from hf_unlearn.plots import save_heatmaps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python bench/ac_digits.py"

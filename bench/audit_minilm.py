@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from results_doc import write_section  # bench/results_doc.py
 
-from hf_unlearn.audit import audit_encoder, save_heatmaps
 from hf_unlearn.augmentations import TextViews, word_dropout
 from hf_unlearn.encoders import sentence_embeddings
+from hf_unlearn.evaluation.audit import audit_encoder
 from hf_unlearn.losses import info_nce
+from hf_unlearn.plots import save_heatmaps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python bench/audit_minilm.py --write"

@@ -17,10 +17,10 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
-from hf_unlearn.audit import audit_encoder
 from hf_unlearn.augmentations import image_augmentation
 from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import image_embeddings, text_embeddings
+from hf_unlearn.evaluation.audit import audit_encoder
 from hf_unlearn.losses import clip_info_nce
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

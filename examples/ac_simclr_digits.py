@@ -17,10 +17,10 @@ import copy
 import torch
 
 from hf_unlearn import AlignmentCalibrationConfig, AlignmentCalibrationTrainer
-from hf_unlearn.audit import audit_encoder
 from hf_unlearn.augmentations import image_augmentation
 from hf_unlearn.data import load_digits_rows
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings, train_contrastive
+from hf_unlearn.evaluation.audit import audit_encoder
 
 
 def main() -> None:

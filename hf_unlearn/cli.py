@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     card.add_argument("--tags", nargs="+", help="Card metadata: extra tags.")
     card.add_argument("--description", help="What was removed, in words (public; never the content itself).")
 
-    push = commands.add_parser("push", help="Upload an unlearned model folder to the Hub in one commit (no salt).")
+    push = commands.add_parser("push", help="Push an unlearned model folder to the Hub (never its salt, checkpoints).")
     push.add_argument("output_dir", help="The unlearned model's folder.")
     push.add_argument("repo_id", help="The Hub repo, e.g. your-name/model-unlearned.")
     push.add_argument("--private", action="store_true", help="Create the repo private (if it does not exist).")
@@ -191,8 +191,10 @@ def _run(args) -> int:
 def _methods(args) -> int:
     from . import METHODS
 
-    for name, (config_cls, trainer_cls) in sorted(METHODS.items()):
-        print(f"{name:<12}{trainer_cls.__name__:<22}{config_cls.__name__}")
+    rows = [(name, trainer.__name__, config.__name__) for name, (config, trainer) in sorted(METHODS.items())]
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(2)]
+    for name, trainer, config in rows:
+        print(f"{name:<{widths[0]}}{trainer:<{widths[1]}}{config}")
     return 0
 
 
@@ -318,9 +320,9 @@ def _audit(args) -> int:
     import torch
     from transformers import AutoModel
 
-    from .audit import audit_encoder
     from .augmentations import TextViews, image_augmentation
     from .encoders import image_embeddings, sentence_embeddings
+    from .evaluation.audit import audit_encoder
 
     examples = {name: _load_examples(getattr(args, name)) if getattr(args, name) else (None, None)
                 for name in ("forget", "heldout", "retain")}  # fmt: skip

@@ -1,5 +1,5 @@
-"""Plots for the card: forget/retain loss curves and the membership-inference ROC. Numbers in, PNG out; no text from
-any dataset ever reaches a figure."""
+"""Plots for the card: forget/retain loss curves, the membership-inference ROC and the encoder audit's alignment
+heatmaps. Numbers in, PNG out; no text from any dataset ever reaches a figure."""
 
 from __future__ import annotations
 
@@ -62,3 +62,43 @@ def plot_mia_roc(curves: dict[str, dict[str, list[float]]], path: str | Path) ->
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+# The encoder audit's matrices drawn as heatmaps (`hf_unlearn.evaluation.audit.audit_encoder`'s keys), in card order.
+HEATMAPS = ("alignment_matrix", "alignment_gap_matrix", "retrained_alignment_gap_matrix")
+
+
+def save_heatmaps(audit: dict, folder: str | Path, max_examples: int = 64) -> dict[str, str]:
+    """Heatmaps (PNG) of an `audit_encoder` result's matrices (the first `max_examples` forget examples):
+    `alignment_matrix.png` and, where computed, `alignment_gap_matrix.png` and `retrained_alignment_gap_matrix.png`.
+    Returns `{name: path}`."""
+    import numpy as np
+
+    titles = {"alignment_matrix": "Alignment Matrix (audited encoder)",
+              "alignment_gap_matrix": "Alignment Gap Matrix: original − audited",
+              "retrained_alignment_gap_matrix": "Alignment Gap Matrix: original − retrained"}  # fmt: skip
+    plt = _pyplot()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gaps = [np.asarray(audit[n]) for n in HEATMAPS[1:] if audit.get(n) is not None]
+    limit = max([float(np.abs(g).max()) for g in gaps] + [1e-6])  # one colour scale for the gap matrices
+    paths = {}
+    for name in HEATMAPS:
+        if audit.get(name) is None:
+            continue
+        matrix = np.asarray(audit[name])[:max_examples, :max_examples]
+        figure, axis = plt.subplots(figsize=(4.2, 3.6))
+        if name == "alignment_matrix":
+            image = axis.imshow(matrix, cmap="viridis", vmin=-1, vmax=1)
+        else:
+            image = axis.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        figure.colorbar(image, ax=axis)
+        axis.set_title(titles[name], fontsize=9)
+        axis.set_xlabel("forget example j")
+        axis.set_ylabel("forget example i")
+        figure.tight_layout()
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        paths[name] = str(path)
+    return paths

@@ -18,7 +18,11 @@ from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split
 # Tiny models run fastest on one thread, and a second thread contends with anything else on a 2-core machine.
 torch.set_num_threads(1)
 
-TOFU_PATH = Path(os.environ.get("HF_UNLEARN_TOFU_PATH", Path(__file__).resolve().parents[2] / "shared/data/tofu"))
+# TOFU's JSON Lines files (locuslab/TOFU): the folder HF_UNLEARN_TOFU_PATH names, else ../shared/data/tofu beside the
+# repository. Tests that read them take the `tofu_path` fixture, which skips or fails when the folder is not there.
+TOFU_ENV = "HF_UNLEARN_TOFU_PATH"
+TOFU_DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/tofu"
+TOFU_PATH = Path(os.environ[TOFU_ENV]) if os.environ.get(TOFU_ENV) else TOFU_DEFAULT
 
 
 # CI runs every test on the CPU. `HF_UNLEARN_TEST_DEVICE=cuda` lets the trainers pick the accelerator instead (a GPU
@@ -37,6 +41,36 @@ def training_args(tmp_path, **overrides) -> dict:
     }  # fmt: skip
     args.update(overrides)
     return args
+
+
+def tofu_folder_problem(path: Path) -> str | None:
+    """Why `path` is not a TOFU folder (None when it is one): missing, a file, or no `.jsonl` split in it."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return "is a file, not a folder"
+    return None if any(path.glob("*.jsonl")) else "holds no .jsonl file"
+
+
+@pytest.fixture(scope="session")
+def tofu_path() -> Path:
+    """The TOFU folder, for tests that read TOFU's splits.
+
+    HF_UNLEARN_TOFU_PATH unset and nothing at ../shared/data/tofu: the test is skipped, with where to put the data.
+    HF_UNLEARN_TOFU_PATH set (even empty) to something that is not a folder of TOFU's files: the test fails (errors in
+    setup) — a wrong path is a mistake to fix, not a reason to run fewer tests. A folder that lacks one split fails
+    in `load_tofu`, which names the file."""
+    if TOFU_ENV in os.environ:
+        value = os.environ[TOFU_ENV]
+        problem = "is empty" if not value else tofu_folder_problem(TOFU_PATH)
+        if problem:
+            pytest.fail(f"{TOFU_ENV}={value!r} {problem}: point it at the folder of TOFU's JSON Lines files "
+                        f"(forget01.jsonl, full.jsonl, ...), or unset it to use {TOFU_DEFAULT} (where TOFU tests are "
+                        "skipped when the folder is absent).", pytrace=False)  # fmt: skip
+    elif not TOFU_PATH.exists():
+        pytest.skip(f"TOFU data absent: {TOFU_PATH} does not exist and {TOFU_ENV} is unset (put TOFU's JSON Lines "
+                    f"files there, or set {TOFU_ENV} to their folder).")  # fmt: skip
+    return TOFU_PATH
 
 
 @pytest.fixture(scope="session")
@@ -131,4 +165,30 @@ def memorised_image_classifier(memorised_image_state):
 
     model = build_tiny_image_classifier(seed=0)
     model.load_state_dict(memorised_image_state)
+    return model
+
+
+@pytest.fixture(scope="session")
+def memorised_encoder_state(digits_data):
+    """Weights of a tiny ResNet contrastive encoder pre-trained with SimCLR (`train_contrastive`, 60 epochs, seconds)
+    on the forget + retain digits: it aligns the views of an image it trained on (positive alignment ≈ 0.9) more than
+    those of an unseen one (≈ 0.8), and different images hardly at all (≈ 0.02) — something for unlearning to undo."""
+    from hf_unlearn.augmentations import image_augmentation
+    from hf_unlearn.encoders import build_tiny_contrastive_encoder, train_contrastive
+
+    model = build_tiny_contrastive_encoder(backbone="resnet", seed=0)
+    pixels = torch.stack([row["pixel_values"] for row in digits_data["forget"] + digits_data["retain"]])
+    with torch.random.fork_rng(devices=[]):  # the views draw from torch's global generator
+        torch.manual_seed(0)
+        train_contrastive(model, pixels, image_augmentation("digits", 8), epochs=60, batch_size=120,
+                          learning_rate=3e-3)  # fmt: skip
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def memorised_encoder(memorised_encoder_state):
+    from hf_unlearn.encoders import build_tiny_contrastive_encoder
+
+    model = build_tiny_contrastive_encoder(backbone="resnet", seed=0)
+    model.load_state_dict(memorised_encoder_state)
     return model

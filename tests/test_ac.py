@@ -164,8 +164,8 @@ def test_clip_rows(tmp_path, digits_data):
 def test_card_embeds_the_audit(tmp_path, digits_data):
     from test_audit import planted
 
-    from hf_unlearn.audit import audit_encoder
     from hf_unlearn.encoders import image_embeddings
+    from hf_unlearn.evaluation.audit import audit_encoder
     from hf_unlearn.manifest import read_manifest
 
     forget, retain = image_rows(digits_data, "forget"), image_rows(digits_data, "retain")
@@ -194,8 +194,8 @@ def test_card_embeds_the_audit(tmp_path, digits_data):
 
 
 def test_card_says_why_an_audit_number_is_missing(tmp_path, digits_data):
-    from hf_unlearn.audit import audit_encoder
     from hf_unlearn.encoders import image_embeddings
+    from hf_unlearn.evaluation.audit import audit_encoder
     from hf_unlearn.manifest import read_manifest
 
     forget, retain = image_rows(digits_data, "forget"), image_rows(digits_data, "retain")

@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from hf_unlearn.audit import alignment_matrix, audit_encoder, emia, fit_threshold, forgetting_score, positive_alignment
+from hf_unlearn.evaluation.audit import (
+    alignment_matrix,
+    audit_encoder,
+    emia,
+    fit_threshold,
+    forgetting_score,
+    positive_alignment,
+)
 
 
 def planted(memorised: torch.Tensor, radius: float = 6.0):
@@ -231,7 +238,7 @@ def test_audit_encoder_logistic_emia_and_bad_rule():
 
 
 def test_cli_audit_passes_the_emia_threshold_rule(tmp_path, capsys, monkeypatch):
-    import hf_unlearn.audit
+    import hf_unlearn.evaluation.audit
     from hf_unlearn.cli import main
 
     seen = {}
@@ -240,7 +247,7 @@ def test_cli_audit_passes_the_emia_threshold_rule(tmp_path, capsys, monkeypatch)
         seen.update(kwargs)
         return {"forgetting_score": None, "forgetting_score_ci": None, "emia": 12.5, "missing": {}, "plots": {}}
 
-    monkeypatch.setattr(hf_unlearn.audit, "audit_encoder", fake_audit)
+    monkeypatch.setattr(hf_unlearn.evaluation.audit, "audit_encoder", fake_audit)
     monkeypatch.setattr("transformers.AutoModel.from_pretrained", lambda name: torch.nn.Identity())
     for name in ("forget", "heldout"):
         (tmp_path / f"{name}.jsonl").write_text(json.dumps({"text": "a row"}) + "\n")
@@ -253,3 +260,18 @@ def test_cli_audit_passes_the_emia_threshold_rule(tmp_path, capsys, monkeypatch)
     with pytest.raises(SystemExit):
         main(["audit", "--model", "m", *data, "--emia-threshold", "median"])
     assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_the_old_module_name_still_imports_every_public_name():
+    """`hf_unlearn.audit` moved to `hf_unlearn.evaluation.audit` (heatmaps to `hf_unlearn.plots`); the old name
+    re-exports the same objects, so users' imports keep working."""
+    import hf_unlearn.audit
+    import hf_unlearn.evaluation
+    import hf_unlearn.evaluation.audit
+    import hf_unlearn.plots
+
+    new = hf_unlearn.evaluation.audit
+    assert {"audit_encoder", "save_heatmaps", "HEATMAPS", "EMIA_THRESHOLDS"} <= set(new.__all__)
+    assert all(getattr(hf_unlearn.audit, name) is getattr(new, name) for name in new.__all__)
+    assert new.save_heatmaps is hf_unlearn.plots.save_heatmaps and new.HEATMAPS is hf_unlearn.plots.HEATMAPS
+    assert hf_unlearn.evaluation.audit_encoder is new.audit_encoder

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import functools
 import math
-import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import TOFU_PATH
 
-from hf_unlearn.audit import audit_encoder, audit_numbers, fit_threshold
 from hf_unlearn.encoders import build_tiny_contrastive_encoder, image_embeddings
 from hf_unlearn.evaluation import (
     accuracy_and_macro_f1,
@@ -32,6 +30,7 @@ from hf_unlearn.evaluation import (
     token_statistics,
     truth_ratio,
 )
+from hf_unlearn.evaluation.audit import audit_encoder, audit_numbers, fit_threshold
 from hf_unlearn.evaluation.mmubench import evaluate_mmubench
 from hf_unlearn.evaluation.report import flat_numbers
 from hf_unlearn.preparation import blend_condense, load_image_rows, save_image_rows
@@ -59,8 +58,8 @@ def boom(batch):
 @pytest.fixture(scope="module")
 def ctx(tokenizer, qa_data, digits_data, tmp_path_factory):
     forget, retain = qa_data
-    partial_tofu = tmp_path_factory.mktemp("partial_tofu")
-    shutil.copy(TOFU_PATH / "forget01_perturbed.jsonl", partial_tofu)
+    partial_tofu = tmp_path_factory.mktemp("partial_tofu")  # one split file of the seven evaluate_tofu reads
+    (partial_tofu / "forget01_perturbed.jsonl").write_text('{"question": "q", "answer": "a"}\n')
     junk = tmp_path_factory.mktemp("junk") / "rows.safetensors"
     junk.write_text("not a safetensors file")
     tokenised = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5, 8], "labels": [-100, 8]}]
@@ -83,6 +82,7 @@ def ctx(tokenizer, qa_data, digits_data, tmp_path_factory):
 
 
 def tofu(c, **kw):
+    # every bad argument is refused before the folder is looked at, so these cases run without TOFU's files too
     return evaluate_tofu(c.lm, c.tok, **{"forget_split": "forget01", "path": TOFU_PATH, "limit": 2, **kw})
 
 

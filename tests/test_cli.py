@@ -4,7 +4,6 @@ import json
 
 import pytest
 import yaml
-from conftest import TOFU_PATH
 
 from hf_unlearn import load_tofu
 from hf_unlearn.cli import main
@@ -48,8 +47,8 @@ def test_default_run_unlearns_offline(tmp_path, capsys):
     assert_no_forget_text(tmp_path, forget)
 
 
-def test_config_with_a_local_model_and_tofu_splits(tmp_path):
-    retain = load_tofu("retain99", TOFU_PATH)
+def test_config_with_a_local_model_and_tofu_splits(tmp_path, tofu_path):
+    retain = load_tofu("retain99", tofu_path)
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain.select(range(500))], 1000)
     model = build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=512)
     model.save_pretrained(tmp_path / "base")  # TOFU rows run to ~190 tokens
@@ -57,7 +56,7 @@ def test_config_with_a_local_model_and_tofu_splits(tmp_path):
     config = {
         "method": "simnpo",
         "model": str(tmp_path / "base"),
-        "data": {"source": "tofu", "forget": "forget01", "retain": "retain99", "path": str(TOFU_PATH)},
+        "data": {"source": "tofu", "forget": "forget01", "retain": "retain99", "path": str(tofu_path)},
         "unlearn": {"max_steps": 2, "per_device_train_batch_size": 2, "beta": 2.5},
         "output_dir": str(tmp_path / "out"),
     }
@@ -67,7 +66,7 @@ def test_config_with_a_local_model_and_tofu_splits(tmp_path):
     assert (summary["num_forget_examples"], summary["num_retain_examples"], summary["global_steps"]) == (40, 3960, 2)
     assert summary["wall_time_seconds"]["finetune"] is None  # a user's model is not fine-tuned again
     assert summary["unlearn_config"]["beta"] == 2.5
-    assert_no_forget_text(tmp_path / "out", list(load_tofu("forget01", TOFU_PATH)))
+    assert_no_forget_text(tmp_path / "out", list(load_tofu("forget01", tofu_path)))
 
 
 def test_config_with_jsonl_files_and_a_method_override(tmp_path):
@@ -98,16 +97,16 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys, config, message):
     assert message in capsys.readouterr().err
 
 
-def test_load_tofu_from_a_local_folder():
-    forget = load_tofu("forget10", TOFU_PATH)
+def test_load_tofu_from_a_local_folder(tofu_path):
+    forget = load_tofu("forget10", tofu_path)
     assert len(forget) == 400 and {"question", "answer"} <= set(forget.column_names)
-    perturbed = load_tofu("forget10_perturbed", TOFU_PATH)
+    perturbed = load_tofu("forget10_perturbed", tofu_path)
     assert len(perturbed[0]["perturbed_answer"]) == 5
-    assert forget[0]["question"] == load_tofu("full", TOFU_PATH)[3600]["question"]  # forget10 = last 400 of full
+    assert forget[0]["question"] == load_tofu("full", tofu_path)[3600]["question"]  # forget10 = last 400 of full
     with pytest.raises(ValueError, match=r"Unknown TOFU split 'forget20': use one of"):
-        load_tofu("forget20", TOFU_PATH)
+        load_tofu("forget20", tofu_path)
     with pytest.raises(FileNotFoundError, match="pass the folder that holds forget10.jsonl"):
-        load_tofu("forget10", TOFU_PATH.parent)
+        load_tofu("forget10", tofu_path.parent)
 
 
 def test_load_tofu_without_a_path_asks_the_hub(monkeypatch):
@@ -142,10 +141,10 @@ def test_run_gives_a_amu_held_out_rows_apart_from_the_evaluation(tmp_path, capsy
     assert_no_forget_text(tmp_path / "o", forget)
 
 
-def test_tofu_held_out_rows_are_the_holdout10_rows_the_evaluation_does_not_score():
-    data = {"source": "tofu", "forget": "forget05", "path": str(TOFU_PATH)}
+def test_tofu_held_out_rows_are_the_holdout10_rows_the_evaluation_does_not_score(tofu_path):
+    data = {"source": "tofu", "forget": "forget05", "path": str(tofu_path)}
     heldout = load_heldout(data, [], [])
-    evaluated = {row["question"] for row in load_tofu("holdout05", TOFU_PATH)}
+    evaluated = {row["question"] for row in load_tofu("holdout05", tofu_path)}
     assert len(heldout) == 200 and not {row["question"] for row in heldout} & evaluated
 
 
@@ -157,9 +156,20 @@ def test_tofu_held_out_rows_are_the_holdout10_rows_the_evaluation_does_not_score
          "data.heldout shares 400 question(s) with the evaluation's holdout rows"),
     ],
 )
-def test_held_out_rows_that_cannot_be_kept_apart_are_a_clear_error(tmp_path, capsys, data, message):
-    config = {"method": "a_amu", "data": {**data, "retain": "retain90", "path": str(TOFU_PATH)}, "finetune": None,
+def test_held_out_rows_that_cannot_be_kept_apart_are_a_clear_error(tmp_path, tofu_path, capsys, data, message):
+    config = {"method": "a_amu", "data": {**data, "retain": "retain90", "path": str(tofu_path)}, "finetune": None,
               "gold": False, "unlearn": {"max_steps": 1}}  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_methods_lists_name_trainer_and_config_in_aligned_columns(capsys):
+    import hf_unlearn
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines]
+    assert len(lines) == len(hf_unlearn.METHODS) and all(len(row) == 3 for row in rows)
+    assert ["ac", "AlignmentCalibrationTrainer", "AlignmentCalibrationConfig"] in rows  # the longest names
+    assert len({line.index(row[1]) for line, row in zip(lines, rows, strict=True)}) == 1  # one column start

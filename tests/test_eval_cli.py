@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from conftest import TOFU_PATH
 
 from hf_unlearn.cli import main
 from hf_unlearn.data import load_tofu
@@ -11,9 +10,9 @@ from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
+def model_dirs(tmp_path_factory, tofu_path):
     root = tmp_path_factory.mktemp("models")
-    retain = load_tofu("retain90", TOFU_PATH).select(range(300))
+    retain = load_tofu("retain90", tofu_path).select(range(300))
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain], vocab_size=800)
     for name, seed in (("unlearned", 0), ("gold", 1)):
         build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2, seed=seed).save_pretrained(
@@ -23,16 +22,16 @@ def model_dirs(tmp_path_factory):
     return root
 
 
-def run_eval(model_dirs, tmp_path, *extra):
+def run_eval(model_dirs, tmp_path, *extra, tofu_path):
     output = tmp_path / "eval_results.json"
     argv = ["eval", "--model", str(model_dirs / "unlearned"), "--suite", "tofu", "--forget-split", "forget01",
-            "--tofu-path", str(TOFU_PATH), "--limit", "5", "--max-new-tokens", "6", "--output", str(output), *extra]
+            "--tofu-path", str(tofu_path), "--limit", "5", "--max-new-tokens", "6", "--output", str(output), *extra]
     assert main(argv) == 0
     return json.loads(output.read_text())
 
 
-def test_without_gold_the_table_says_why(model_dirs, tmp_path, capsys):
-    results = run_eval(model_dirs, tmp_path)
+def test_without_gold_the_table_says_why(model_dirs, tofu_path, tmp_path, capsys):
+    results = run_eval(model_dirs, tmp_path, tofu_path=tofu_path)
     printed = capsys.readouterr().out
     assert "forget_quality" not in results and "privleak" not in results
     assert "n/a: forget_quality (model): no gold (retain-only) model's forget truth ratios were given" in printed
@@ -41,23 +40,23 @@ def test_without_gold_the_table_says_why(model_dirs, tmp_path, capsys):
     assert all(isinstance(value, float) for value in results.values())
 
 
-def test_with_gold_and_reference(model_dirs, tmp_path, capsys):
+def test_with_gold_and_reference(model_dirs, tofu_path, tmp_path, capsys):
     results = run_eval(model_dirs, tmp_path, "--gold-model", str(model_dirs / "gold"),
-                       "--reference-model", str(model_dirs / "gold"))  # fmt: skip
+                       "--reference-model", str(model_dirs / "gold"), tofu_path=tofu_path)  # fmt: skip
     printed = capsys.readouterr().out
     assert 0 <= results["forget_quality"] <= 1 and "privleak" in results and "mia_reference_auc" in results
     header = printed.splitlines()[0]
     assert "model" in header and "gold" in header and "n/a" not in printed
 
 
-def test_gold_trains_on_the_retain_split_with_the_recipe(model_dirs, tmp_path):
+def test_gold_trains_on_the_retain_split_with_the_recipe(model_dirs, tofu_path, tmp_path):
     import yaml
     from transformers import AutoModelForCausalLM
 
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"finetune": {"max_steps": 3, "learning_rate": 1e-3,
                                                                     "per_device_train_batch_size": 4}}))  # fmt: skip
     argv = ["gold", "--model", str(model_dirs / "unlearned"), "--retain-split", "retain99", "--tofu-path",
-            str(TOFU_PATH), "--config", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "gold")]
+            str(tofu_path), "--config", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "gold")]
     assert main(argv) == 0
     base = AutoModelForCausalLM.from_pretrained(model_dirs / "unlearned")
     gold = AutoModelForCausalLM.from_pretrained(tmp_path / "gold")

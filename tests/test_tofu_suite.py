@@ -4,7 +4,6 @@ gold-dependent numbers absent — with the reason — until the gold model's num
 import copy
 
 import pytest
-from conftest import TOFU_PATH
 
 from hf_unlearn.data import load_tofu
 from hf_unlearn.evaluation import evaluate_tofu, harmonic_mean
@@ -19,15 +18,15 @@ KEYS = [
 
 
 @pytest.fixture(scope="module")
-def tofu_model():
-    retain = load_tofu("retain90", TOFU_PATH).select(range(300))
+def tofu_model(tofu_path):
+    retain = load_tofu("retain90", tofu_path).select(range(300))
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in retain], vocab_size=800)
     return build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2), tokenizer
 
 
-def test_every_key_and_the_missing_reasons(tofu_model):
+def test_every_key_and_the_missing_reasons(tofu_model, tofu_path):
     model, tokenizer = tofu_model
-    results = evaluate_tofu(model, tokenizer, "forget01", TOFU_PATH, max_new_tokens=8, limit=6)
+    results = evaluate_tofu(model, tokenizer, "forget01", tofu_path, max_new_tokens=8, limit=6)
     for key in KEYS:
         assert 0.0 <= results[key] <= 1.0, key
     utility = [results[f"{s}_{m}"] for s in ("retain", "real_authors", "world_facts")
@@ -37,7 +36,7 @@ def test_every_key_and_the_missing_reasons(tofu_model):
     assert set(results["missing"]) == {"forget_quality", "privleak", "mia_reference_auc"}
     assert len(results["forget_truth_ratios"]) == 6
 
-    gold = evaluate_tofu(model, tokenizer, "forget01", TOFU_PATH, max_new_tokens=8, limit=6,
+    gold = evaluate_tofu(model, tokenizer, "forget01", tofu_path, max_new_tokens=8, limit=6,
                          gold_forget_truth_ratios=results["forget_truth_ratios"], gold_mia_auc=results["mia_min_k_auc"],
                          reference_model=copy.deepcopy(model))  # fmt: skip
     assert gold["forget_quality"] == pytest.approx(1.0)  # the same model as its own gold: indistinguishable
@@ -46,14 +45,14 @@ def test_every_key_and_the_missing_reasons(tofu_model):
     assert gold["missing"] == {}
 
 
-def test_bad_forget_split(tofu_model):
+def test_bad_forget_split(tofu_model, tofu_path):
     with pytest.raises(ValueError, match="forget_split='retain90': use forget01"):
-        evaluate_tofu(*tofu_model, "retain90", TOFU_PATH)
+        evaluate_tofu(*tofu_model, "retain90", tofu_path)
 
 
 @pytest.mark.parametrize("split,membership", [("forget01_perturbed", True), ("retain_perturbed", False),
                                               ("real_authors_perturbed", False)])  # fmt: skip
-def test_one_pass_per_split_gives_each_answer_kind_its_own_numbers(tofu_model, split, membership):
+def test_one_pass_per_split_gives_each_answer_kind_its_own_numbers(tofu_model, tofu_path, split, membership):
     """A split's answers, paraphrases and perturbed answers scored in one pass (each prompt once) give the numbers of
     one pass per kind, in the right places: [N] answers, [N] paraphrases (or None), [N, k] perturbed."""
     import torch
@@ -61,7 +60,7 @@ def test_one_pass_per_split_gives_each_answer_kind_its_own_numbers(tofu_model, s
     from hf_unlearn.evaluation.tofu import _split_statistics, _statistics
 
     model, tokenizer = tofu_model
-    rows = [dict(row) for row in load_tofu(split, TOFU_PATH).select(range(5))]
+    rows = [dict(row) for row in load_tofu(split, tofu_path).select(range(5))]
     questions, k = [r["question"] for r in rows], min(len(r["perturbed_answer"]) for r in rows)
 
     def mean_logps(answers, repeat=1):

@@ -139,20 +139,48 @@ def test_callbacks_see_each_loss_term(tmp_path, make_model, tokenizer, qa_data):
         assert log["loss/forget"] < 0 < log["loss/retain"]
 
 
-@pytest.mark.parametrize("option", ["bf16", "gradient_checkpointing"])
-def test_mixed_precision_and_gradient_checkpointing(option, tmp_path, make_model, tokenizer, qa_data):
+def test_gradient_checkpointing_recomputes_the_same_maths(tmp_path, make_model, tokenizer, qa_data):
     forget, retain = qa_data
     results = {}
     for on in (False, True):
-        args = training_args(tmp_path / str(on), max_steps=2, learning_rate=1e-3, **{option: on})
+        args = training_args(tmp_path / str(on), max_steps=2, learning_rate=1e-3, gradient_checkpointing=on)
         trainer = NPOTrainer(model=make_model(), args=NPOConfig(**args), forget_dataset=forget,
                              retain_dataset=retain, processing_class=tokenizer)  # fmt: skip
         trainer.train()
         logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         assert len(logged) == 2 and all(torch.isfinite(torch.tensor(logged)))
         results[on] = weights(trainer.model)
-    atol = 1e-6 if option == "gradient_checkpointing" else 5e-3  # checkpointing recomputes the same maths
-    assert_same_weights(results[True], results[False], atol=atol)
+    assert_same_weights(results[True], results[False], atol=1e-6)
+
+
+def test_bf16_training_takes_the_fp32_steps_to_bf16_precision(tmp_path, make_model, tokenizer, qa_data):
+    """Two plain SGD steps (constant lr 0.05, no clipping), so the update is lr × the summed gradients and bf16's
+    rounding of the forward pass shows in it linearly. bf16 keeps 8 significant bits (a relative rounding of
+    2^-8 ≈ 0.4%); measured here, the bf16 update differs from the fp32 one by 0.5% of its norm (‖Δ‖ ≈ 1.9). So:
+    - the fp32 run moves the weights (‖Δ‖ > 0.5): there is an update to compare;
+    - the bf16 update is within 3% of the fp32 one: the same two steps, to bf16 precision (a skipped step, a lost
+      loss term or a run that did not train is 50-100% off);
+    - yet it differs by more than 0.1% (a quarter of one bf16 rounding; two fp32 runs agree to 1e-6, see the
+      gradient-checkpointing test): bf16 really ran, it was not silently ignored."""
+    forget, retain = qa_data
+    updates = {}
+    for bf16 in (False, True):
+        model = make_model()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        args = training_args(tmp_path / str(bf16), max_steps=2, optim="sgd", learning_rate=0.05,
+                             lr_scheduler_type="constant", max_grad_norm=0, bf16=bf16)  # fmt: skip
+        trainer = NPOTrainer(model=model, args=NPOConfig(**args), forget_dataset=forget, retain_dataset=retain,
+                             processing_class=tokenizer)  # fmt: skip
+        trainer.train()
+        logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        assert len(logged) == 2 and all(torch.isfinite(torch.tensor(logged)))
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # bf16 is autocast; the weights stay fp32
+        updates[bf16] = torch.cat([p.detach().cpu().flatten() for p in model.parameters()]) - before.cpu()
+    step = updates[False].norm().item()
+    deviation = (updates[True] - updates[False]).norm().item() / step
+    assert step > 0.5, f"the fp32 run barely moved the weights (‖Δ‖ = {step:.3g})"
+    assert deviation < 0.03, f"the bf16 update is {deviation:.2%} away from the fp32 one"
+    assert deviation > 1e-3, f"the bf16 update matches the fp32 one to {deviation:.2e}: bf16 did not run"
 
 
 def test_peft_with_gradient_checkpointing(tmp_path, make_model, tokenizer, qa_data):
@@ -167,10 +195,25 @@ def test_peft_with_gradient_checkpointing(tmp_path, make_model, tokenizer, qa_da
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if n in before)
 
 
-def test_eval_dataset_of_question_answer_rows(tmp_path, make_model, tokenizer, qa_data):
+def test_eval_dataset_of_question_answer_rows(tmp_path, memorised_model, tokenizer, qa_data):
+    """`eval_loss` on question/answer rows is the causal-LM loss of the answers: the mean, over every answer token of
+    the batch (the answer and its EOS; never a prompt token), of −log p(token | everything before it). Worked here
+    from the tokenizer and one forward pass per row, apart from the trainer's tokenising, padding and masking."""
     forget, retain = qa_data
-    trainer = NPOTrainer(model=make_model(), args=NPOConfig(**training_args(tmp_path, max_steps=1)),
-                         forget_dataset=forget, retain_dataset=retain[4:], eval_dataset=retain[:4],
-                         processing_class=tokenizer)  # fmt: skip
+    config = NPOConfig(**training_args(tmp_path, max_steps=1, per_device_eval_batch_size=4))
+    trainer = NPOTrainer(model=memorised_model, args=config, forget_dataset=forget, retain_dataset=retain[4:],
+                         eval_dataset=retain[:4], processing_class=tokenizer)  # fmt: skip
     metrics = trainer.evaluate()
-    assert metrics["eval_loss"] > 0
+    total, count = 0.0, 0
+    model = memorised_model.eval()
+    for row in retain[:4]:
+        prompt = tokenizer(config.prompt_template.format(question=row["question"]))["input_ids"]
+        answer = tokenizer(" " + row["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt + answer], device=model.device)
+        with torch.no_grad():
+            logps = model(input_ids=ids).logits[0].float().log_softmax(-1)
+        positions = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1)  # logits at t predict token t + 1
+        total -= logps[positions, torch.tensor(answer)].sum().item()
+        count += len(answer)
+    assert metrics["eval_loss"] == pytest.approx(total / count, rel=1e-4)
+    assert metrics["eval_loss"] < 0.5  # the memorised model knows these answers (an untrained one: ln 500 ≈ 6.2)

@@ -1,6 +1,8 @@
-"""Evaluation as plain functions: answer probability/loss, and the leaderboards' metrics (`metrics`)."""
+"""Evaluation as plain functions: answer probability/loss, the leaderboards' metrics (`metrics`), and the encoder
+audit (`audit`: Forgetting Score, EMIA, linear probe)."""
 
-from . import metrics
+from . import audit, metrics
+from .audit import audit_encoder
 from .classifier import (
     accuracy_and_macro_f1,
     classifier_mia_auc,
@@ -29,9 +31,9 @@ from .probability import answer_nll, answer_stats, token_statistics
 from .tofu import evaluate_qa_suite, evaluate_tofu
 
 __all__ = [
-    "accuracy_and_macro_f1", "answer_nll", "answer_stats", "classifier_mia_auc", "classifier_outputs",
-    "evaluate_classifier", "evaluate_qa_suite", "evaluate_tofu", "exact_memorization", "extraction_strength",
-    "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics", "mia_auc", "mia_roc",
-    "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak", "rouge_l_recall",
-    "token_statistics", "truth_ratio", "truth_ratio_score",
+    "accuracy_and_macro_f1", "answer_nll", "answer_stats", "audit", "audit_encoder", "classifier_mia_auc",
+    "classifier_outputs", "evaluate_classifier", "evaluate_qa_suite", "evaluate_tofu", "exact_memorization",
+    "extraction_strength", "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics",
+    "mia_auc", "mia_roc", "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak",
+    "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

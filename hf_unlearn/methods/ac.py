@@ -324,9 +324,9 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
     # ---- the audit in the card ----
 
     def record_audit(self, audit: dict) -> None:
-        """Put an `hf_unlearn.audit.audit_encoder` result in the card: its numbers (Forgetting Score with its 95%
+        """Put an `audit_encoder` result in the card: its numbers (Forgetting Score with its 95%
         interval, EMIA, linear-probe accuracies, CMIA) as the unlearned model's metrics, and its heatmaps as plots."""
-        from ..audit import audit_numbers
+        from ..evaluation.audit import audit_numbers
 
         self._audit = audit
         unlearned = {**self._evaluation.get("unlearned", {}), **audit_numbers(audit)}
@@ -339,7 +339,7 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
         if self._custom_augmentation is not None:  # the config names a recipe, but this callable made the views
             manifest["requests"][0]["settings"]["augmentation"] = self._custom_augmentation
         if self._audit is not None:
-            from ..audit import HEATMAPS
+            from ..plots import HEATMAPS
 
             manifest["requests"][0]["audit_plots"] = {
                 name: f"{AUDIT_PLOTS_DIR}/{name}.png" for name in HEATMAPS if self._audit.get(name) is not None
@@ -348,7 +348,7 @@ class AlignmentCalibrationTrainer(UnlearningTrainer):
 
     def _write_card_files(self, folder: str) -> None:
         if self._audit is not None and self.is_world_process_zero():
-            from ..audit import save_heatmaps
+            from ..plots import save_heatmaps
 
             save_heatmaps(self._audit, f"{folder}/{AUDIT_PLOTS_DIR}")
         super()._write_card_files(folder)
