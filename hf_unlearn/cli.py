@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("config", nargs="?", help="YAML run config; omit for the offline demo.")
     run_parser.add_argument("--output-dir", help="Override the config's output_dir.")
     run_parser.add_argument("--method", help="Override the config's method (e.g. ga, grad_diff, npo, simnpo).")
+    run_parser.add_argument("--overwrite-output-dir", action="store_true", help="Replace a model already saved in "
+                            "output_dir (refused otherwise; the config's `overwrite_output_dir: true` does the same).")
     run_parser.add_argument("--check", action="store_true", help="Only check the config, data, model and output_dir "
                             "(seconds, nothing trained or written) and print the plan; exit 0 when valid, 2 if not.")
     commands.add_parser("methods", help="List the registered methods.")
@@ -179,6 +181,8 @@ def _run(args) -> int:
         config["output_dir"] = args.output_dir
     if args.method:
         config["method"] = args.method
+    if args.overwrite_output_dir or (args.config is None and _holds_demo_output(config["output_dir"])):
+        config["overwrite_output_dir"] = True  # the demo replaces its own earlier output, never a user's model
     plan = check_run_config(config, source=args.config)
     if args.check:
         print(f"hf-unlearn: {args.config or 'the offline demo'} is a valid run (checked; nothing trained or written):")
@@ -186,6 +190,12 @@ def _run(args) -> int:
         return 0
     run(plan)
     return 0
+
+
+def _holds_demo_output(folder: str) -> bool:
+    """Whether `folder` holds an earlier run of the offline demo (its summary names the demo's built-in model)."""
+    summary = Path(folder) / "summary.json"
+    return summary.is_file() and '"model": "tiny Llama built from a config' in summary.read_text(errors="replace")
 
 
 def _methods(args) -> int:

@@ -252,7 +252,8 @@ def _check_output_dir(config: dict[str, Any], at: str) -> None:
     if out.is_file():
         raise ValueError(f"{at}output_dir {out} is a file: pass a folder path (created if missing).")
     try:
-        check_output_dir(out, config["overwrite_output_dir"], config["model"], "`overwrite_output_dir: true`")
+        setting = "`overwrite_output_dir: true` (or pass --overwrite-output-dir)"
+        check_output_dir(out, config["overwrite_output_dir"], config["model"], setting)
     except ValueError as error:
         raise _again(error, at) from None
     ancestor = out.absolute()

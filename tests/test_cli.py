@@ -173,3 +173,18 @@ def test_methods_lists_name_trainer_and_config_in_aligned_columns(capsys):
     assert len(lines) == len(hf_unlearn.METHODS) and all(len(row) == 3 for row in rows)
     assert ["ac", "AlignmentCalibrationTrainer", "AlignmentCalibrationConfig"] in rows  # the longest names
     assert len({line.index(row[1]) for line, row in zip(lines, rows, strict=True)}) == 1  # one column start
+
+
+def test_the_demo_replaces_its_own_output_but_not_a_users_model(tmp_path, monkeypatch, capsys):
+    """A second `hf-unlearn run` replaces the demo's earlier output folder; a folder holding another model is refused
+    unless --overwrite-output-dir is given."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "hf-unlearn-output"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"someone's model")
+    assert main(["run", "--check"]) == 2
+    assert "--overwrite-output-dir" in capsys.readouterr().err
+    assert main(["run", "--check", "--overwrite-output-dir"]) == 0
+    capsys.readouterr()
+    (out / "summary.json").write_text(json.dumps({"model": "tiny Llama built from a config (hf_unlearn.synthetic)"}))
+    assert main(["run", "--check"]) == 0 and "holds a model: replaced" in capsys.readouterr().out
