@@ -35,6 +35,11 @@ class SafeArgumentsMixin:
     is not a file, and no token in a pickle: `training_args.bin` (output folder and every checkpoint) is the config
     pickled by `Trainer`, so `hub_token` and any other `*_token` field are left out of the pickled state."""
 
+    def __post_init__(self):
+        self._check_numbers()  # before TrainingArguments' own __post_init__, which would fail on them less clearly
+        self._check_training_ranges()
+        super().__post_init__()
+
     def _check_numbers(self) -> None:
         for item in fields(self):
             value, kind = getattr(self, item.name, None), _number_kind(item.type)
@@ -147,8 +152,6 @@ class UnlearningConfig(SafeArgumentsMixin, TrainingArguments):
     )
 
     def __post_init__(self):
-        self._check_numbers()
-        self._check_training_ranges()
         super().__post_init__()
         if self.gamma < 0:
             raise ValueError(f"gamma={self.gamma} is negative: the forget term's weight must be >= 0.")

@@ -15,7 +15,6 @@ import os
 import platform
 import tempfile
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from . import __version__
+from .config import SafeArgumentsMixin
 from .data import TOFU_HUB_ID, UnlearningCollator, check_forget_retain, load_tofu, prepare_dataset, read_jsonl
 from .evaluation import answer_stats
 from .evaluation.report import flat_numbers
@@ -72,7 +72,6 @@ RESERVED = {
     "finetune": {"output_dir": None, "seed": "seed", "report_to": None, "save_strategy": None,
                  "logging_strategy": None, "disable_tqdm": None},
 }  # fmt: skip
-POSITIVE_FIELDS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
 
 
 def _type_name(value: Any) -> str:
@@ -170,8 +169,8 @@ def _method(name: str, at: str = "") -> tuple[type, type]:
 
 
 def _check_section(name: str, values: dict | None, cls: type, owner: str, at: str) -> None:
-    """A `finetune`/`unlearn` section: every key a field of `cls` that the run does not set itself, numbers numbers
-    (a numeric string such as YAML's `1e-5` is converted in place), batch sizes at least 1."""
+    """A `finetune`/`unlearn` section: every key a field of `cls` that the run does not set itself (the values are
+    checked when the config is built: `SafeArgumentsMixin`)."""
     if not values:
         return
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -184,25 +183,6 @@ def _check_section(name: str, values: dict | None, cls: type, owner: str, at: st
             own = sorted(names - {f.name for f in dataclasses.fields(TrainingArguments)})
             fields_hint = f"its own fields are {own}, plus TrainingArguments'" if own else "see TrainingArguments"
             raise ValueError(f"{at}{name}.{key} is not a field of {owner}: {_close(key, names)}{fields_hint}.")
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # an annotation that cannot be resolved: the config's own checks remain
-        hints = {}
-    for key, value in values.items():
-        kind = hints.get(key)
-        if kind not in (int, float) or (not isinstance(value, bool) and isinstance(value, (int, float))):
-            continue
-        try:
-            number = float(value) if isinstance(value, str) else None
-        except ValueError:
-            number = None
-        if number is None or (kind is int and not number.is_integer()):
-            example = "an integer, e.g. 4" if kind is int else "a number, e.g. 1.0e-5"
-            raise ValueError(f"{at}{name}.{key}={value!r} is not a number: give {example}.")
-        values[key] = kind(number)  # YAML reads 1e-5 (no dot) as a string
-    for key in POSITIVE_FIELDS:
-        if isinstance(values.get(key), (int, float)) and values[key] < 1:
-            raise ValueError(f"{at}{name}.{key}={values[key]}: use 1 or more.")
 
 
 def check_finetune(recipe: dict | None, seed: int = 0, at: str = "") -> None:
@@ -444,9 +424,14 @@ def load_model(config: dict[str, Any], forget: list[dict], retain: list[dict]):
     return build_tiny_causal_lm(tokenizer, seed=config["seed"]), tokenizer
 
 
+@dataclasses.dataclass
+class FinetuneArguments(SafeArgumentsMixin, TrainingArguments):
+    """`TrainingArguments` with this package's checks of numbers (types, NaN/inf, ranges), for the fine-tune."""
+
+
 def finetune_arguments(output_dir: str | Path, seed: int = 0, **training_args) -> TrainingArguments:
-    """The fine-tune's `TrainingArguments`: quiet, nothing saved."""
-    return TrainingArguments(output_dir=str(output_dir), seed=seed, report_to="none", save_strategy="no",
+    """The fine-tune's arguments: quiet, nothing saved."""
+    return FinetuneArguments(output_dir=str(output_dir), seed=seed, report_to="none", save_strategy="no",
                              logging_strategy="no", disable_tqdm=True, **training_args)  # fmt: skip
 
 

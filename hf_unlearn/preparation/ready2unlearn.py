@@ -110,8 +110,6 @@ class Ready2UnlearnConfig(SafeArgumentsMixin, TrainingArguments):
         "help": "What the revocable group is, in words, for the model card (public: never put its content here)."})
 
     def __post_init__(self):
-        self._check_numbers()
-        self._check_training_ranges()
         super().__post_init__()
         for name in ("alpha_in", "alpha_re", "lambda1", "lambda2", "lambda3"):
             if getattr(self, name) < 0:
