@@ -106,8 +106,8 @@ CASES = [
                  id="run-missing-config"),
     pytest.param(run_case("malformed"), r"malformed\.yaml:4:\d+: not valid YAML \(.+\): fix that line",
                  id="run-yaml-line"),
-    pytest.param(run_case("string_number"), r"unlearn \(NPOConfig\): learning_rate='fast' is not a number: give a float",
-                 id="run-string-for-number"),
+    pytest.param(run_case("string_number"), r"unlearn \(NPOConfig\): learning_rate='fast' is not a number: give a "
+                 r"float", id="run-string-for-number"),  # fmt: skip
     pytest.param(run_case("data_list"), r"data is a list \(.+\): it must be a mapping, e.g\. \{source: jsonl",
                  id="run-data-is-a-list"),
     pytest.param(run_case("unknown_key"), r"unknown key\(s\) \['modle'\]; did you mean 'model'\?",
@@ -282,7 +282,8 @@ def test_check_on_a_valid_config_trains_and_writes_nothing(outcomes, workspace):
 
 # The same checks through the Python API: the exception's type and message, at once, and no output folder made.
 API_CASES = [
-    pytest.param("string_number", TypeError, r"unlearn \(NPOConfig\): learning_rate='fast' is not a number", id="string-for-number"),
+    pytest.param("string_number", TypeError, r"unlearn \(NPOConfig\): learning_rate='fast' is not a number",
+                 id="string-for-number"),
     pytest.param("data_list", ValueError, r"data is a list", id="data-is-a-list"),
     pytest.param("unknown_field", ValueError, r"unlearn\.learnig_rate is not a field of NPOConfig", id="unknown-field"),
     pytest.param("unknown_method", KeyError, r"Unknown unlearning method 'npo2'", id="unknown-method"),
