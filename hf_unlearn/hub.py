@@ -1,5 +1,5 @@
 """The Hub side of an unlearned model: its card (metadata with `ModelCardData`, body from the Jinja template in
-`hf_unlearn/model_cards/`), the files written next to the weights, the push, and the requester's verification.
+`model_cards/`), the files written next to the weights, the push, and the requester's verification.
 
 Everything is rendered from the manifest (`hf_unlearn.manifest`); nothing here reads the forget set, except `verify`,
 which reads the requester's own copy of it to recompute the fingerprint.
@@ -18,8 +18,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation.report import TOFU_ROWS
 from .manifest import MANIFEST_NAME, NEVER_UPLOAD, SALT_NAME, find_request, is_hub_id, read_manifest, write_manifest
+from .model_cards import UNLEARNED, template_path
 
-TEMPLATE = Path(__file__).parent / "model_cards" / "unlearned_model_card.md"
+TEMPLATE = template_path(UNLEARNED)
 MODEL_INDEX_METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "mia_min_k_auc", "privleak")
 PLOTS = {"loss_curves": "plots/loss_curves.png", "mia_roc": "plots/mia_roc.png"}
 

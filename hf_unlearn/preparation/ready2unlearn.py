@@ -27,7 +27,6 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,12 +39,13 @@ from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_voc
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
 from ..mixins import CardFilesMixin, LossTermsMixin, check_output_dir, model_source, starting_point
+from ..model_cards import PREPARED, template_path
 from ..trainer import model_inputs
 
 META_ORDERS = ("first", "second")
 PAPER = {"title": "Ready2Unlearn: A Learning-Time Approach for Preparing Models with Future Unlearning Readiness",
          "id": "2505.10845"}  # fmt: skip
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "prepared_model_card.md"
+CARD_TEMPLATE = template_path(PREPARED)
 
 
 @dataclass
