@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 from transformers import TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
@@ -35,8 +36,9 @@ class UnlearningEvalCallback(TrainerCallback):
     e.g. `{"forget_probability": ("<=", gold_forget_probability)}`. When the target is met, training stops, that
     step's checkpoint is saved (unless `save_strategy="no"`: then the final model is the chosen one and no checkpoint
     is written), and the chosen step is recorded in `trainer.state.log_history` and in
-    `<output_dir>/unlearning_eval.json`. In multi-process runs every rank computes the same numbers on the same
-    (replicated) weights, so every rank stops at the same step.
+    `<output_dir>/unlearning_eval.json`. In multi-process runs the main process computes the metrics and sends them
+    to the others, so every rank stops at the same step and the work is done once; under DeepSpeed ZeRO-3, whose
+    forward needs every process (each holds a shard of the weights), every rank computes them together.
     """
 
     def __init__(
@@ -88,7 +90,20 @@ class UnlearningEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self._every:
             return
-        metrics = self.compute(model)
+        if args.world_size > 1 and not is_deepspeed_zero3_enabled():
+            from accelerate.utils import broadcast_object_list
+
+            sent = [None]
+            if state.is_world_process_zero:
+                try:
+                    sent = [self.compute(model)]
+                except Exception as error:  # sent on, so that every rank stops instead of waiting for the metrics
+                    sent = [error]
+            metrics = broadcast_object_list(sent, from_process=0)[0]
+            if isinstance(metrics, Exception):
+                raise metrics
+        else:
+            metrics = self.compute(model)
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         self.history.append({"step": state.global_step, **numbers})
         state.log_history.append({"step": state.global_step, **{f"unlearning_eval/{k}": v for k, v in numbers.items()}})

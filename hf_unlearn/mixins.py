@@ -101,6 +101,30 @@ def check_output_dir(folder, overwrite: bool, source=None, setting: str = "overw
     )
 
 
+ENGINES_DOC = "docs/scale.md"
+
+
+def check_engine(trainer, zero3_problem: str | None = None) -> None:
+    """Refuse, at construction, an engine the trainer cannot run under, naming it and what to use instead: FSDP that
+    Accelerate did not enable (on a CPU it silently runs plain DDP, every process holding the whole model), and
+    DeepSpeed ZeRO-3 for a method that states `zero3_problem`."""
+    args = trainer.args
+    asked = bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    if asked and not trainer.is_fsdp_enabled:
+        raise ValueError(
+            f"FSDP was asked for (fsdp={args.fsdp!r}, ACCELERATE_USE_FSDP={os.environ.get('ACCELERATE_USE_FSDP')}) "
+            "but Accelerate did not enable it: without GPUs it silently runs plain DDP, each process holding the whole "
+            "model. Shard on a CPU with DeepSpeed ZeRO-3 instead (deepspeed=examples/accelerate/ds_zero3.json with "
+            f"use_cpu=True), or run FSDP on GPUs; see {ENGINES_DOC}."
+        )  # fmt: skip
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
+    if zero3_problem and plugin is not None and plugin.zero_stage == 3:
+        raise ValueError(
+            f"{type(trainer).__name__} cannot run under DeepSpeed ZeRO-3: {zero3_problem} Use ZeRO-2 "
+            f"(examples/accelerate/ds_zero2.json) or DDP; see {ENGINES_DOC}."
+        )  # fmt: skip
+
+
 def model_source(model) -> str | None:
     """The folder or id a model (or a PEFT model's base) was loaded from."""
     unwrapped = model.get_base_model() if is_peft_model(model) else model

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 import transformers
 import yaml
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from . import __version__
 from .config import SafeArgumentsMixin
@@ -337,9 +339,18 @@ def check_run_config(config: dict[str, Any] | None = None, source: str | Path | 
         args = _method_args(config, config_cls, unlearn_args)
     except (TypeError, ValueError) as error:
         raise _again(error, f"{at}unlearn ({config_cls.__name__}): ") from None
+    phases = [key for key in ("finetune", "gold", "evaluate") if config[key]]
+    if phases and is_deepspeed_zero3_enabled():
+        raise ValueError(
+            f"{at}under DeepSpeed ZeRO-3, `hf-unlearn run` runs the unlearning phase only ({', '.join(phases)} would "
+            "need whole weights in one process, and a model built between two ZeRO-3 runs can hang the launch): set "
+            f"{', '.join(f'{p}: {NO_PHASE[p]}' for p in phases)}, give `model:` an already fine-tuned model, and "
+            "evaluate the saved model afterwards with `hf-unlearn eval` (docs/scale.md); or launch with DDP or ZeRO-2."
+        )  # fmt: skip
     return RunPlan(config, forget, retain, heldout, config_cls, trainer_cls, args, unlearn_args)
 
 
+NO_PHASE = {"finetune": "null", "gold": "false", "evaluate": "false"}
 TOFU_LOCAL = "`path: ../shared/data/tofu` in the run config's `data` (a folder of TOFU's JSONL files)"
 
 
@@ -530,11 +541,20 @@ def run(config: dict[str, Any] | RunPlan | None = None, log=print) -> dict[str, 
         raise
 
 
+def _quiet(*args, **kwargs) -> None:
+    """`log` on every process but the main one."""
+
+
 def _run(plan: RunPlan, log) -> dict[str, Any]:
     config, forget, retain = plan.config, plan.forget, plan.retain
     output_dir = Path(config["output_dir"])
     torch.manual_seed(config["seed"])
     start = time.perf_counter()
+    # Launched on several processes (torchrun, accelerate launch, deepspeed): every process trains; the main one alone
+    # logs, evaluates (the documented choice: one copy of the work, not one per process) and writes the summary.
+    main = PartialState().is_main_process
+    if not main:
+        log = _quiet  # noqa: F841 (rebinds the argument)
     log(f"hf-unlearn: {len(forget)} forget and {len(retain)} retain examples; method {config['method']}")
     extra = {}
     if plan.heldout is not None:
@@ -548,7 +568,7 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as scratch:  # the fine-tune's Trainer leaves nothing we keep
             rows = forget + retain
             finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"], **config["finetune"])
-    original = copy.deepcopy(model) if config.get("evaluate") else None
+    original = copy.deepcopy(model) if config.get("evaluate") and main else None
     gold_model = None
     if config.get("gold"):
         log("training the gold (retain-only) model with the same recipe ...")
@@ -565,16 +585,19 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
     retain_rows = trainer.retain_dataset  # tokenised once by the trainer; a method without a retain term has none
     if retain_rows is None:
         retain_rows = prepare_dataset(retain, "retain", tokenizer, args.prompt_template, args.max_length)
-    before = _measure(trainer.model, forget_rows, retain_rows, pad_id)
+    # under ZeRO-3 each process holds a shard of the weights: measure the saved model with `hf-unlearn eval` instead
+    measure = not is_deepspeed_zero3_enabled()
+    before = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
     log(f"unlearning with {trainer_cls.__name__} ...")
     unlearn_start = time.perf_counter()
     train_output = trainer.train()
     unlearn_seconds = time.perf_counter() - unlearn_start
-    after = _measure(trainer.model, forget_rows, retain_rows, pad_id)
-    log(format_table(before, after))
+    after = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
+    if measure:
+        log(format_table(before, after))
 
     evaluation = {}
-    if config.get("evaluate"):
+    if config.get("evaluate") and main:
         columns = _evaluate_suite(config, original, gold_model, trainer.model, tokenizer, forget, retain, log)
         trainer.record_evaluation(**columns)
         evaluation = {name: flat_numbers(result) for name, result in columns.items()}
@@ -598,11 +621,12 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         "versions": {"hf-unlearn": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "python": platform.python_version(),
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"model, tokenizer, model card (README.md), unlearning_manifest.json and summary.json written to {output_dir}; "
         f"the fingerprint's salt is in {output_dir / SALT_NAME}: give it to the requester, never upload it")
     push = config.get("push")
-    if push:
+    if push and main:
         from .hub import push_folder
 
         push = {"repo_id": push} if isinstance(push, str) else dict(push)

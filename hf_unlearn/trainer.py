@@ -22,7 +22,15 @@ from .data import (
 )
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
-from .mixins import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_source, starting_point
+from .mixins import (
+    CardFilesMixin,
+    LossTermsMixin,
+    check_engine,
+    check_output_dir,
+    is_peft_model,
+    model_source,
+    starting_point,
+)
 from .sources import check_model_source
 
 
@@ -61,6 +69,8 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
     config_class: type[UnlearningConfig] = UnlearningConfig
     _name = "Unlearning"
     _tag_names: list[str] = ["hf-unlearn", "unlearning"]
+    # Why the method cannot run under DeepSpeed ZeRO-3 (None: it can); the trainer then refuses it at construction.
+    zero3_problem: str | None = None
     _paper: dict[str, str] | None = None
     # Our loss is a mean over examples, not normalised by `num_items_in_batch`: let `training_step` divide it by the
     # number of accumulation steps, exactly as a plain `Trainer` loss.
@@ -142,6 +152,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             optimizers=optimizers,
             **kwargs,
         )
+        check_engine(self, self.zero3_problem)
         self.model_accepts_loss_kwargs = False
         for callback in (PairingEpochCallback(self.pairing), FiniteUpdateCallback(self), WeightChangeCallback(self)):
             self.add_callback(callback)

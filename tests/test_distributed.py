@@ -1,5 +1,5 @@
 """A 2-process CPU run (torchrun, gloo) finishes, the two ranks draw different retain examples, and in-training
-evaluation stops both ranks at the same step."""
+evaluation, computed once by the main process, stops both ranks at the same step."""
 
 import json
 import os
@@ -36,4 +36,5 @@ def test_two_process_run_draws_different_retain_examples(tmp_path):
     # the evaluation callback ran on both ranks, agreed, and stopped both at its first evaluation
     assert ranks[0]["chosen_step"] == ranks[1]["chosen_step"] == 2
     assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 1
+    assert [r["computed"] for r in ranks] == [1, 0]  # the main process evaluated, once; the other received it
     assert (tmp_path / "checkpoint-2").is_dir() and (tmp_path / "unlearning_eval.json").is_file()

@@ -98,6 +98,8 @@ class SIUTrainer(UnlearningTrainer):
     config_class = SIUConfig
     _name = "SIU"
     _tag_names = UnlearningTrainer._tag_names + ["siu", "multimodal"]
+    zero3_problem = ("LLaVA runs its vision tower only for rows with an image, so the processes run different modules "
+                     "in a step, and ZeRO-3 gathers each module's parameters in the same order on every process.")
     _paper = {"title": "Single Image Unlearning: Efficient Machine Unlearning in Multimodal Large Language Models",
               "id": "2405.12523"}  # fmt: skip
 

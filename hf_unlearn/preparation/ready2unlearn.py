@@ -38,7 +38,7 @@ from ..config import SafeArgumentsMixin, check_prompt_template
 from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_vocabulary, prepare_dataset, row_format
 from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
-from ..mixins import CardFilesMixin, LossTermsMixin, check_output_dir, model_source, starting_point
+from ..mixins import CardFilesMixin, LossTermsMixin, check_engine, check_output_dir, model_source, starting_point
 from ..model_cards import PREPARED, template_path
 from ..trainer import model_inputs
 
@@ -280,6 +280,8 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             optimizers=optimizers,
             **kwargs,
         )
+        check_engine(self, "its meta-step evaluates the model on stand-in weights with torch.func.functional_call, "
+                           "which needs every parameter whole, and ZeRO-3 partitions them across the processes.")
         self.model_accepts_loss_kwargs = False
         self.add_callback(_MetaScheduleCallback(self))
         self._pad = UnlearningCollator(pad_token_id).pad

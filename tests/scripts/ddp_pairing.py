@@ -41,6 +41,9 @@ args = GradDiffConfig(output_dir=output_dir, max_steps=4, per_device_train_batch
                       logging_steps=1, report_to="none", save_strategy="steps", save_steps=1000, disable_tqdm=True,
                       use_cpu=True)
 evaluation = UnlearningEvalCallback(eval_steps=2, stop_when={"forget_loss": (">=", 0.0)})
+computed = []  # the evaluations this rank computed itself (the main one computes, the others receive)
+compute = evaluation.compute
+evaluation.compute = lambda model: computed.append(1) or compute(model)
 trainer = GradDiffTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
                           processing_class=tokenizer, data_collator=Recorder(tokenizer.pad_token_id),
                           callbacks=[LogTerms(), evaluation])
@@ -48,7 +51,8 @@ trainer.train()
 rank = args.process_index
 checksum = sum(p.double().sum().item() for p in trainer.model.parameters())
 record = {"rank": rank, "world_size": args.world_size, "checksum": checksum, "terms": LogTerms.terms,
-          "chosen_step": evaluation.chosen_step, "history": evaluation.history, **Recorder.drawn}
+          "chosen_step": evaluation.chosen_step, "computed": len(computed), "history": evaluation.history,
+          **Recorder.drawn}
 with open(f"{output_dir}/rank{rank}.json", "w") as handle:
     json.dump(record, handle)
 # leave the process group together: a rank exiting while gloo's threads still run can abort ("terminate called
