@@ -31,8 +31,8 @@ from .data import TOFU_HUB_ID, UnlearningCollator, check_forget_retain, load_tof
 from .evaluation import answer_stats
 from .evaluation.report import flat_numbers
 from .manifest import SALT_NAME, holds_model
+from .methods import METHODS  # importing the package registers the built-in methods
 from .mixins import check_output_dir
-from .registry import METHODS
 from .sources import check_hub_reachable, check_model_source, load_pretrained
 
 DEFAULT_RUN: dict[str, Any] = {

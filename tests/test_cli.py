@@ -1,6 +1,8 @@
 """`hf-unlearn run`: the offline default, a YAML config with the user's model and data, and clean artefacts."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -188,3 +190,23 @@ def test_the_demo_replaces_its_own_output_but_not_a_users_model(tmp_path, monkey
     capsys.readouterr()
     (out / "summary.json").write_text(json.dumps({"model": "tiny Llama built from a config (hf_unlearn.synthetic)"}))
     assert main(["run", "--check"]) == 0 and "holds a model: replaced" in capsys.readouterr().out
+
+
+def test_help_loads_no_heavy_library():
+    """`hf-unlearn --help` and every subcommand's help answer without importing torch or transformers (the package's
+    names load on first use), which is what keeps them well under a second."""
+    code = (
+        "import sys\n"
+        "from hf_unlearn.cli import main\n"
+        "for command in ([], ['run'], ['eval'], ['methods'], ['gold'], ['leaderboard'], ['card'], ['push'], ['verify'],"
+        " ['condense'], ['audit']):\n"
+        "    try:\n"
+        "        main([*command, '--help'])\n"
+        "    except SystemExit as stop:\n"
+        "        assert stop.code == 0, (command, stop.code)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'trl') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY []" in result.stdout

@@ -1,5 +1,6 @@
 """One file per method; importing this package registers them all in `hf_unlearn.METHODS`."""
 
+from ..registry import METHODS
 from .a_amu import (
     AAMUConfig,
     AAMUConfigMixin,
@@ -25,7 +26,8 @@ from .simnpo import SimNPOConfig, SimNPOTrainer
 from .siu import SIUConfig, SIUTrainer
 
 __all__ = [
-    "AAMUConfig", "AAMUConfigMixin", "AAMUDeepCUTConfig", "AAMUDeepCUTTrainer", "AAMUGAConfig", "AAMUGATrainer",
+    "METHODS", "AAMUConfig", "AAMUConfigMixin", "AAMUDeepCUTConfig", "AAMUDeepCUTTrainer", "AAMUGAConfig",
+    "AAMUGATrainer",
     "AAMUGradDiffConfig", "AAMUGradDiffTrainer", "AAMUMixin", "AAMUNPOConfig", "AAMUNPOTrainer", "AAMUSimNPOConfig",
     "AAMUSimNPOTrainer", "AAMUTrainer", "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer",
     "DeepCUTConfig", "DeepCUTTrainer", "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer",
