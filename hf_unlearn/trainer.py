@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
+from . import mixins
 from .callbacks import FiniteUpdateCallback, PairingEpochCallback, WeightChangeCallback, check_finite_update
 from .config import UnlearningConfig
 from .data import (
@@ -22,15 +23,7 @@ from .data import (
 )
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
 from .losses import kl_divergence, mean_nll, sequence_logps
-from .mixins import (
-    CardFilesMixin,
-    LossTermsMixin,
-    check_engine,
-    check_output_dir,
-    is_peft_model,
-    model_source,
-    starting_point,
-)
+from .mixins import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_source, starting_point
 from .sources import check_model_source
 
 
@@ -152,7 +145,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             optimizers=optimizers,
             **kwargs,
         )
-        check_engine(self, self.zero3_problem)
+        mixins.check_engine(self, self.zero3_problem)  # after Trainer.__init__, which sets up the engine
         self.model_accepts_loss_kwargs = False
         for callback in (PairingEpochCallback(self.pairing), FiniteUpdateCallback(self), WeightChangeCallback(self)):
             self.add_callback(callback)

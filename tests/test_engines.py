@@ -26,7 +26,8 @@ SCRIPT = ROOT / "tests" / "scripts" / "engine_run.py"
 ZERO2, ZERO3 = (str(ROOT / "examples" / "accelerate" / f"ds_zero{n}.json") for n in (2, 3))
 # Every registered method has a row (tests/scripts/engine_run.py's CASES), and Ready2Unlearn's preparation trainer.
 CASES = ["ga", "grad_diff", "grad_diff_kl", "npo", "npo_precompute", "simnpo", "deepcut", "npo_lora", "a_amu",
-         "a_amu_grad_diff", "ac", "siu", "ready2unlearn"]  # fmt: skip
+         "a_amu_grad_diff", "a_amu_ga", "a_amu_npo", "a_amu_simnpo", "a_amu_deepcut", "ac", "siu",
+         "ready2unlearn"]  # fmt: skip
 ZERO3_REFUSED = ["siu", "ready2unlearn"]
 WITH_RETAIN_DRAWS = ["grad_diff", "grad_diff_kl", "npo", "simnpo"]
 # ZeRO-3 reduces gradients in another order than DDP: equal to fp32 rounding over 3 steps

@@ -39,6 +39,10 @@ CASES = {  # name -> (registry name, config overrides)
     "deepcut_vit": ("deepcut", {"num_views": 1}),
     "a_amu": ("a_amu", {}),
     "a_amu_grad_diff": ("a_amu_grad_diff", {}),
+    "a_amu_ga": ("a_amu_ga", {}),
+    "a_amu_npo": ("a_amu_npo", {}),
+    "a_amu_simnpo": ("a_amu_simnpo", {}),
+    "a_amu_deepcut": ("a_amu_deepcut", {"num_views": 1}),
     "ac": ("ac", {"augmentation": "none", "num_views": 2, "beta": 0.0, "retain_per_forget": 2}),
     "siu": ("siu", {"lora_r": 4, "lora_alpha": 8}),
     "ready2unlearn": (None, {"meta_batch_size": 2}),
@@ -79,7 +83,7 @@ def digits():
 def setup(case: str) -> tuple:
     """(model, forget, retain, processing_class, extra trainer arguments) for a case, seeded."""
     torch.manual_seed(0)
-    if case in ("ready2unlearn", "a_amu", "a_amu_grad_diff"):
+    if case == "ready2unlearn" or (case.startswith("a_amu") and case != "a_amu_deepcut"):
         from hf_unlearn.synthetic import build_tiny_image_classifier
 
         data = digits()
@@ -105,6 +109,8 @@ def setup(case: str) -> tuple:
         extra = {"concept_name": mm.TARGET}
         return model, forget_rows, retain_rows, build_llava_processor(model, llava_tokenizer), extra
     model = build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=2, num_heads=2)
+    if case == "a_amu_deepcut":  # DeepCUT contrasts the hidden states of token rows; held-out rows from retain
+        return model, forget, retain[8:], tokenizer, {"heldout_dataset": retain[:8]}
     if case == "npo_lora":
         from peft import LoraConfig, get_peft_model
 
@@ -129,7 +135,7 @@ for case in cases:
                       logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0,
                       **engine_args, **overrides)  # fmt: skip
     terms = LogTerms()
-    recorder = Recorder(tokenizer.pad_token_id) if processing_class is tokenizer else None
+    recorder = Recorder(tokenizer.pad_token_id) if processing_class is tokenizer and not extra else None
     collator = {"data_collator": recorder} if recorder else {}
     if name is None:  # the preparation trainer: trains on every row, meta-steps on the revocable ones
         rows = {"train_dataset": forget_rows + retain_rows}
