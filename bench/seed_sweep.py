@@ -1,97 +1,64 @@
-"""Seed robustness of the test suite: rerun tests at several trainer seeds and print which pass at which seeds.
-
-CI runs every test at seed 0. `tests/conftest.py` reads `HF_UNLEARN_TEST_SEED` (the seed of every trainer the tests
-build through `training_args`: data order, dropout, pairing draws), so one command reruns the suite at another seed.
-A test that passes at some seeds and fails at others makes a claim that rests on the draw: this script finds them.
+"""Seed robustness of the test suite: rerun tests at several trainer seeds (`HF_UNLEARN_TEST_SEED`, which
+`tests/conftest.py` reads) and list those that fail at some. Options it does not know go to pytest.
 
     python bench/seed_sweep.py --seeds 0 1 2 3 --parallel 2 tests/test_methods.py -k image_classifier
-    python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 4 --workers 4 --write    # the whole suite
-
-`--workers N` hands `-n N` to pytest (pytest-xdist, when installed); `--parallel P` runs P seeds at once. With
-`--write` the table goes to docs/results.md between `<!-- seed-sweep:begin -->` and `<!-- seed-sweep:end -->`.
+    python bench/seed_sweep.py --seeds 0 1 2 3 4 5 6 7 --parallel 4 --workers 4 --output    # the whole suite
 """
 
-from __future__ import annotations
-
-import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import common
 import torch
-from results_doc import write_section  # bench/results_doc.py
-
-ROOT = Path(__file__).resolve().parents[1]
-OUTCOMES = ("PASSED", "FAILED", "ERROR")
 
 
 def parse_outcomes(report: str) -> dict[str, str]:
-    """{test id: PASSED/FAILED/ERROR} from the short summary pytest prints with `-rA`."""
-    outcomes = {}
-    for line in report.splitlines():
-        word, _, rest = line.partition(" ")
-        if word in OUTCOMES and rest.startswith("tests/"):
-            test = rest.split(" - ", 1)[0].strip()
-            previous = outcomes.get(test)  # a test can pass and then error at teardown: the worse outcome stays
-            outcomes[test] = word if previous in (None, "PASSED") else previous
-    return outcomes
+    """{test id: PASSED/FAILED/ERROR} from pytest's `-rA` summary (passed, then errored at teardown: ERROR)."""
+    found = re.findall(r"^(PASSED|FAILED|ERROR) (tests/.+?)(?: - .*)?$", report, flags=re.M)
+    return {test: word for word, test in sorted(found, key=lambda outcome: outcome[0] != "PASSED")}  # passes first
 
 
-def run_seed(seed: int, targets: list[str], workers: int) -> dict[str, str]:
-    command = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *targets]
-    if workers > 1:
-        command[3:3] = ["-n", str(workers)]
-    env = {**os.environ, "HF_UNLEARN_TEST_SEED": str(seed)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    outcomes = parse_outcomes(result.stdout)
-    if not outcomes:
+def run_seed(seed: int, options: list[str]) -> dict[str, str]:
+    command = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *options]
+    result = subprocess.run(command, cwd=common.ROOT, env=os.environ | {"HF_UNLEARN_TEST_SEED": str(seed)},
+                            capture_output=True, text=True)  # fmt: skip
+    if not (outcomes := parse_outcomes(result.stdout)):
         sys.exit(f"seed {seed}: pytest reported no test outcome (exit {result.returncode}):\n{result.stdout[-2000:]}")
     return outcomes
 
 
-def sweep_table(results: dict[int, dict[str, str]]) -> tuple[list[str], list[str]]:
-    """(summary lines, markdown rows): each test that did not pass at every seed, with the seeds it failed at."""
-    seeds = sorted(results)
-    tests = sorted({test for outcomes in results.values() for test in outcomes})
-    fragile = []
-    for test in tests:
-        failed = [s for s in seeds if results[s].get(test, "missing") != "PASSED"]
-        if failed:
-            fragile.append(f"| `{test}` | {len(seeds) - len(failed)}/{len(seeds)} | {', '.join(map(str, failed))} |")
-    summary = [f"{len(tests)} tests at seeds {', '.join(map(str, seeds))}: {len(tests) - len(fragile)} pass at every "
-               f"seed, {len(fragile)} do not."]  # fmt: skip
-    return summary, fragile
+def sweep_table(results: dict[int, dict[str, str]]) -> list[str]:
+    """A summary line, then a table of the tests that did not pass at every seed (a missing outcome is no pass)."""
+    seeds, tests = sorted(results), sorted({test for outcomes in results.values() for test in outcomes})
+    failed = {t: f for t in tests if (f := [s for s in seeds if results[s].get(t) != "PASSED"])}
+    rows = [f"| `{t}` | {len(seeds) - len(f)}/{len(seeds)} | {', '.join(map(str, f))} |" for t, f in failed.items()]
+    return [f"{len(tests)} tests at seeds {', '.join(map(str, seeds))}: {len(tests) - len(rows)} pass at every seed, "
+            f"{len(rows)} do not.", *(["", "| test | seeds passed | failed at seeds |", "|---|---|---|", *rows]
+                                      if rows else [])]  # fmt: skip
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, "seed-sweep", seed=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--parallel", type=int, default=1, help="Seeds run at once.")
     parser.add_argument("--workers", type=int, default=1, help="pytest-xdist workers per seed (-n).")
-    parser.add_argument("--write", action="store_true", help="Write the table to docs/results.md.")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("targets", nargs="*", default=["tests"], help="What pytest runs (default: tests).")
     args, pytest_options = parser.parse_known_args()  # e.g. `-k image_classifier` goes to pytest as it is
-    args.targets += pytest_options
-
+    if args.output and not args.output.endswith(".md"):  # `--output tests/x.py`: a test taken for FILE
+        parser.error(f"--output {args.output}: FILE must be a .md file (a bare --output goes after the tests)")
+    options = args.targets + pytest_options + (["-n", str(args.workers)] if args.workers > 1 else [])
     start = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:
-        runs = {seed: pool.submit(run_seed, seed, args.targets, args.workers) for seed in args.seeds}
-        results = {seed: run.result() for seed, run in runs.items()}
-    summary, fragile = sweep_table(results)
+        table = sweep_table(dict(zip(args.seeds, pool.map(lambda s: run_seed(s, options), args.seeds), strict=True)))
     device = "GPU" if os.environ.get("HF_UNLEARN_TEST_DEVICE", "cpu") != "cpu" else "CPU"
-    lines = [f"Command: `python bench/seed_sweep.py {' '.join(sys.argv[1:])}` ({device}, torch {torch.__version__}, "
-             f"{platform.machine()}, {time.perf_counter() - start:.0f} s).", "", *summary]  # fmt: skip
-    if fragile:
-        lines += ["", "| test | seeds passed | failed at seeds |", "|---|---|---|", *fragile]
-    block = "\n".join(lines)
-    print(block)
-    if args.write:
-        write_section(args.output, "seed-sweep", "Seed robustness of the test suite (`bench/seed_sweep.py`)", block)
+    common.publish(args, "Seed robustness of the test suite (`bench/seed_sweep.py`)", "\n".join([
+        f"Command: `python bench/seed_sweep.py {' '.join(sys.argv[1:])}` ({device}, torch {torch.__version__}, "
+        f"{platform.machine()}, {time.perf_counter() - start:.0f} s).", "", *table]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import seed_sweep  # noqa: E402
+import seed_sweep
 
 REPORT = """....F.E
 =========================== short test summary info ============================
@@ -33,9 +32,10 @@ def test_sweep_table_lists_only_tests_that_fail_somewhere():
         1: {"t::a": "PASSED", "t::b": "FAILED"},
         2: {"t::a": "PASSED"},
     }  # fmt: skip  (t::b missing at seed 2: not a pass)
-    summary, rows = seed_sweep.sweep_table(results)
-    assert summary == ["2 tests at seeds 0, 1, 2: 1 pass at every seed, 1 do not."]
-    assert rows == ["| `t::b` | 1/3 | 1, 2 |"]
+    assert seed_sweep.sweep_table(results) == ["2 tests at seeds 0, 1, 2: 1 pass at every seed, 1 do not.", "",
+                                               "| test | seeds passed | failed at seeds |", "|---|---|---|",
+                                               "| `t::b` | 1/3 | 1, 2 |"]  # fmt: skip
+    assert seed_sweep.sweep_table({0: {"t::a": "PASSED"}}) == ["1 tests at seeds 0: 1 pass at every seed, 0 do not."]
 
 
 def test_seed_variable_reaches_training_args(tmp_path):
