@@ -1,4 +1,4 @@
-"""Auditing an encoder's unlearning with query access to its embeddings (METHODS.md §5; Wang et al., arXiv
+"""Auditing an encoder's unlearning with query access to its embeddings (Wang et al. 2024, arXiv
 2406.03603), plus the white-box linear-probe suite when labels are known.
 
 For a set of examples x_1..x_N and T random views t(x) (augmentations), with f the encoder and cos the cosine:
