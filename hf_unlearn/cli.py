@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                             "output_dir (refused otherwise; the config's `overwrite_output_dir: true` does the same).")
     run_parser.add_argument("--check", action="store_true", help="Only check the config, data, model and output_dir "
                             "(seconds, nothing trained or written) and print the plan; exit 0 when valid, 2 if not.")
+    run_parser.add_argument("--max-steps", type=int, metavar="N", help="Smoke mode: cap every training phase "
+                            "(fine-tune, gold model, unlearning) at N optimizer steps.")
     commands.add_parser("methods", help="List the registered methods.")
 
     eval_parser = commands.add_parser("eval", help="Evaluate a model with the leaderboards' metrics.")
@@ -181,6 +183,12 @@ def _run(args) -> int:
         config["output_dir"] = args.output_dir
     if args.method:
         config["method"] = args.method
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1.")
+        for phase in ("finetune", "unlearn"):
+            if phase == "unlearn" or config.get(phase):
+                config[phase] = {**(config.get(phase) or {}), "max_steps": args.max_steps}
     if args.overwrite_output_dir or (args.config is None and _holds_demo_output(config["output_dir"])):
         config["overwrite_output_dir"] = True  # the demo replaces its own earlier output, never a user's model
     plan = check_run_config(config, source=args.config)

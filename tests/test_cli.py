@@ -210,3 +210,14 @@ def test_help_loads_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY []" in result.stdout
+
+
+def test_max_steps_caps_every_training_phase(tmp_path):
+    """`hf-unlearn run --max-steps 2`: the fine-tune, the gold model and the unlearning each stop after 2 optimizer
+    steps (a smoke run of any config); 0 is refused."""
+    out = tmp_path / "out"
+    assert main(["run", "--max-steps", "2", "--output-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["global_steps"] == 2 and summary["unlearn_config"]["max_steps"] == 2
+    assert summary["evaluation"]["gold"]["forget_quality"] == 1.0  # the gold model was trained (2 steps) and scored
+    assert main(["run", "--max-steps", "0", "--check"]) == 2
