@@ -277,3 +277,15 @@ def test_peft_lm_uses_the_adapter_disabled_base_as_the_frozen_anchor(make_model,
     trainer.train()
     assert any(not torch.equal(p, lora[n]) for n, p in trainer.model.named_parameters() if n in lora)
     assert [e["loss/forget"] for e in trainer.state.log_history if "loss/forget" in e]
+
+
+def test_image_rows_are_refused_at_construction(tmp_path):
+    """Image rows (pixel_values) have no tokens to contrast: refused with the methods that do take them, not a
+    KeyError inside the first step."""
+    from hf_unlearn.data import load_digits_rows
+    from hf_unlearn.synthetic import build_tiny_image_classifier
+
+    rows = load_digits_rows()[:12]
+    with pytest.raises(ValueError, match=r"are images \(pixel_values\): for an image classifier use ga"):
+        DeepCUTTrainer(model=build_tiny_image_classifier(), args=DeepCUTConfig(output_dir=str(tmp_path), use_cpu=True),
+                       forget_dataset=rows[:4], retain_dataset=rows[4:])  # fmt: skip

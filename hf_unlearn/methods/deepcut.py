@@ -184,6 +184,9 @@ class DeepCUTTrainer(UnlearningTrainer):
         if forget_dataset is None or len(forget_dataset) == 0 or retain_dataset is None or len(retain_dataset) == 0:
             raise ValueError("DeepCUT needs a non-empty forget_dataset and retain_dataset: its positives and "
                              "negatives are retain examples.")  # fmt: skip
+        if "pixel_values" in forget_dataset[0]:
+            raise ValueError("DeepCUT contrasts the hidden states of token rows (text, or input_ids), and these rows "
+                             "are images (pixel_values): for an image classifier use ga, grad_diff, npo or a_amu.")
         layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         if isinstance(layers, int) and not -(layers + 1) <= args.layer <= layers:
             raise ValueError(f"layer={args.layer} is out of range: the model has {layers} layers, so its hidden states "
