@@ -24,7 +24,10 @@ _EXPORTS: dict[str, str] = {
         "AAMUNPOTrainer", "AAMUSimNPOConfig", "AAMUSimNPOTrainer", "AAMUTrainer",
         "AlignmentCalibrationConfig", "AlignmentCalibrationTrainer", "DeepCUTConfig", "DeepCUTTrainer",
         "GAConfig", "GATrainer", "GradDiffConfig", "GradDiffTrainer", "METHODS", "NPOConfig", "NPOTrainer",
-        "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer", "get_method", "register_method"
+        "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer", "get_method", "register_method",
+        "AltPOConfig", "AltPOTrainer", "CEUConfig", "CEUTrainer", "IdkDPOConfig", "IdkDPOTrainer", "IdkNLLConfig",
+        "IdkNLLTrainer", "RMUConfig", "RMUTrainer", "SatImpConfig", "SatImpTrainer", "UNDIALConfig", "UNDIALTrainer",
+        "WGAConfig", "WGATrainer",
     ], "methods"),
     **dict.fromkeys(["Ready2UnlearnConfig", "Ready2UnlearnTrainer"], "preparation"),
     **dict.fromkeys(["UnlearningTrainer"], "trainer"),
@@ -58,4 +61,7 @@ __all__ = [
     "SIUConfig", "SIUTrainer", "SimNPOConfig", "SimNPOTrainer", "UnlearningCollator",
     "UnlearningConfig", "UnlearningEvalCallback", "UnlearningTrainer", "get_method", "load_tofu", "register_method",
     "Ready2UnlearnConfig", "Ready2UnlearnTrainer",
+    "AltPOConfig", "AltPOTrainer", "CEUConfig", "CEUTrainer", "IdkDPOConfig", "IdkDPOTrainer", "IdkNLLConfig",
+    "IdkNLLTrainer", "RMUConfig", "RMUTrainer", "SatImpConfig", "SatImpTrainer", "UNDIALConfig", "UNDIALTrainer",
+    "WGAConfig", "WGATrainer",
 ]  # fmt: skip

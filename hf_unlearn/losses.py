@@ -221,3 +221,108 @@ def alignment_calibration_loss(
         "forget": alpha * forget_losses.float().sum() / denominator,
         "calibration": beta_prime * forget_view_cosine.float().mean(),
     }
+
+
+# ---- token-level forget losses (UNDIAL, WGA, SatImp, CE-U): each returns `[B]`, a mean over each answer's tokens ----
+
+
+def _per_answer_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`[B, T]` per-position values → `[B]`: the mean over each row's scored positions (0 for a row with none). A mean
+    per answer, then the caller's mean over answers, keeps gradient accumulation equal to the large batch."""
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def lowered_target_cross_entropy(
+    target_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, lower: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position that predicts a label (aligned as `token_logps`): the cross-entropy −Σ_v q(v)·log p_θ(v) of the
+    model's distribution against `q = softmax(target logits with the label's logit lowered by `lower`)`; `lower = inf`
+    removes the label from `q`. `target_logits` are used as given (pass them detached or from a frozen model).
+    Returns `(cross_entropy [B, T-1], mask)`, float32, 0 where the label is -100; a few examples at a time."""
+    target_logits, aligned = align_logits_and_labels(target_logits, labels)
+    logits, _ = align_logits_and_labels(logits, labels)
+    mask = aligned != IGNORE_INDEX
+    index = aligned.masked_fill(~mask, 0).unsqueeze(-1)
+    step, losses = _rows_at_once(logits), []
+    for target, rows, i in zip(target_logits.split(step), logits.split(step), index.split(step), strict=True):
+        target = _wide(target)
+        if math.isinf(lower):
+            target = target.scatter(-1, i, float("-inf"))
+        else:
+            target = target.scatter_add(-1, i, torch.full(i.shape, -float(lower), dtype=target.dtype, device=i.device))
+        losses.append(-(target.softmax(-1) * _wide(rows).log_softmax(-1)).sum(-1))
+    return torch.cat(losses).masked_fill(~mask, 0), mask
+
+
+def undial_loss(
+    reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """UNDIAL (Dong et al., arXiv 2402.10052): self-distillation toward the frozen model's adjusted logits. At each
+    answer position, `q = softmax(z_θ0 − β·onehot(y_t))` (the reference's logits with the answer token's lowered by
+    β) and the loss is the cross-entropy −Σ_v q(v)·log p_θ(v | y_<t, x). Returns `[B]`, the mean over each answer."""
+    return _per_answer_mean(*lowered_target_cross_entropy(reference_logits, logits, labels, beta))
+
+
+def skip_first_answer_tokens(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Causal-LM labels `[B, T]` with each row's first `count` answer labels (those not -100) set to -100; classifier
+    labels `[B]` are returned as they are."""
+    if count <= 0 or labels.dim() == 1:
+        return labels
+    answer = labels != IGNORE_INDEX
+    return labels.masked_fill(answer & (answer.cumsum(-1) <= count), IGNORE_INDEX)
+
+
+def ce_u_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first: int = 0) -> torch.Tensor:
+    """CE-U, cross-entropy unlearning (Yang, arXiv 2503.01224): at each answer position, the cross-entropy of the
+    model's distribution against its own (detached) distribution with the answer token's logit set to −∞,
+    `q(v) = p_θ(v) / (1 − p_θ(y_t))` for v ≠ y_t and `q(y_t) = 0`. Its gradient in the logits, `p_θ − q`, is bounded,
+    unlike gradient ascent's. `ignore_first` answer tokens of each row are left out (the paper's footnote leaves out
+    the first). Returns `[B]`, the mean over each answer's remaining tokens."""
+    labels = skip_first_answer_tokens(labels, ignore_first)
+    return _per_answer_mean(*lowered_target_cross_entropy(logits.detach(), logits, labels, math.inf))
+
+
+def weighted_ascent_loss(token_logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Token-weighted gradient ascent: `[B]`, per answer the mean over its tokens of `w_t · log p_θ(y_t | y_<t, x)`
+    (minimising it lowers each token's log-probability in proportion to `w_t`). `weights` are detached here: they
+    scale each token's gradient and are not themselves trained. `token_logps`, `mask`: `token_logps`' outputs."""
+    return _per_answer_mean(weights.detach() * token_logps, mask)
+
+
+def wga_loss(token_logps: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA, weighted gradient ascent (Wang et al., arXiv 2502.19301): `weighted_ascent_loss` with `w_t = p_θ(y_t)^β`,
+    so tokens the model no longer predicts stop pulling (β = 0 is plain gradient ascent). Returns `[B]`."""
+    return weighted_ascent_loss(token_logps, mask, (beta * token_logps.detach()).exp())
+
+
+def satimp_loss(token_logps: torch.Tensor, mask: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """SatImp (Yang et al., arXiv 2505.11953): `weighted_ascent_loss` with `w_t = p^β1 · (1 − p)^β2`, p = p_θ(y_t):
+    saturation (p^β1, small once a token is unlearned) times importance ((1 − p)^β2). Returns `[B]`."""
+    p = token_logps.detach().exp()
+    return weighted_ascent_loss(token_logps, mask, p.pow(beta1) * (1 - p).pow(beta2))
+
+
+def dpo_loss(
+    chosen_logps: torch.Tensor, chosen_reference_logps: torch.Tensor, rejected_logps: torch.Tensor,
+    rejected_reference_logps: torch.Tensor, beta: float,
+) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, arXiv 2305.18290) as the unlearning papers write it (NPO's IdkDPO, Zhang et al. 2024,
+    arXiv 2404.05868; AltPO, Mekala et al. 2024, arXiv 2409.13474), per pair (`[N]`; the loss is their mean):
+
+        −(2/β) · log σ(β · [(log p_θ(y_w|x) − log p_θ0(y_w|x)) − (log p_θ(y_l|x) − log p_θ0(y_l|x))])
+
+    `y_w` the preferred answer (a refusal, an alternate), `y_l` the forget answer; log-probs are sums over answer
+    tokens. The 2/β factor is NPO's scaling (the alignment paper has −log σ): as β → 0 the gradient tends to that of
+    −margin, descent on `y_w` plus ascent on `y_l`, instead of vanishing."""
+    margin = (chosen_logps - chosen_reference_logps) - (rejected_logps - rejected_reference_logps)
+    return -(2.0 / beta) * F.logsigmoid(beta * margin)
+
+
+def activation_distance(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's distance of a layer's activations from a target (Li et al. 2024, arXiv 2403.03218), per row: the mean over
+    the row's counted tokens (`mask` [B, T], True where counted) of ||h_t − target_t||² / d. `hidden` is `[B, T, d]`;
+    `target` broadcasts to it (θ_0's activations `[B, T, d]`, or the steering vector c·u `[d]`). Returns `[B]` in
+    float32 (float64 kept); a row with no counted token gives 0."""
+    squared = (_wide(hidden) - _wide(target)).pow(2).mean(-1)
+    mask = mask.to(squared.dtype)
+    return (squared * mask).sum(-1) / mask.sum(-1).clamp(min=1)

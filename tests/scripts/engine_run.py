@@ -17,8 +17,8 @@ import torch
 from transformers import TrainerCallback
 
 import hf_unlearn
-from hf_unlearn.data import UnlearningCollator
 from hf_unlearn.preparation import Ready2UnlearnConfig, Ready2UnlearnTrainer
+from hf_unlearn.refusals import AlternateCollator
 from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer
 
 torch.set_num_threads(1)
@@ -46,13 +46,23 @@ CASES = {  # name -> (registry name, config overrides)
     "ac": ("ac", {"augmentation": "none", "num_views": 2, "beta": 0.0, "retain_per_forget": 2}),
     "siu": ("siu", {"lora_r": 4, "lora_alpha": 8}),
     "ready2unlearn": (None, {"meta_batch_size": 2}),
+    "idk_nll": ("idk_nll", {}),
+    "idk_dpo": ("idk_dpo", {}),
+    "altpo": ("altpo", {}),  # the forget rows carry precomputed alternates (`setup`)
+    "altpo_generate": ("altpo", {"num_alternates": 2, "alternate_max_tokens": 4}),  # the model writes them
+    "undial": ("undial", {}),
+    "wga": ("wga", {}),
+    "satimp": ("satimp", {}),
+    "ce_u": ("ce_u", {}),
+    "rmu": ("rmu", {"steering_layer": 1, "steering_coeff": 20.0, "alpha": 10.0}),
+    "rmu_lora": ("rmu", {"steering_layer": 1, "steering_coeff": 20.0, "alpha": 10.0}),
 }
 
 forget, retain = split_forget_retain(make_fictitious_qa(num_people=10, facts_per_person=4), forget_fraction=0.2)
 tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in forget + retain], vocab_size=500)
 
 
-class Recorder(UnlearningCollator):
+class Recorder(AlternateCollator):  # an UnlearningCollator that also pads the alternates of idk_*/altpo
     def __init__(self, pad_token_id):
         super().__init__(pad_token_id)
         self.drawn = {"forget": [], "retain": []}
@@ -111,7 +121,14 @@ def setup(case: str) -> tuple:
     model = build_tiny_causal_lm(tokenizer, hidden_size=32, num_layers=2, num_heads=2)
     if case == "a_amu_deepcut":  # DeepCUT contrasts the hidden states of token rows; held-out rows from retain
         return model, forget, retain[8:], tokenizer, {"heldout_dataset": retain[:8]}
-    if case == "npo_lora":
+    if case == "altpo":  # alternates precomputed: the answer with other people's values of the same fact (2 per row,
+        # the last row 1, so the mean per forget row is exercised)
+        others = [[r["value"] for r in retain if r["fact"] == row["fact"] and r["value"] != row["value"]]
+                  for row in forget]  # fmt: skip
+        rows = [{**row, "alternate": [row["answer"].replace(row["value"], v) for v in others[i][i:i + 2]]}
+                for i, row in enumerate(forget)]  # fmt: skip
+        return model, rows, retain, tokenizer, {}
+    if case in ("npo_lora", "rmu_lora"):
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))

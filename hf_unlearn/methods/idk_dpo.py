@@ -1,0 +1,77 @@
+"""IdkDPO: DPO with a refusal answer preferred over the forget answer, against the frozen reference, plus retain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
+from ..data import check_forget_retain, check_row_containers
+from ..losses import dpo_loss
+from ..refusals import AlternateAnswersMixin, RefusalConfigMixin, refusal_answers
+from ..registry import register_method
+from ..trainer import UnlearningTrainer
+
+
+@dataclass
+class IdkDPOConfig(RefusalConfigMixin, UnlearningConfig):
+    """Config of IdkDPO: loss `gamma·(−(2/β)·E_f log σ(β·[(log p_θ(y_idk|x) − log p_θ0(y_idk|x)) − (log p_θ(y|x) −
+    log p_θ0(y|x))])) + alpha·R(D_r)`: a refusal `y_idk` (one per forget row, picked by the row index and `seed` from
+    `refusals`) preferred over the forget answer `y`; `R` the retain NLL or KL per `retain_loss`. Defaults β = 0.1,
+    γ = α = 1, retain NLL, as in the NPO paper's IdkDPO (arXiv 2404.05868) and open-unlearning's DPO trainer."""
+
+    beta: float = field(
+        default=0.1, metadata={"help": "Inverse temperature β (NPO paper's IdkDPO and open-unlearning: 0.1)."}
+    )
+    precompute_reference: bool = field(
+        default=False,
+        metadata={"help": "Compute the reference log-probs of the forget answers and the refusals once before "
+                          "training and hold no reference model during training (the retain KL term, if chosen, "
+                          "still needs one)."},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.beta <= MAX_BETA:
+            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} (default 0.1, the NPO "
+                             f"paper's IdkDPO); {BETA_SATURATES}")  # fmt: skip
+
+
+class IdkDPOTrainer(AlternateAnswersMixin, UnlearningTrainer):
+    """IdkDPO, the refusal-preference baseline of "Negative Preference Optimization" (Zhang, Lin, Bai, Mei; arXiv
+    2404.05868): DPO (Rafailov et al. 2023) with a refusal, tokenised with the forget row's prompt template and
+    `max_length`, as the preferred answer and the forget answer as the rejected one."""
+
+    config_class = IdkDPOConfig
+    _name = "IdkDPO"
+    _tag_names = UnlearningTrainer._tag_names + ["idk_dpo"]
+    _paper = {
+        "title": "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        "id": "2404.05868",
+    }
+
+    def __init__(self, model=None, args=None, forget_dataset=None, **kwargs):
+        args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset)
+        check_forget_retain(forget_dataset, None)
+        # prepare_rows (run inside super().__init__) tokenises these beside the forget rows
+        self.alternate_answers = refusal_answers(len(forget_dataset), args.refusal_list(), args.seed)
+        super().__init__(model=model, args=args, forget_dataset=forget_dataset, **kwargs)
+        self.check_alternates_fit()
+        if self.args.precompute_reference:
+            self.precompute_reference_alternates()
+
+    @property
+    def needs_reference_model(self) -> bool:
+        return super().needs_reference_model or not self.args.precompute_reference
+
+    def compute_unlearning_loss(self, model, inputs):
+        chosen = self.alternate_logps(model, inputs)[0]
+        chosen_reference = self.reference_alternate_logps(model, inputs)
+        forget, owner = inputs["forget"], inputs["alternate_owner"]
+        rejected = self.answer_logps(model, forget)[0]
+        rejected_reference = self.reference_answer_logps(model, forget, inputs["forget_index"])
+        loss = dpo_loss(chosen, chosen_reference, rejected[owner], rejected_reference[owner], self.args.beta).mean()
+        return self.add_retain_term(model, inputs, {"forget": self.args.gamma * loss})
+
+
+register_method("idk_dpo", IdkDPOConfig, IdkDPOTrainer)
