@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY, read when torch loads OpenMP)
 import numpy as np
 import torch
 from common import choose, log, parser, publish, setup

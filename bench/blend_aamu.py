@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+import common  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY, read when torch loads OpenMP)
 import torch
 import transformers
 from common import Cache, choose, log, parser, publish, setup, state_of, train

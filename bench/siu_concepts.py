@@ -14,6 +14,7 @@ import re
 import time
 from types import SimpleNamespace
 
+import common  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY, read when torch loads OpenMP)
 import numpy as np
 import torch
 from common import Cache, log, parser, publish, setup

@@ -4,22 +4,75 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import sys
 import tempfile
+import textwrap
 import traceback
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+SMOKE_ROWS = 8  # --max-steps evaluates the first rows of each split only
 TOFU_LOCAL = "--tofu-path ../shared/data/tofu (a folder of TOFU's JSONL files)"
 
 
-def main(argv: list[str] | None = None) -> int:
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help (none for a flag or an unset option); examples kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+EXAMPLES = {
+    "hf-unlearn": """examples:
+  hf-unlearn run                   # the offline demo: about a minute on a laptop CPU
+  hf-unlearn run --help            # one subcommand's options""",
+    "run": """examples:
+  hf-unlearn run                   # the offline demo
+  hf-unlearn run examples/configs/tofu_npo.yaml --beta 0.2 --max-steps 2
+
+Any field of the method's config is a flag (`hf-unlearn methods npo` lists them) that overrides the config's
+`unlearn` section, e.g. --learning-rate 1e-5 --num-train-epochs 3 --beta 0.2.""",
+    "methods": """examples:
+  hf-unlearn methods
+  hf-unlearn methods npo           # NPO's own config fields and their defaults""",
+    "eval": """examples:
+  hf-unlearn eval --model hf-unlearn-output --suite qa     # on the offline demo's people
+  hf-unlearn eval --model M --suite qa --forget f.jsonl --retain r.jsonl --holdout h.jsonl
+  hf-unlearn eval --model M --tofu-path ../shared/data/tofu --gold-model GOLD""",
+    "gold": """example:
+  hf-unlearn gold --model BASE --tofu-path ../shared/data/tofu --output-dir gold-model""",
+    "leaderboard": """example:
+  hf-unlearn leaderboard runs/npo runs/grad_diff --output leaderboard.md""",
+    "card": """example:
+  hf-unlearn card hf-unlearn-output --license apache-2.0 --description 'All rows about one author'""",
+    "push": """example:
+  hf-unlearn push hf-unlearn-output your-name/model-unlearned --private""",
+    "verify": """example:
+  hf-unlearn verify your-name/model-unlearned --forget my_rows.jsonl --salt _unlearning_salt.txt""",
+    "condense": """example:
+  hf-unlearn condense --retain retain.safetensors --forget forget.safetensors --output condensed.safetensors""",
+    "audit": """example:
+  hf-unlearn audit --model unlearned --reference-model original --forget forget.pt --heldout heldout.pt""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-unlearn", description="Machine unlearning for Hugging Face models. "
-                                     "An error is one line on stderr and exit status 2; --debug shows its traceback.")
+                                     "An error is one line on stderr and exit status 2; --debug shows its traceback.",
+                                     epilog=EXAMPLES["hf-unlearn"], formatter_class=HelpFormatter)  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="On an error, show the full traceback (before or after "
                         "the subcommand).")  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="Fine-tune (optional), unlearn and report; offline demo by default.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help):
+        return commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                                   formatter_class=HelpFormatter)  # fmt: skip
+
+    run_parser = command("run", "Fine-tune (optional), unlearn and report; offline demo by default.")
     run_parser.add_argument("config", nargs="?", help="YAML run config; omit for the offline demo.")
     run_parser.add_argument("--output-dir", help="Override the config's output_dir.")
     run_parser.add_argument("--method", help="Override the config's method (e.g. ga, grad_diff, npo, simnpo).")
@@ -28,50 +81,63 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--check", action="store_true", help="Only check the config, data, model and output_dir "
                             "(seconds, nothing trained or written) and print the plan; exit 0 when valid, 2 if not.")
     run_parser.add_argument("--max-steps", type=int, metavar="N", help="Smoke mode: cap every training phase "
-                            "(fine-tune, gold model, unlearning) at N optimizer steps.")
-    commands.add_parser("methods", help="List the registered methods.")
+                            "(fine-tune, gold model, unlearning) at N optimizer steps, and evaluate the first "
+                            f"{SMOKE_ROWS} rows of each split.")  # fmt: skip
+    methods = command("methods", "List the registered methods, or one method's config fields.")
+    methods.add_argument("method", nargs="?", help="A method name: list its config's own fields and defaults.")
 
-    eval_parser = commands.add_parser("eval", help="Evaluate a model with the leaderboards' metrics.")
+    eval_parser = command("eval", "Evaluate a model with the leaderboards' metrics.")
     eval_parser.add_argument("--model", required=True, help="Model folder or id to evaluate.")
-    eval_parser.add_argument("--suite", default="tofu", choices=["tofu", "classifier", "mmubench"],
-                             help="Which metrics.")
+    eval_parser.add_argument("--suite", default="tofu", choices=["tofu", "qa", "muse", "classifier", "mmubench"],
+                             help="Which metrics: tofu (TOFU's splits), qa (the TOFU metrics on your question/answer "
+                             "JSONL files, or on the offline demo's people without them), muse (MUSE-News: VerbMem, "
+                             "KnowMem, PrivLeak), classifier, mmubench.")
     eval_parser.add_argument("--forget-split", default="forget10", help="TOFU forget split (forget01/05/10).")
-    eval_parser.add_argument("--original-model", help="mmubench suite: the model before unlearning.")
+    eval_parser.add_argument("--original-model", help="The model before unlearning: a column of its own (qa suite), "
+                             "needed by the mmubench suite.")
     eval_parser.add_argument("--mmubench-data", help="mmubench suite: JSON with concept, train_image, unseen_images, "
                              "other_concepts ({name: [image paths]}) and optionally questions.")
     eval_parser.add_argument("--gold-model", help="The retain-only model: gives forget_quality and privleak.")
     eval_parser.add_argument("--reference-model", help="A reference model for the Reference MIA (e.g. the base).")
     eval_parser.add_argument("--tofu-path", help="Local folder of TOFU JSONL files (default: the Hub).")
+    eval_parser.add_argument("--muse-path", help="muse suite: local folder of MUSE-News's files, e.g. "
+                             "../shared/data/muse_news (default: the Hub, muse-bench/MUSE-News).")
     eval_parser.add_argument("--output", default="eval_results.json", help="Where to write the flat JSON.")
-    eval_parser.add_argument("--max-new-tokens", type=int, default=64, help="Greedy generation length for ROUGE.")
-    eval_parser.add_argument("--batch-size", type=int, default=32, help="Rows scored per forward pass.")
+    eval_parser.add_argument("--max-new-tokens", type=int, help="Greedy generation length for ROUGE (default: 64; "
+                             "muse suite: MUSE's own, 128 for VerbMem and 32 for KnowMem).")
+    eval_parser.add_argument("--batch-size", type=int, help="Rows scored per forward pass (default: 32; muse suite: 8, "
+                             "its texts are up to 2,048 tokens).")
     eval_parser.add_argument("--generation-batch-size", type=int, help="Questions answered per generate call "
                              "(tofu suite; default: --batch-size). Larger is faster per token and holds a larger KV "
                              "cache.")
     eval_parser.add_argument("--limit", type=int, help="Keep the first N rows of each split (quick checks only).")
     for split in ("forget", "retain", "test", "heldout"):
-        eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label).")
+        qa = {"test": "", "heldout": "; qa suite: question/answer rows never trained on (the MIAs' non-members)"}
+        qa = qa.get(split, "; qa suite: the same as question/answer rows")
+        eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label){qa}.")
+    eval_parser.add_argument("--roc-plot", help="Also draw the membership-inference ROC of each evaluated model into "
+                             "this PNG file (tofu and qa suites).")
 
-    gold = commands.add_parser("gold", help="Train the retain-only (gold) model with the run's fine-tune recipe.")
+    gold = command("gold", "Train the retain-only (gold) model with the run's fine-tune recipe.")
     gold.add_argument("--model", required=True, help="The base model (before fine-tuning): an id or a local path.")
     gold.add_argument("--retain-split", default="retain90", help="TOFU retain split, or a JSONL file of rows.")
     gold.add_argument("--tofu-path", help="Local folder of TOFU JSONL files (default: the Hub).")
     gold.add_argument("--config", help="Run config whose `finetune` section is the recipe (default: the demo's).")
     gold.add_argument("--output-dir", default="gold-model", help="Where to save the gold model and tokenizer.")
 
-    board = commands.add_parser("leaderboard", help="Rank several runs' eval_results.json in one table.")
+    board = command("leaderboard", "Rank several runs' eval_results.json in one table.")
     board.add_argument("runs", nargs="+", help="Run folders, each with eval_results.json (and summary.json).")
     board.add_argument("--output", default="leaderboard.md", help="Markdown table to write.")
     board.add_argument("--csv", default="leaderboard.csv", help="CSV table to write.")
 
-    card = commands.add_parser("card", help="(Re)write README.md and unlearning_manifest.json from a run's outputs.")
+    card = command("card", "(Re)write README.md and unlearning_manifest.json from a run's outputs.")
     card.add_argument("output_dir", help="The unlearned model's folder (holding unlearning_manifest.json).")
     card.add_argument("--language", help="Card metadata: the model's language(s).")
     card.add_argument("--license", help="Card metadata: the license, e.g. apache-2.0.")
     card.add_argument("--tags", nargs="+", help="Card metadata: extra tags.")
     card.add_argument("--description", help="What was removed, in words (public; never the content itself).")
 
-    push = commands.add_parser("push", help="Push an unlearned model folder to the Hub (never its salt, checkpoints).")
+    push = command("push", "Push an unlearned model folder to the Hub (never its salt, checkpoints).")
     push.add_argument("output_dir", help="The unlearned model's folder.")
     push.add_argument("repo_id", help="The Hub repo, e.g. your-name/model-unlearned.")
     push.add_argument("--private", action="store_true", help="Create the repo private (if it does not exist).")
@@ -79,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--overwrite", action="store_true", help="Write over a repo whose card names another base model.")
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or `hf auth login`); never printed.")
 
-    verify = commands.add_parser("verify", help="Check whether a model's card fingerprints your forget set.")
+    verify = command("verify", "Check whether a model's card fingerprints your forget set.")
     verify.add_argument("model", help="A local model folder or a Hub repo id.")
     verify.add_argument("--forget", required=True, help="Your forget rows (.jsonl, .json, .csv or .parquet).")
     verify.add_argument("--salt", required=True, help="The salt file the unlearning run wrote (_unlearning_salt.txt).")
     verify.add_argument("--revision", help="Hub revision of the model (default: main).")
 
-    condense = commands.add_parser("condense", help="Blend: condense image retain rows before unlearning.")
+    condense = command("condense", "Blend: condense image retain rows before unlearning.")
     condense.add_argument("--retain", required=True, help="Retain image rows: a safetensors file with pixel_values "
                           "[N, C, H, W] and labels [N] (hf_unlearn.preparation.save_image_rows writes one).")
     condense.add_argument("--forget", required=True, help="Forget image rows, same format.")
@@ -95,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     condense.add_argument("--batch-size", type=int, default=64, help="Clusters blended together.")
     condense.add_argument("--seed", type=int, default=0)
 
-    audit = commands.add_parser("audit", help="Audit an encoder's forgetting from its embeddings (Forgetting Score, "
+    audit = command("audit", "Audit an encoder's forgetting from its embeddings (Forgetting Score, "
                                 "EMIA, alignment heatmaps; linear probe and CMIA with labels).")  # fmt: skip
     audit.add_argument("--model", required=True, help="The audited encoder: a folder (ContrastiveEncoder, CLIPModel or "
                        "a text encoder loadable with AutoModel).")  # fmt: skip
@@ -111,9 +177,43 @@ def main(argv: list[str] | None = None) -> int:
                        help="EMIA's member/non-member threshold: the balanced-accuracy argmax (EncoderMI's rule) or "
                             "a 1-D logistic regression's decision point (steadier when the two overlap a lot).")
     audit.add_argument("--output-dir", default="audit", help="Where audit.json and the heatmaps go.")
+    for name in ("run", "eval", "gold"):
+        commands.choices[name].add_argument("--quiet", action="store_true", help="No progress bars or training logs: "
+                                            "only the results and where they were written.")  # fmt: skip
     for subparser in commands.choices.values():  # `--debug` after the subcommand too; SUPPRESS keeps one before it
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _config_flag_tokens(argv: list[str], parser) -> tuple[list[str], list[str]]:
+    """Split `hf-unlearn run` arguments into its own and the method-config flags (`--beta 0.2`), so that a flag's value
+    is never read as the config file: an unknown `--name` takes the next token as its value unless that is an option
+    or a YAML file (a bare boolean flag, e.g. `--precompute-reference config.yaml`)."""
+    if "run" not in argv:
+        return argv, []
+    start = argv.index("run") + 1
+    run_parser = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    known = {option for action in run_parser._actions for option in action.option_strings}
+    own, flags, tokens = argv[:start], [], iter(argv[start:])
+    for token in tokens:
+        if not token.startswith("--") or token.split("=", 1)[0] in known:
+            own.append(token)
+            continue
+        flags.append(token)
+        if "=" not in token:
+            value = next(tokens, None)
+            if value is not None and (value.startswith("-") or value.endswith((".yaml", ".yml"))):
+                own.append(value)
+            elif value is not None:
+                flags.append(value)
+    return own, flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv, flags = _config_flag_tokens(list(sys.argv[1:] if argv is None else argv), parser)
     args = parser.parse_args(argv)
+    args.config_flags = flags
     handlers = {"run": _run, "methods": _methods, "eval": _evaluate, "gold": _gold, "leaderboard": _leaderboard,
                 "card": _card, "push": _push, "verify": _verify, "condense": _condense, "audit": _audit}  # fmt: skip
     try:
@@ -175,20 +275,68 @@ def _read_json(path: Path):
         raise ValueError(f"{path} is not valid JSON ({error}): restore it, or delete it and write it again.") from None
 
 
-def _run(args) -> int:
-    from .pipeline import check_run_config, load_run_config, run
+def _progress(args) -> None:
+    """Bars on a terminal and in a log, or none with --quiet."""
+    from .progress import show_progress
 
+    show_progress(not args.quiet)
+
+
+def config_flags(tokens: list[str], config_cls) -> dict:
+    """`--beta 0.2 --learning-rate 1e-5` → `{"beta": 0.2, "learning_rate": 1e-5}`: fields of the method's config, their
+    values converted as `HfArgumentParser` converts them (TRL's command lines)."""
+    from transformers import HfArgumentParser
+
+    names = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    given = []
+    for token in tokens:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            if name not in names:
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f"did you mean --{close[0].replace('_', '-')}? " if close else ""
+                raise ValueError(f"{token.split('=')[0]} is not an option of `hf-unlearn run` nor a field of "
+                                 f"{config_cls.__name__}: {hint}`hf-unlearn methods NAME` lists a method's fields.")
+            given.append(name)
+        elif not given:
+            raise ValueError(f"{token!r}: unexpected argument (a run takes one config file; flags start with --).")
+    reserved = sorted(set(given) & {"output_dir", "seed", "overwrite_output_dir"})
+    if reserved:
+        flag = "--" + reserved[0].replace("_", "-")
+        raise ValueError(f"{flag} is a run setting: pass it as `hf-unlearn run {flag}` or set `{reserved[0]}:` at the "
+                         "top level of the run config.")  # fmt: skip
+    try:
+        namespace, rest = HfArgumentParser(config_cls, exit_on_error=False).parse_known_args(tokens)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{error}: give a value of the field's type, e.g. --beta 0.2.") from None
+    if rest:
+        raise ValueError(f"could not read {' '.join(rest)}: give each field one value, e.g. --beta 0.2.")
+    return {name: getattr(namespace, name) for name in given}
+
+
+def _run(args) -> int:
+    from .pipeline import METHODS, check_run_config, load_run_config, run
+
+    _progress(args)
     config = load_run_config(args.config)
     if args.output_dir:
         config["output_dir"] = args.output_dir
     if args.method:
         config["method"] = args.method
+    if args.config_flags:
+        config_cls = METHODS[config["method"]][0] if config["method"] in METHODS else None
+        if config_cls is None:
+            raise KeyError(f"method {config['method']!r} is unknown: `hf-unlearn methods` lists them.")
+        config["unlearn"] = {**(config.get("unlearn") or {}), **config_flags(args.config_flags, config_cls)}
     if args.max_steps is not None:
         if args.max_steps < 1:
             raise ValueError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1.")
         for phase in ("finetune", "unlearn"):
             if phase == "unlearn" or config.get(phase):
                 config[phase] = {**(config.get(phase) or {}), "max_steps": args.max_steps}
+        if config["evaluate"]:  # and the evaluation on the first rows of each split
+            config["evaluate"] = {"limit": SMOKE_ROWS, **(config["evaluate"] if isinstance(config["evaluate"], dict)
+                                                          else {})}  # fmt: skip
     if args.overwrite_output_dir or (args.config is None and _holds_demo_output(config["output_dir"])):
         config["overwrite_output_dir"] = True  # the demo replaces its own earlier output, never a user's model
     plan = check_run_config(config, source=args.config)
@@ -196,8 +344,14 @@ def _run(args) -> int:
         print(f"hf-unlearn: {args.config or 'the offline demo'} is a valid run (checked; nothing trained or written):")
         print(plan.describe())
         return 0
-    run(plan)
+    run(plan, log=print if not args.quiet else _last_words)
     return 0
+
+
+def _last_words(message: str) -> None:
+    """--quiet: only the run's closing lines (what it wrote, where)."""
+    if message.startswith("done in "):
+        print(message)
 
 
 def _holds_demo_output(folder: str) -> bool:
@@ -209,10 +363,33 @@ def _holds_demo_output(folder: str) -> bool:
 def _methods(args) -> int:
     from . import METHODS
 
+    if args.method:
+        return _method_fields(args.method, METHODS)
     rows = [(name, trainer.__name__, config.__name__) for name, (config, trainer) in sorted(METHODS.items())]
     widths = [max(len(row[i]) for row in rows) + 2 for i in range(2)]
     for name, trainer, config in rows:
         print(f"{name:<{widths[0]}}{trainer:<{widths[1]}}{config}")
+    return 0
+
+
+def _method_fields(name: str, methods) -> int:
+    """A method's own config fields (beyond `TrainingArguments`) with their defaults and help."""
+    from transformers import TrainingArguments
+
+    if name not in methods:
+        close = difflib.get_close_matches(name, sorted(methods), n=1)
+        raise KeyError(f"method {name!r} is unknown: {f'did you mean {close[0]!r}? ' if close else ''}"
+                       "`hf-unlearn methods` lists them.")  # fmt: skip
+    config_cls, trainer_cls = methods[name]
+    common = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+    print(f"{name}: {trainer_cls.__name__} with {config_cls.__name__}. Its own fields and changed defaults (flags of "
+          "`hf-unlearn run`, keys of a run config's `unlearn` section); every TrainingArguments field works too:")
+    for item in dataclasses.fields(config_cls):
+        own = item.name not in common or common[item.name] != item.default
+        if item.init and own and item.name not in ("output_dir", "overwrite_output_dir", "remove_unused_columns"):
+            flag = "--" + item.name.replace("_", "-")
+            text = f"{item.metadata.get('help', '')} (default: {item.default!r})"
+            print(textwrap.fill(text, 116, initial_indent=f"  {flag:<26}", subsequent_indent=" " * 28))
     return 0
 
 
@@ -404,7 +581,7 @@ def _gold(args) -> int:
     model = load_pretrained(AutoModelForCausalLM, args.model)
     print(f"training the gold model on {len(rows)} retain rows with {recipe}")
     with tempfile.TemporaryDirectory() as scratch:
-        seconds = finetune(model, tokenizer, rows, scratch, **recipe)
+        seconds = finetune(model, tokenizer, rows, scratch, name="gold model", **recipe)
     model.save_pretrained(args.output_dir)
     tokenizer.save_pretrained(args.output_dir)
     print(f"gold model written to {args.output_dir} ({seconds:.1f} s)")
@@ -442,14 +619,19 @@ def _evaluate(args) -> int:
         return _evaluate_classifier(args)
     if args.suite == "mmubench":
         return _evaluate_mmubench(args)
-    import json
-
+    if args.roc_plot:
+        _output_file(args.roc_plot, "--roc-plot")
+    _progress(args)
+    if args.suite == "qa":
+        return _evaluate_qa(args)
+    if args.suite == "muse":
+        return _evaluate_muse(args)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .evaluation import evaluate_tofu
-    from .evaluation.report import flat_numbers, format_table
     from .evaluation.tofu import score_gold
     from .pipeline import tofu_split
+    from .progress import phase
     from .sources import load_pretrained
 
     tofu_split(args.forget_split, args.tofu_path, TOFU_LOCAL)  # the data is there, before any model loads
@@ -460,21 +642,121 @@ def _evaluate(args) -> int:
     tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens,
-               "batch_size": args.batch_size, "limit": args.limit,
+    options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens or 64,
+               "batch_size": args.batch_size or 32, "limit": args.limit,
                "generation_batch_size": args.generation_batch_size}  # fmt: skip
     columns, gold_args = {}, {}
     reference = load(args.reference_model) if args.reference_model else None
     if args.gold_model:
-        columns["gold"] = evaluate_tofu(load(args.gold_model), tokenizer, reference_model=reference, **options)
+        with phase("evaluate gold"):
+            columns["gold"] = evaluate_tofu(load(args.gold_model), tokenizer, reference_model=reference, **options)
         gold_args = score_gold(columns["gold"])
-    results = evaluate_tofu(load(args.model), tokenizer, reference_model=reference, **gold_args, **options)
+    with phase("evaluate model"):
+        results = evaluate_tofu(load(args.model), tokenizer, reference_model=reference, **gold_args, **options)
     columns = {"model": results, **columns}
-    print(format_table(columns))
+    return _write_evaluation(args, columns)
+
+
+def _write_evaluation(args, columns: dict, rows=None) -> int:
+    """Print the columns side by side; write the evaluated model's numbers (and the ROC plot when asked)."""
+    import json
+
+    from .evaluation.report import TOFU_ROWS, flat_numbers, format_table
+    from .plots import plot_mia_roc
+
+    print(format_table(columns, rows or TOFU_ROWS))
     with open(args.output, "w") as handle:
-        json.dump(flat_numbers(results), handle, indent=2)
-    print(f"written to {args.output}")
+        json.dump(flat_numbers(columns["model"]), handle, indent=2)
+    written = [args.output]
+    if args.roc_plot and plot_mia_roc({name: result.get("mia_roc") or {} for name, result in columns.items()},
+                                      args.roc_plot):  # fmt: skip
+        written.append(args.roc_plot)
+    print(f"written to {' and '.join(written)}")
     return 0
+
+
+def _evaluate_qa(args) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import evaluate_qa_suite
+    from .evaluation.tofu import score_gold
+    from .progress import phase
+    from .sources import load_pretrained
+
+    forget, retain, holdout = _qa_rows(args)
+    tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    options = {"max_new_tokens": args.max_new_tokens or 64, "batch_size": args.batch_size or 32,
+               "generation_batch_size": args.generation_batch_size}  # fmt: skip
+
+    reference = load_pretrained(AutoModelForCausalLM, args.reference_model) if args.reference_model else None
+
+    def suite(name, model_name, **gold):
+        with phase(f"evaluate {name}"):
+            model = load_pretrained(AutoModelForCausalLM, model_name)
+            return evaluate_qa_suite(model, tokenizer, forget, holdout, {"retain": retain}, reference_model=reference,
+                                     **gold, **options)  # fmt: skip
+
+    columns, gold = {}, {}
+    if args.gold_model:
+        columns["gold"] = suite("gold", args.gold_model)
+        gold = score_gold(columns["gold"])
+    if args.original_model:
+        columns["original"] = suite("original", args.original_model, **gold)
+    columns = {"model": suite("model", args.model, **gold), **columns}
+    return _write_evaluation(args, columns)
+
+
+def _evaluate_muse(args) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import evaluate_muse, score_muse_gold
+    from .evaluation.report import MUSE_ROWS
+    from .progress import phase
+    from .sources import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, args.model, "tokenizer")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    options = {"path": args.muse_path, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size or 8,
+               "generation_batch_size": args.generation_batch_size, "limit": args.limit}  # fmt: skip
+    columns, gold = {}, {}
+    for name, model_name in (("gold", args.gold_model), ("original", args.original_model), ("model", args.model)):
+        if model_name:
+            with phase(f"evaluate {name}"):
+                columns[name] = evaluate_muse(load_pretrained(AutoModelForCausalLM, model_name), tokenizer,
+                                              **(gold if name != "gold" else {}), **options)  # fmt: skip
+            if name == "gold":
+                gold = score_muse_gold(columns["gold"])
+    columns = {"model": columns.pop("model"), **columns}
+    return _write_evaluation(args, columns, MUSE_ROWS)
+
+
+def _qa_rows(args) -> tuple[list[dict], list[dict], list[dict]]:
+    """The qa suite's forget, retain and held-out rows: three JSONL files, or the offline demo's people (with the
+    wrong answers the truth ratio needs) when none is given."""
+    from .data import read_jsonl
+
+    files = {name: getattr(args, name) for name in ("forget", "retain", "heldout")}
+    if not any(files.values()):
+        from .pipeline import DEFAULT_RUN, _evaluation_holdout, load_data
+        from .synthetic import add_truth_ratio_fields
+
+        data = DEFAULT_RUN["data"]
+        forget, retain = load_data(data, DEFAULT_RUN["seed"])
+        holdout = _evaluation_holdout(data, forget, retain)
+        rows = add_truth_ratio_fields(forget), add_truth_ratio_fields(retain), holdout
+        print(f"the offline demo's people: {len(forget)} forget, {len(retain)} retain, {len(holdout)} held-out rows")
+    else:
+        missing = [f"--{name}" for name, path in files.items() if not path]
+        if missing:
+            raise ValueError(f"--suite qa needs --forget, --retain and --heldout together (JSONL files of question/"
+                             f"answer rows), or none of them for the offline demo's people: {missing} missing.")
+        for name, path in files.items():
+            _need_file(path, f"--{name}", "a JSONL file of question/answer rows")
+        rows = tuple(read_jsonl(path) for path in files.values())
+    return tuple(part[: args.limit] for part in rows) if args.limit else rows
 
 
 def _evaluate_classifier(args) -> int:
@@ -506,7 +788,7 @@ def _evaluate_classifier(args) -> int:
 
     heldout = rows(args.heldout) if args.heldout else None
     results = evaluate_classifier(model, rows(args.forget), rows(args.retain), rows(args.test), heldout,
-                                  args.batch_size, tokenizer.pad_token_id or 0)  # fmt: skip
+                                  args.batch_size or 32, tokenizer.pad_token_id or 0)  # fmt: skip
     print(format_table({"model": results}, CLASSIFIER_ROWS))
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)
@@ -549,7 +831,7 @@ def _evaluate_mmubench(args) -> int:
         AutoProcessor.from_pretrained(args.original_model), spec["concept"], Image.open(spec["train_image"]),
         [Image.open(p) for p in spec["unseen_images"]],
         {name: [Image.open(p) for p in paths] for name, paths in spec["other_concepts"].items()},
-        questions=spec.get("questions", [WHO_PROMPT]), max_new_tokens=args.max_new_tokens,
+        questions=spec.get("questions", [WHO_PROMPT]), max_new_tokens=args.max_new_tokens or 64,
     )  # fmt: skip
     width = max(map(len, results))
     for name, value in results.items():

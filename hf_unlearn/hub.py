@@ -105,6 +105,19 @@ def _bibtex(paper: dict[str, str] | None) -> str | None:
             f"  archivePrefix = {{arXiv}},\n  url           = {{https://arxiv.org/abs/{paper['id']}}}\n}}")  # fmt: skip
 
 
+def _grouped(reasons: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """One line per reason and set of models: `(model, metric, why)` triples that share `why` and the models it holds
+    for are said once, naming every such metric (a reason repeated for three models is one line)."""
+    models_of: dict[tuple[str, str], dict[str, None]] = {}
+    for model, metric, why in reasons:
+        models_of.setdefault((why, metric), {})[model] = None
+    lines: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (why, metric), models in models_of.items():
+        lines.setdefault((why, tuple(models)), []).append(metric)
+    return [{"metrics": ", ".join(f"`{m}`" for m in metrics), "models": " and ".join(models), "why": why,
+             "plural": len(models) > 1} for (why, models), metrics in lines.items()]  # fmt: skip
+
+
 def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = None) -> ModelCard:
     """The card of a manifest: the newest request in full, the lineage as a table, `plots` ({name: relative path})
     embedded when given. Missing pieces (no evaluation, no plots, no paper) are said, not left empty."""
@@ -119,13 +132,13 @@ def render_model_card(manifest: dict[str, Any], plots: dict[str, str] | None = N
     ]  # fmt: skip
     # a learning-time preparation (Ready2Unlearn) is in the lineage but removed nothing
     deletions = sum(1 for r in manifest["requests"] if r.get("kind") != "preparation")
-    missing = [{"model": model, "metric": metric, "why": why}
-               for model, reasons in (current.get("metrics_missing") or {}).items()
-               for metric, why in reasons.items()]  # fmt: skip
+    reasons = [(model, metric, why) for model, whys in (current.get("metrics_missing") or {}).items()
+               for metric, why in whys.items()]  # fmt: skip
     # NaN or inf is no result: the table shows n/a, the model-index leaves it out, and here it says why
-    missing += [{"model": model, "metric": metric, "why": f"not a finite number ({value})"}
+    reasons += [(model, metric, f"not a finite number ({value})")
                 for model, values in (current.get("metrics") or {}).items() if isinstance(values, dict)
                 for metric, value in values.items() if _non_finite(value)]  # fmt: skip
+    missing = _grouped(reasons)
     dataset = current.get("dataset") or {}
     return ModelCard.from_template(
         card_data(manifest),
@@ -184,9 +197,9 @@ def write_card_files(folder: str | Path, manifest: dict[str, Any]) -> ModelCard:
     current = manifest["requests"][0]
     write_manifest(folder, manifest)
     plots = {}
-    unlearned_roc = current.get("mia_roc") or {}
-    for name, drawn in (("loss_curves", plot_loss_curves(current.get("curves") or {}, folder / PLOTS["loss_curves"])),
-                        ("mia_roc", plot_mia_roc(unlearned_roc, folder / PLOTS["mia_roc"]))):  # fmt: skip
+    drawn_plots = {"loss_curves": plot_loss_curves(current.get("curves") or {}, folder / PLOTS["loss_curves"]),
+                   "mia_roc": plot_mia_roc(current.get("mia_roc") or {}, folder / PLOTS["mia_roc"])}  # fmt: skip
+    for name, drawn in drawn_plots.items():
         if drawn is not None:
             plots[name] = PLOTS[name]
         elif (folder / PLOTS[name]).exists():

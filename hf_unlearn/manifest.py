@@ -37,7 +37,7 @@ STAGING_NAME = "_hf_unlearn_saving"
 _COMMIT_NAME = "_COMMIT.json"
 
 # Fields that describe where and how a run was launched, not what the method did: left out of a card's settings.
-_RUN_ENVIRONMENT = re.compile(
+RUN_ENVIRONMENT = re.compile(
     r"^(output_dir|logging_dir|run_name|resume_from_checkpoint|hub_.*|.*_token|push_to_hub.*|report_to|"
     r"logging_.*|save_.*|disable_tqdm|dataloader_.*|ddp_.*|local_rank|deepspeed|fsdp.*|accelerator_config|"
     r"use_cpu|trackio_.*|project|overwrite_output_dir|forget_description)$"
@@ -61,7 +61,7 @@ def non_default_settings(args) -> dict[str, Any]:
             state.update(values)
     settings = {}
     for key, value in args.to_dict().items():
-        if _RUN_ENVIRONMENT.match(key) or value == defaults.get(key):
+        if RUN_ENVIRONMENT.match(key) or value == defaults.get(key):
             continue
         settings[key] = value
     return dict(sorted(settings.items()))

@@ -33,6 +33,7 @@ from .evaluation.report import flat_numbers
 from .manifest import SALT_NAME, holds_model
 from .methods import METHODS  # importing the package registers the built-in methods
 from .mixins import check_output_dir
+from .progress import name_progress, phase, showing
 from .sources import check_hub_reachable, check_model_source, load_pretrained
 
 DEFAULT_RUN: dict[str, Any] = {
@@ -42,7 +43,7 @@ DEFAULT_RUN: dict[str, Any] = {
     "finetune": {"num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 16},
     "unlearn": {"num_train_epochs": 20, "learning_rate": 2e-4, "per_device_train_batch_size": 4},
     "gold": True,  # also train the retain-only model with the fine-tune recipe (needs `finetune`)
-    "evaluate": True,  # the TOFU suite for the original, gold and unlearned models, side by side
+    "evaluate": True,  # the TOFU suite for the original, gold and unlearned models; or {limit, max_new_tokens, ...}
     "output_dir": "hf-unlearn-output",
     "overwrite_output_dir": False,  # replace a model already saved in output_dir (refused otherwise)
     "seed": 0,
@@ -57,7 +58,8 @@ RUN_TYPES: dict[str, tuple[tuple, str]] = {
     "data": ((dict,), "a mapping, e.g. {source: jsonl, forget: forget.jsonl, retain: retain.jsonl}"),
     "finetune": ((dict, None), "a mapping of TrainingArguments fields, or null"),
     "unlearn": ((dict, None), "a mapping of the method config's fields, or null"),
-    "gold": ((bool,), "true or false"), "evaluate": ((bool,), "true or false"),
+    "gold": ((bool,), "true or false"),
+    "evaluate": ((bool, dict), "true or false, or a mapping of limit, max_new_tokens, batch_size"),
     "output_dir": ((str,), "a folder path"), "overwrite_output_dir": ((bool,), "true or false"),
     "seed": ((int,), "an integer"), "description": ((str, None), "a sentence, or null"),
     "push": ((str, dict, None), "a Hub repo id, or a mapping with repo_id (and private, revision, overwrite, token)"),
@@ -67,6 +69,7 @@ DATA_KEYS = {
     "tofu": {"forget": str, "retain": str, "path": str, "heldout": str},
     "jsonl": {"forget": str, "retain": str, "heldout": str},
 }
+EVALUATE_KEYS = ("limit", "max_new_tokens", "batch_size")  # `evaluate: {limit: 8}`: the suite's options, integers >= 1
 PUSH_KEYS = ("repo_id", "private", "revision", "overwrite", "token", "commit_message")
 # Fields the run sets itself: the top-level key (or the fine-tune's fixed settings) that holds each.
 RESERVED = {
@@ -131,6 +134,14 @@ def _merge(user: Any, at: str = "") -> dict[str, Any]:
         kinds, wanted = RUN_TYPES[key]
         if not _is(value, kinds):
             raise ValueError(f"{at}{key} is a {_type_name(value)} ({value!r}): it must be {wanted}.")
+    evaluate = user.get("evaluate")
+    if isinstance(evaluate, dict):
+        for key, value in evaluate.items():
+            if key not in EVALUATE_KEYS or not _is(value, (int,)) or value < 1:
+                problem = f"has an unknown key {key!r}" if key not in EVALUATE_KEYS else f"{key}={value!r}"
+                raise ValueError(f"{at}evaluate {problem}: it takes {list(EVALUATE_KEYS)}, each an integer >= 1, e.g. "
+                                 "evaluate: {limit: 8} (the first 8 rows of each split).")  # fmt: skip
+        user["evaluate"] = user["evaluate"] or True
     push = user.get("push")
     if isinstance(push, dict):
         unknown = sorted(set(push) - set(PUSH_KEYS), key=str)
@@ -195,6 +206,28 @@ def check_finetune(recipe: dict | None, seed: int = 0, at: str = "") -> None:
             finetune_arguments(Path(tempfile.gettempdir()) / "hf-unlearn-check", seed, **recipe)  # creates nothing
         except (TypeError, ValueError) as error:
             raise _again(error, f"{at}finetune: ") from None
+
+
+def bf16_supported() -> bool:
+    """Whether this machine trains in bf16 by default: a CUDA GPU that supports it (a CPU's bf16 autocast is slower
+    than fp32 on most CPUs, so it is used only when asked for, with `use_cpu: true`)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def mixed_precision(section: dict | None, name: str, at: str = "") -> dict | None:
+    """A training section with its precision chosen: `bf16: auto` (or neither bf16 nor fp16 given) becomes bf16 where
+    the device supports it and fp32 elsewhere; an explicit `bf16: true` the device cannot run is a clear error."""
+    if section is None:
+        return None
+    section = dict(section)
+    if section.get("bf16", "auto") == "auto" and not section.get("fp16"):
+        section["bf16"] = bf16_supported()
+    elif section.get("bf16") is True and not bf16_supported() and not section.get("use_cpu"):
+        device = "this machine's GPU does not support bf16" if torch.cuda.is_available() else "this machine has no GPU"
+        raise ValueError(f"{at}{name}.bf16 is true, but {device}: remove it (or write `bf16: auto`) to train in bf16 "
+                         "where the device supports it and fp32 elsewhere, or set `use_cpu: true` to force CPU bf16 "
+                         "autocast (slower than fp32 on most CPUs).")  # fmt: skip
+    return section
 
 
 @dataclasses.dataclass
@@ -311,6 +344,8 @@ def check_run_config(config: dict[str, Any] | None = None, source: str | Path | 
     config = _merge(copy.deepcopy(DEFAULT_RUN) if config is None else config, at)
     config_cls, trainer_cls = _method(config["method"], at)
     method = f"{config_cls.__name__} (method {config['method']!r})"
+    for name in ("finetune", "unlearn"):
+        config[name] = mixed_precision(config[name], name, at)
     check_finetune(config["finetune"], config["seed"], at)
     _check_section("unlearn", config["unlearn"], config_cls, method, at)
     if config["gold"] and not config["finetune"]:
@@ -332,7 +367,9 @@ def check_run_config(config: dict[str, Any] | None = None, source: str | Path | 
             _check_heldout_apart(heldout, evaluated or [])
         except (ValueError, FileNotFoundError) as error:
             raise _again(error, at) from None
-    unlearn_args = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
+    # Trainer's bar and its log lines (a log line every 5% of the steps), unless `hf-unlearn run --quiet`
+    unlearn_args = {"report_to": "none", "save_strategy": "no", "logging_steps": 0.05,
+                    "disable_tqdm": showing() is False, "dataloader_pin_memory": torch.cuda.is_available()}  # fmt: skip
     unlearn_args.update(config["unlearn"] or {})
     unlearn_args.setdefault("forget_description", _describe(config, forget))
     try:
@@ -432,7 +469,8 @@ def load_model(config: dict[str, Any], forget: list[dict], retain: list[dict]):
     # Trained on retain text only: the tokenizer is saved with the model, and its vocabulary must not carry
     # strings learned from the forget set. Byte-level BPE still encodes every forget row.
     tokenizer = train_tokenizer([f"{row['question']} {row['answer']}" for row in retain])
-    return build_tiny_causal_lm(tokenizer, seed=config["seed"]), tokenizer
+    # rotary positions: a longer context adds no weight, so the demo's model is the same at 512 (TOFU rows need it)
+    return build_tiny_causal_lm(tokenizer, seed=config["seed"], max_position_embeddings=512), tokenizer
 
 
 @dataclasses.dataclass
@@ -441,17 +479,25 @@ class FinetuneArguments(SafeArgumentsMixin, TrainingArguments):
 
 
 def finetune_arguments(output_dir: str | Path, seed: int = 0, **training_args) -> TrainingArguments:
-    """The fine-tune's arguments: quiet, nothing saved."""
+    """The fine-tune's arguments: nothing saved; Trainer's bar and a log line every 10% of the steps (none with
+    `show_progress(False)`)."""
+    training_args.setdefault("logging_steps", 0.1)
+    training_args.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    quiet = showing() is False
     return FinetuneArguments(output_dir=str(output_dir), seed=seed, report_to="none", save_strategy="no",
-                             logging_strategy="no", disable_tqdm=True, **training_args)  # fmt: skip
+                             logging_strategy="no" if quiet else "steps", disable_tqdm=quiet,
+                             **training_args)  # fmt: skip
 
 
-def finetune(model, tokenizer, rows, output_dir: str | Path, seed: int = 0, **training_args) -> float:
-    """Fine-tune `model` on question/answer rows with a plain `Trainer`; returns the wall time in seconds."""
+def finetune(model, tokenizer, rows, output_dir: str | Path, seed: int = 0, name: str = "fine-tune",
+             **training_args) -> float:  # fmt: skip
+    """Fine-tune `model` on question/answer rows with a plain `Trainer` (its bar named `name`); returns the wall time
+    in seconds."""
     args = finetune_arguments(output_dir, seed, **training_args)
     pad_id = tokenizer.pad_token_id or 0
     train_rows = prepare_dataset(rows, "finetune rows", tokenizer, "Question: {question}\nAnswer:", 512)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=UnlearningCollator(pad_id))
+    name_progress(trainer, name)
     start = time.perf_counter()
     trainer.train()
     return time.perf_counter() - start
@@ -497,26 +543,34 @@ def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, 
 
     data = config["data"]
     source = data.get("source", "synthetic")
+    options = dict(config["evaluate"]) if isinstance(config["evaluate"], dict) else {}
     if source == "synthetic":
         from .synthetic import add_truth_ratio_fields
 
-        holdout = _evaluation_holdout(data, forget, retain)
-        forget_tr, retain_tr = add_truth_ratio_fields(forget), add_truth_ratio_fields(retain)
+        limit = options.pop("limit", None)
+        holdout = _evaluation_holdout(data, forget, retain)[:limit]
+        forget_tr, retain_tr = add_truth_ratio_fields(forget[:limit]), add_truth_ratio_fields(retain[:limit])
 
         def suite(model, **gold):
-            return evaluate_qa_suite(model, tokenizer, forget_tr, holdout, {"retain": retain_tr}, **gold)
+            return evaluate_qa_suite(model, tokenizer, forget_tr, holdout, {"retain": retain_tr}, **gold, **options)
     elif source == "tofu":
         def suite(model, **gold):
-            return evaluate_tofu(model, tokenizer, data.get("forget", "forget10"), data.get("path"), **gold)
+            return evaluate_tofu(model, tokenizer, data.get("forget", "forget10"), data.get("path"), **gold,
+                                 **options)  # fmt: skip
     else:
         log("evaluation: skipped (the TOFU suite needs TOFU or the built-in people, with perturbed answers)")
         return {}
     log("evaluating original, gold and unlearned models ...")
     columns, gold_args = {}, {}
     if gold_model is not None:
-        columns["gold"] = suite(gold_model)
+        with phase("evaluate gold"):
+            columns["gold"] = suite(gold_model)
         gold_args = score_gold(columns["gold"])
-    columns = {"original": suite(original, **gold_args), **columns, "unlearned": suite(unlearned, **gold_args)}
+    with phase("evaluate original"):
+        columns["original"] = suite(original, **gold_args)
+    with phase("evaluate unlearned"):
+        columns["unlearned"] = suite(unlearned, **gold_args)
+    columns = {name: columns[name] for name in ("original", "gold", "unlearned") if name in columns}
     log(format_metrics(columns))
     return columns
 
@@ -574,7 +628,7 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         log("training the gold (retain-only) model with the same recipe ...")
         gold_model, _ = load_model(config, forget, retain)
         with tempfile.TemporaryDirectory() as scratch:
-            finetune(gold_model, tokenizer, retain, scratch, config["seed"], **config["finetune"])
+            finetune(gold_model, tokenizer, retain, scratch, config["seed"], "gold model", **config["finetune"])
 
     unlearn_args, trainer_cls = plan.unlearn_args, plan.trainer_cls
     args = _method_args(config, plan.config_cls, unlearn_args)  # built afresh after the fine-tunes' arguments
@@ -587,12 +641,19 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         retain_rows = prepare_dataset(retain, "retain", tokenizer, args.prompt_template, args.max_length)
     # under ZeRO-3 each process holds a shard of the weights: measure the saved model with `hf-unlearn eval` instead
     measure = not is_deepspeed_zero3_enabled()
-    before = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
+    name_progress(trainer, f"unlearn ({config['method']})")
+    limit = config["evaluate"].get("limit") if isinstance(config["evaluate"], dict) else None
+    if limit:  # a smoke run's `evaluate: {limit: N}` measures the first rows too
+        forget_rows, retain_rows = ([rows[i] for i in range(min(limit, len(rows)))]
+                                    for rows in (forget_rows, retain_rows))  # fmt: skip
+    with phase("measure before"):
+        before = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
     log(f"unlearning with {trainer_cls.__name__} ...")
     unlearn_start = time.perf_counter()
     train_output = trainer.train()
     unlearn_seconds = time.perf_counter() - unlearn_start
-    after = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
+    with phase("measure after"):
+        after = _measure(trainer.model, forget_rows, retain_rows, pad_id) if measure else None
     if measure:
         log(format_table(before, after))
 
@@ -623,8 +684,7 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
     }
     if main:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"model, tokenizer, model card (README.md), unlearning_manifest.json and summary.json written to {output_dir}; "
-        f"the fingerprint's salt is in {output_dir / SALT_NAME}: give it to the requester, never upload it")
+    log(where_it_went(output_dir, time.perf_counter() - start))
     push = config.get("push")
     if push and main:
         from .hub import push_folder
@@ -633,6 +693,24 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         info = push_folder(output_dir, **push)
         log(f"pushed to {push['repo_id']}: {getattr(info, 'commit_url', info)}")
     return summary
+
+
+OUTPUTS = (("model and tokenizer", ("model.safetensors", "adapter_model.safetensors", "tokenizer.json")),
+           ("model card", ("README.md",)), ("what was removed", ("unlearning_manifest.json",)),
+           ("run summary", ("summary.json",)), ("evaluation", ("eval_results.json",)), ("plots", ("plots",)),
+           ("salt (private)", (SALT_NAME,)))  # fmt: skip
+
+
+def where_it_went(output_dir: Path, seconds: float) -> str:
+    """The run's last words: what it wrote, file by file, and what to do with the salt."""
+    lines = [f"done in {seconds:.0f} s; written to {output_dir}/:"]
+    for what, names in OUTPUTS:
+        found = [name + ("/" if (output_dir / name).is_dir() else "") for name in names if (output_dir / name).exists()]
+        if found:
+            lines.append(f"  {what:<22}{', '.join(found)}")
+    lines.append(f"The salt keys the card's fingerprint of the forget set: give {SALT_NAME} to the requester (they "
+                 "check the card with `hf-unlearn verify`); `hf-unlearn push` never uploads it.")
+    return "\n".join(lines)
 
 
 def _describe(config: dict[str, Any], forget: list[dict]) -> str | None:

@@ -44,19 +44,26 @@ def plot_loss_curves(curves: dict[str, list[list[float]]], path: str | Path) -> 
     return Path(path)
 
 
-def plot_mia_roc(curves: dict[str, dict[str, list[float]]], path: str | Path) -> Path | None:
-    """ROC curves of membership-inference attacks (forget = members vs held-out), `{attack: {"fpr", "tpr", "auc"}}`."""
+def plot_mia_roc(curves: dict[str, dict], path: str | Path) -> Path | None:
+    """ROC curves of membership-inference attacks (forget = members vs held-out), one panel per model:
+    `{model: {attack: {"fpr", "tpr", "auc"}}}` (e.g. original, gold, unlearned: the unlearned panel should look like
+    the gold one), or one model's `{attack: {...}}`. None (nothing written) when there is no curve."""
+    if curves and all(isinstance(curve, dict) and "fpr" in curve for curve in curves.values()):
+        curves = {"unlearned": curves}
+    curves = {model: attacks for model, attacks in curves.items() if attacks}
     if not curves:
         return None
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
-    for attack, curve in sorted(curves.items()):
-        axis.plot(curve["fpr"], curve["tpr"], label=f"{attack} (AUC {curve['auc']:.3f})")
-    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (never trained)")
-    axis.set_xlabel("false positive rate (held-out flagged)")
-    axis.set_ylabel("true positive rate (forget flagged)")
-    axis.set_title("Membership inference on the forget set")
-    axis.legend(fontsize=8)
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.2), squeeze=False)
+    for axis, (model, attacks) in zip(axes[0], curves.items(), strict=True):
+        for attack, curve in sorted(attacks.items()):
+            axis.plot(curve["fpr"], curve["tpr"], label=f"{attack} (AUC {curve['auc']:.3f})")
+        axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (never trained)")
+        axis.set_xlabel("false positive rate (held-out flagged)")
+        axis.set_title(model)
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("true positive rate (forget flagged)")
+    figure.suptitle("Membership inference on the forget set")
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -324,7 +324,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             weights_changed=False if no_step else self._weights_changed,
             weights_unchanged_reason="no training step ran (train() was not called, or had nothing to do)"
             if no_step else self._weights_unchanged_reason,
-            mia_roc=(self._evaluation.get("unlearned") or {}).get("mia_roc"),
+            mia_roc={name: results["mia_roc"] for name, results in self._evaluation.items() if results.get("mia_roc")},
         )  # fmt: skip
         base = dict(self._base_model or {})
         if kwargs.get("finetuned_from"):

@@ -18,6 +18,17 @@ from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split
 # Tiny models run fastest on one thread, and a second thread contends with anything else on a 2-core machine.
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def no_progress_bars():
+    """Tests run without bars or printed training logs (`hf-unlearn run` in-process turns them on: reset after each);
+    tests/test_cli_product.py checks the bars in a subprocess."""
+    from hf_unlearn.progress import show_progress
+
+    show_progress(False)
+    yield
+    show_progress(False)
+
 # TOFU's JSON Lines files (locuslab/TOFU): the folder HF_UNLEARN_TOFU_PATH names, else ../shared/data/tofu beside the
 # repository. Tests that read them take the `tofu_path` fixture, which skips or fails when the folder is not there.
 TOFU_ENV = "HF_UNLEARN_TOFU_PATH"

@@ -23,7 +23,7 @@ from hf_unlearn.evaluation import metrics as M  # noqa: E402
 from hf_unlearn.evaluation.tofu import UTILITY_SPLITS  # noqa: E402
 
 METRICS_DIR = Path(hf_unlearn.__file__).resolve().parent / "metrics"
-MODULES = ("truth_ratio", "forget_quality", "mia_auc", "model_utility", "extraction_strength")
+MODULES = ("truth_ratio", "forget_quality", "mia_auc", "model_utility", "extraction_strength", "muse_rouge")
 
 # TOFU-style toy: question 1 has P(paraphrase) 0.5 and perturbed answers 0.25, 0.25 → TR 0.5; question 2 has
 # P(paraphrase) 0.2 and perturbed 0.4, 0.1 (geometric mean 0.2) → TR 1.0. Forget score mean(min(TR, 1/TR)) = 0.75,
@@ -108,13 +108,13 @@ def test_mia_auc_and_privleak():
     mia_auc = load("mia_auc")
     forget, holdout = [0.9, 0.3], [0.5, 0.1]
     # 3 of the 4 (forget, holdout) pairs rank the forget example higher → AUC 0.75; against a gold AUC of 0.5,
-    # PrivLeak = (0.75 − 0.5) / 0.5 × 100 = 50.
+    # PrivLeak (MUSE's orientation, 1 − AUC) = ((1 − 0.75) − (1 − 0.5)) / (1 − 0.5) × 100 = −50: under-unlearned.
     result = mia_auc.compute(forget_scores=forget, holdout_scores=holdout)
     assert result == {"auc": M.mia_auc(forget, holdout)}
     assert result["auc"] == pytest.approx(0.75)
     result = mia_auc.compute(forget_scores=forget, holdout_scores=holdout, gold_auc=0.5)
     assert result == {"auc": M.mia_auc(forget, holdout), "privleak": M.privleak(M.mia_auc(forget, holdout), 0.5)}
-    assert result["privleak"] == pytest.approx(50.0)
+    assert result["privleak"] == pytest.approx(-50.0)
     # Holdout larger than forget, and the forget scores streamed.
     mia_auc.add_batch(forget_scores=[0.2, 0.8])
     assert mia_auc.compute(holdout_scores=[0.1, 0.5, 0.9]) == {"auc": M.mia_auc([0.2, 0.8], [0.1, 0.5, 0.9])}

@@ -31,8 +31,10 @@ def test_ranked_markdown_and_csv(tmp_path, capsys):
     assert [row["run"] for row in rows] == ["grad_diff", "npo", "ga", "no_gold"]
     assert rows[1]["method"] == "npo" and rows[1]["settings"] == "beta=0.1" and rows[1]["wall_time_s"] == "12.5"
     assert rows[3]["forget_quality"] == "n/a"
-    assert (tmp_path / "b.md").read_text().startswith("| rank | run | method |")
-    assert "| 1 | grad_diff |" in capsys.readouterr().out
+    markdown = (tmp_path / "b.md").read_text().splitlines()
+    assert markdown[0].startswith("| rank | run       | method | settings |")
+    assert len({len(line) for line in markdown}) == 1  # every line padded to the same columns
+    assert "| 1    | grad_diff |" in capsys.readouterr().out
 
 
 def test_missing_results_is_a_clear_error(tmp_path, capsys):

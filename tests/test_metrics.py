@@ -86,13 +86,33 @@ def test_harmonic_mean_with_one_zero():
         M.model_utility({"a": 1.0, "b": 1.0})
 
 
-def test_normalised_probability_and_privleak():
-    """P̄(correct) ½ against perturbed ¼ and ¼: ½ / (½ + ¼ + ¼) = ½. PrivLeak (0.6 − 0.5)/0.5 × 100 = 20."""
+def test_normalised_probability():
+    """P̄(correct) ½ against perturbed ¼ and ¼: ½ / (½ + ¼ + ¼) = ½."""
     p = M.normalised_probability(torch.tensor([LN(0.5)]), torch.tensor([[LN(0.25), LN(0.25)]]))
     assert p.item() == pytest.approx(0.5)
-    assert M.privleak(0.6, 0.5) == pytest.approx(20.0)
-    with pytest.raises(ValueError, match="gold model's AUC > 0"):
-        M.privleak(0.6, 0.0)
+
+
+def test_privleak_in_muse_form_and_sign():
+    """MUSE's PrivLeak on MUSE's AUC orientation: with A, R our (members-positive) AUCs of the unlearned and the gold
+    model, A' = 1 − A and R' = 1 − R, and privleak = (A' − R') / R' × 100.
+
+    A = 0.6, R = 0.5: A' = 0.4, R' = 0.5 → (0.4 − 0.5) / 0.5 × 100 = −20 (under-unlearned; the old members-positive
+    form (A − R) / R × 100 gave +20). A = 1 (every forget text outscores every holdout one), R = 0.5 → −100, MUSE's
+    target model. A = 0.2, R = 0.6: A' = 0.8, R' = 0.4 → +100 (over-unlearned). A = R → 0.
+
+    open-unlearning's `privleak` (src/evals/metrics/privacy.py) on the same AUCs: s = 1 − A, r = 1 − R,
+    (s − r) / (r + 1e-10) × 100; it agrees to 1e-9 relative (its 1e-10 guard is the only difference).
+    """
+    assert M.privleak(0.6, 0.5) == pytest.approx(-20.0, abs=1e-9)
+    assert M.privleak(1.0, 0.5) == pytest.approx(-100.0, abs=1e-9)
+    assert M.privleak(0.2, 0.6) == pytest.approx(100.0, abs=1e-9)
+    assert M.privleak(0.37, 0.37) == 0.0
+    for auc, gold in [(0.6, 0.5), (1.0, 0.5), (0.2, 0.6), (0.9731, 0.5228), (0.0, 0.8), (0.41, 0.07)]:
+        open_unlearning = ((1 - auc) - (1 - gold)) / ((1 - gold) + 1e-10) * 100
+        assert M.privleak(auc, gold) == pytest.approx(open_unlearning, rel=1e-9, abs=1e-9)
+    with pytest.raises(ValueError, match="gold model's AUC < 1, got 1.0"):
+        M.privleak(0.6, 1.0)
+    assert M.privleak(0.6, 0.0) == pytest.approx(-60.0)  # a gold AUC of 0 is MUSE's 1: (0.4 − 1) / 1 × 100
 
 
 def test_loss_zlib_and_reference_scores():

@@ -1,5 +1,5 @@
-"""Evaluation as plain functions: answer probability/loss, the leaderboards' metrics (`metrics`), and the encoder
-audit (`audit`: Forgetting Score, EMIA, linear probe)."""
+"""Evaluation as plain functions: answer probability/loss, the leaderboards' metrics (`metrics`), the TOFU and MUSE
+suites, and the encoder audit (`audit`: Forgetting Score, EMIA, linear probe)."""
 
 from . import audit, metrics
 from .audit import audit_encoder
@@ -23,17 +23,20 @@ from .metrics import (
     model_utility,
     normalised_probability,
     privleak,
+    rouge_l_f1,
     rouge_l_recall,
     truth_ratio,
     truth_ratio_score,
 )
+from .muse import evaluate_muse, load_muse, score_muse_gold
 from .probability import answer_nll, answer_stats, token_statistics
 from .tofu import evaluate_qa_suite, evaluate_tofu
 
 __all__ = [
     "accuracy_and_macro_f1", "answer_nll", "answer_stats", "audit", "audit_encoder", "classifier_mia_auc",
-    "classifier_outputs", "evaluate_classifier", "evaluate_qa_suite", "evaluate_tofu", "exact_memorization",
-    "extraction_strength", "forget_quality", "greedy_answers", "harmonic_mean", "membership_score", "metrics",
-    "mia_auc", "mia_roc", "min_k_plus_plus_z", "min_k_score", "model_utility", "normalised_probability", "privleak",
-    "rouge_l_recall", "token_statistics", "truth_ratio", "truth_ratio_score",
+    "classifier_outputs", "evaluate_classifier", "evaluate_muse", "evaluate_qa_suite", "evaluate_tofu",
+    "exact_memorization", "extraction_strength", "forget_quality", "greedy_answers", "harmonic_mean", "load_muse",
+    "membership_score", "metrics", "mia_auc", "mia_roc", "min_k_plus_plus_z", "min_k_score", "model_utility",
+    "normalised_probability", "privleak", "rouge_l_f1", "rouge_l_recall", "score_muse_gold", "token_statistics",
+    "truth_ratio", "truth_ratio_score",
 ]  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar
 from .checks import check_positive_int, check_strings, kind, show
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -20,12 +20,20 @@ def greedy_answers(
     prompt_template: str = "Question: {question}\nAnswer:",
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
+    stop: Sequence[str] = (),
 ) -> list[str]:
-    """Greedy (no sampling) answers to `questions`, prompted exactly as in training, at most `max_new_tokens` each."""
+    """Greedy (no sampling) answers to `questions`, prompted exactly as in training, at most `max_new_tokens` each.
+
+    `prompt_template="{question}"` uses each question as the whole prompt (a text to continue). `stop`: each answer
+    is cut before the first of these strings, e.g. `["\n\nQuestion"]` where the model goes on to a next question.
+    """
     check_strings("questions", questions, unit="questions")
     check_prompt_template(prompt_template)
     check_positive_int("max_new_tokens", max_new_tokens, unit="tokens")
     check_positive_int("batch_size", batch_size, unit="questions per generate call")
+    check_strings("stop", stop, unit="stop strings")
+    if any(not text for text in stop):
+        raise ValueError(f"stop={list(stop)!r} holds an empty string: every answer would be cut to nothing.")
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token first.")
     was_training, side = model.training, tokenizer.padding_side
@@ -37,7 +45,7 @@ def greedy_answers(
     answers: list[str] = [""] * len(prompts_all)
     cache = {"cache_implementation": "static"} if _takes_static_cache(model) else {}
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="generating answers", leave=False, disable=None):
+        for start in bar(range(0, len(order), batch_size), "generating answers"):
             indices = order[start:start + batch_size]
             prompts = [prompts_all[i] for i in indices]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
@@ -47,6 +55,8 @@ def greedy_answers(
             )  # fmt: skip
             new_tokens = output[:, batch["input_ids"].shape[1]:]
             for i, text in zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                for word in stop:
+                    text = text.split(word, 1)[0]
                 answers[i] = text.strip()
     finally:
         model.train(was_training)

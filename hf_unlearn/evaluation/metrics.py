@@ -4,7 +4,8 @@ Conventions, as the leaderboards compute them:
 - log-probabilities are of answer tokens only; `mean_logps` are length-normalised (mean over answer tokens);
 - MIA scores are "membership scores": higher means the example looks more like training data, and AUC is computed
   with forget examples as the positive class against holdout examples, so 1.0 = the forget set looks far more
-  familiar than never-seen data, 0.5 = indistinguishable.
+  familiar than never-seen data, 0.5 = indistinguishable (the MIA literature's orientation). MUSE's PrivLeak reads
+  its AUC the other way (1 − ours); `privleak` converts, so every `mia_*_auc` here keeps the usual orientation.
 """
 
 from __future__ import annotations
@@ -120,13 +121,26 @@ def mia_roc(forget_scores, holdout_scores) -> dict[str, list[float] | float]:
 
 
 def privleak(auc_unlearned: float, auc_gold: float) -> float:
-    """MUSE's PrivLeak `(AUC_unlearned − AUC_gold) / AUC_gold × 100`: 0 = leaks like never training on the data,
-    positive = under-unlearned (forget data still looks familiar), negative = over-unlearned."""
-    check_number("auc_unlearned", auc_unlearned, 0, 1, note="an ROC AUC, e.g. mia_min_k_auc of evaluate_tofu")
+    """MUSE's PrivLeak (Shi et al. 2025, arXiv 2407.06460), in percent, from two `mia_auc` values.
+
+    `auc_unlearned` and `auc_gold` (the retrained, retain-only model's, same attack and data) are oriented as `mia_auc`
+    orients them: forget examples positive, 1 = the forget set looks familiar, 0.5 = chance. MUSE orients its AUC the
+    other way (a model that memorised the forget set scores ≈ 0), so PrivLeak is computed on `A' = 1 − auc_unlearned`
+    and `R' = 1 − auc_gold`: `(A' − R') / R' × 100` — open-unlearning's `privleak` (which adds 1e-10 to `R'`).
+
+    0 = leaks like never having trained on the forget set; negative = under-unlearned (−100 for a model whose forget
+    examples all outscore the holdout ones, as MUSE's target models do); positive = over-unlearned (the forget set
+    looks less familiar than never-seen data, which an attacker can also detect).
+    """
+    auc_unlearned = check_number("auc_unlearned", auc_unlearned, 0, 1,
+                                 note="an ROC AUC, e.g. mia_min_k_auc of evaluate_tofu")  # fmt: skip
     auc_gold = check_number("auc_gold", auc_gold, 0, 1, note="an ROC AUC, e.g. the gold model's mia_min_k_auc")
-    if not auc_gold > 0:
-        raise ValueError(f"privleak needs the gold model's AUC > 0, got {auc_gold}: check its MIA evaluation.")
-    return (auc_unlearned - auc_gold) / auc_gold * 100
+    if not auc_gold < 1:
+        raise ValueError(f"privleak needs the gold model's AUC < 1, got {auc_gold}: PrivLeak divides by 1 − AUC "
+                         "(MUSE's orientation); a retain-only model that tells every forget example from the holdout "
+                         "ones means the two sets differ: check the data and the gold model's MIA evaluation.")
+    muse_unlearned, muse_gold = 1 - auc_unlearned, 1 - auc_gold
+    return (muse_unlearned - muse_gold) / muse_gold * 100
 
 
 def loss_score(mean_nll: torch.Tensor) -> torch.Tensor:
@@ -218,7 +232,18 @@ def _flags(correct, mask) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """ROUGE-L recall of each generation against its reference answer (Porter stemmer, as TOFU)."""
+    """ROUGE-L recall of each generation against its reference answer: LCS / reference words (Porter stemmer, as
+    TOFU)."""
+    return [score.recall for score in _rouge_l(predictions, references)]
+
+
+def rouge_l_f1(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 of each generation against its reference: the harmonic mean of LCS / reference words (recall) and
+    LCS / generated words (precision), Porter stemmer — MUSE's VerbMem and KnowMem (open-unlearning's `rougeL_f1`)."""
+    return [score.fmeasure for score in _rouge_l(predictions, references)]
+
+
+def _rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list:
     from rouge_score import rouge_scorer
 
     check_strings("predictions", predictions, unit="generated answers")
@@ -226,7 +251,7 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> lis
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one of each.")
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_stemming_tokenizer())
-    return [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)]
+    return [scorer.score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references, strict=True)]
 
 
 @functools.cache

@@ -10,10 +10,10 @@ import inspect
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data import UnlearningCollator
 from ..losses import IGNORE_INDEX, align_logits_and_labels, mean_nll, token_logps
+from ..progress import bar
 from .checks import check_int, check_positive_int, check_rows, show
 from .metrics import standardised_logps
 
@@ -53,7 +53,7 @@ def _full_batches(model, rows, batch_size, pad, device, min_k_plus_plus):
     """Each row in one pass (rows sorted by length, so batches carry little padding)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
-    for start in tqdm(range(0, len(rows), batch_size), desc="scoring answers", leave=False, disable=None):
+    for start in bar(range(0, len(rows), batch_size), "scoring answers"):
         indices = order[start:start + batch_size]
         batch = {key: value.to(device) for key, value in pad([rows[i] for i in indices]).items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
@@ -76,7 +76,7 @@ def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, devi
     order = sorted(range(len(prompts)), key=longest.__getitem__)
     accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     per_batch = max(1, round(batch_size * len(prompts) / len(rows)))  # about batch_size continuations a pass
-    for start in tqdm(range(0, len(order), per_batch), desc="scoring answers", leave=False, disable=None):
+    for start in bar(range(0, len(order), per_batch), "scoring answers"):
         chosen = order[start:start + per_batch]
         width = max(len(prompts[j]) for j in chosen)
         prompt_ids = torch.full((len(chosen), width), pad_token_id, dtype=torch.long)

@@ -26,9 +26,21 @@ TOFU_ROWS = [
     ("mia_min_k_auc", "0.5"),
     ("mia_min_k_plus_plus_auc", "0.5"),
     ("mia_reference_auc", "0.5"),
-    ("privleak", "0 (> 0: under-unlearned, < 0: over-unlearned)"),
+    ("privleak", "0 (< 0: under-unlearned, > 0: over-unlearned)"),
     ("extraction_strength", "lower"),
     ("exact_memorization", "lower"),
+]
+
+# MUSE (Shi et al. 2025): the goal is the retrained model's numbers; ROUGE-L F1 in [0, 1] (the paper prints × 100)
+MUSE_ROWS = [
+    ("verbmem_f", "lower, toward the retrained model's"),
+    ("knowmem_f", "lower, toward the retrained model's"),
+    ("knowmem_r", "keep (original's)"),
+    ("privleak", "0 (< 0: under-unlearned, > 0: over-unlearned)"),
+    ("mia_min_k_auc", "0.5 (1 = forget set looks familiar)"),
+    ("mia_min_k_plus_plus_auc", "0.5"),
+    ("mia_loss_auc", "0.5"),
+    ("mia_zlib_auc", "0.5"),
 ]
 
 CLASSIFIER_ROWS = [
@@ -73,7 +85,8 @@ def format_table(columns: Mapping[str, Mapping], rows=TOFU_ROWS) -> str:
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             values.append(value if finite else None)
             if not finite and key in col.get("missing", {}):
-                reasons[f"{key} ({name})"] = col["missing"][key]
+                reasons.setdefault((key, col["missing"][key]), []).append(name)
         table.append((key, values, goal))
-    notes = [f"n/a: {where}: {reason}" for where, reason in reasons.items()]
+    # a reason shared by several models is said once: "n/a: privleak (original, unlearned): no gold model ..."
+    notes = [f"n/a: {key} ({', '.join(names)}): {reason}" for (key, reason), names in reasons.items()]
     return "\n".join([format_rows("metric", list(columns), table), *notes])

@@ -44,13 +44,15 @@ def _split_statistics(model, tokenizer, rows, batch_size, membership=False):
     `membership`: the answers also feed the MIA, so they are scored apart, with Min-K%++, batched exactly as the
     holdout and reference-model passes they are compared with (a model is then its own reference to the last bit).
     """
-    n, k = len(rows), min(len(row["perturbed_answer"]) for row in rows)
+    n, k = len(rows), min(len(row.get("perturbed_answer", ())) for row in rows)
     questions = [row["question"] for row in rows]
     fields = ["answer", "paraphrased_answer"] if "paraphrased_answer" in rows[0] else ["answer"]
     if membership:
         answer_stats = _statistics(model, tokenizer, questions, [row["answer"] for row in rows], batch_size, True)
         fields = fields[1:]
-    perturbed = [answer for row in rows for answer in row["perturbed_answer"][:k]]
+    perturbed = [answer for row in rows for answer in row["perturbed_answer"][:k]] if k else []
+    if not fields and not perturbed:  # rows without paraphrases or wrong answers: the membership pass was all
+        return answer_stats, None, None
     stats = _statistics(model, tokenizer, questions * len(fields) + [q for q in questions for _ in range(k)],
                         [row[field] for field in fields for row in rows] + perturbed, batch_size)  # fmt: skip
     mean_logps = stats["sum_logps"] / stats["num_tokens"]
@@ -58,7 +60,7 @@ def _split_statistics(model, tokenizer, rows, batch_size, membership=False):
         answer_stats = {name: value[:n] for name, value in stats.items()}
         mean_logps = mean_logps[n:]
     paraphrased = mean_logps[:n] if "paraphrased_answer" in rows[0] else None
-    return answer_stats, paraphrased, mean_logps[-n * k:].view(n, k)
+    return answer_stats, paraphrased, mean_logps[-n * k:].view(n, k) if k else None
 
 
 def evaluate_tofu(
@@ -118,9 +120,9 @@ def score_gold(gold: dict, privleak_attack: str = "min_k") -> dict:
     else:
         gold["forget_quality"] = M.forget_quality(ratios, ratios)
         gold["missing"].pop("forget_quality", None)
-    if auc is None or not auc > 0:  # PrivLeak divides by it
+    if auc is None or not auc < 1:  # PrivLeak divides by 1 − it (MUSE's orientation)
         why = (f"missing ({gold['missing'].get(f'mia_{privleak_attack}_auc', 'not computed')})" if auc is None
-               else f"{auc}, and PrivLeak divides by it")  # fmt: skip
+               else f"{auc}, and PrivLeak divides by 1 − it")  # fmt: skip
         gold["missing"]["privleak"] = f"the gold model's mia_{privleak_attack}_auc is {why}"
         auc = None
     else:
@@ -143,17 +145,18 @@ def evaluate_qa_suite(
     batch_size: int = 32,
     generation_batch_size: int | None = None,
 ) -> dict:
-    """The TOFU suite on any question/answer rows that carry TOFU's fields (`perturbed_answer`, and
-    `paraphrased_answer` on the forget and retain splits): forget / utility splits, MIA forget vs `holdout_rows`.
+    """The TOFU suite on any question/answer rows: forget / utility splits, MIA forget vs `holdout_rows`. Rows that
+    carry TOFU's fields (`perturbed_answer`, and `paraphrased_answer` on the forget and retain splits) also give the
+    truth ratio, and with it forget quality and model utility; rows without them give every other number.
 
     `model_utility` is the harmonic mean of {probability, ROUGE-L, truth ratio} over the given utility splits —
     TOFU's model utility when they are retain, real_authors and world_facts.
 
-    Rows are lists of dicts (or `datasets.Dataset`s), checked before the model runs: `question` and `answer` strings,
-    `perturbed_answer` a non-empty list of strings (not on `holdout_rows`), `paraphrased_answer` on every row of a split
-    or on none. NaN or infinite metrics go to `missing` with the reason (as in `evaluate_tofu`).
+    Rows are lists of dicts (or `datasets.Dataset`s), checked before the model runs: `question` and `answer` strings;
+    `perturbed_answer` (a non-empty list of strings; not on `holdout_rows`) and `paraphrased_answer` each on every row
+    of a split or on none. NaN or infinite metrics go to `missing` with the reason (as in `evaluate_tofu`).
     """
-    _check_qa_rows(forget_rows, "forget_rows")
+    _check_qa_rows(forget_rows, "forget_rows", perturbed_required=False)
     check_rows(holdout_rows, "holdout_rows", ("question", "answer"))
     _check_strings_in(holdout_rows, "holdout_rows", ("question", "answer"))
     if not isinstance(utility_splits, Mapping) or not utility_splits:
@@ -165,7 +168,7 @@ def evaluate_qa_suite(
         if not isinstance(name, str) or name == "forget":
             raise ValueError(f"utility_splits has the key {name!r}: name each utility split with a string other than "
                              "'forget' (its keys prefix the results, e.g. 'retain' -> retain_probability).")
-        _check_qa_rows(rows, f"utility_splits[{name!r}]")
+        _check_qa_rows(rows, f"utility_splits[{name!r}]", perturbed_required=False)
     _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
                    batch_size, generation_batch_size)  # fmt: skip
 
@@ -174,13 +177,16 @@ def evaluate_qa_suite(
         # the forget answers' statistics also serve the MIA and extraction numbers, so they include Min-K%++
         stats, paraphrased, perturbed = _split_statistics(model, tokenizer, rows, batch_size, name == "forget")
         correct = stats["sum_logps"] / stats["num_tokens"]
-        if paraphrased is not None:
+        if paraphrased is not None or perturbed is None:
             results[f"{name}_probability"] = correct.exp().mean().item()
         else:
             results[f"{name}_probability"] = M.normalised_probability(correct, perturbed).mean().item()
             paraphrased = correct  # real authors / world facts have no paraphrase: the answer itself is the truth
-        ratios = M.truth_ratio(paraphrased, perturbed)
-        results[f"{name}_truth_ratio"] = M.truth_ratio_score(ratios, "forget" if name == "forget" else name)
+        if perturbed is None:
+            results["missing"][f"{name}_truth_ratio"] = f"the {name} rows have no perturbed_answer (wrong answers)"
+        else:
+            ratios = M.truth_ratio(paraphrased, perturbed)
+            results[f"{name}_truth_ratio"] = M.truth_ratio_score(ratios, "forget" if name == "forget" else name)
         answers = [r["answer"] for r in rows]
         generated = greedy_answers(model, tokenizer, [r["question"] for r in rows], TEMPLATE, max_new_tokens,
                                    generation_batch_size or batch_size)  # fmt: skip
@@ -188,16 +194,22 @@ def evaluate_qa_suite(
         if stats["token_logps"].isnan().any():  # NaN logits: greedy tokens are argmaxes of NaN, not answers
             results[f"{name}_rouge"] = math.nan
         if name == "forget":
-            results["forget_truth_ratios"] = ratios.tolist()
+            if perturbed is not None:
+                results["forget_truth_ratios"] = ratios.tolist()
             member = stats
 
     parts = [f"{s}_{m}" for s in utility_splits for m in ("probability", "rouge", "truth_ratio")]
-    not_finite = [key for key in parts if not math.isfinite(results[key])]
-    if not_finite:
+    absent = [key for key in parts if key not in results]
+    not_finite = [key for key in parts if key in results and not math.isfinite(results[key])]
+    if absent:
+        results["missing"]["model_utility"] = f"{', '.join(absent)} is missing (TOFU's utility needs wrong answers)"
+    elif not_finite:
         results["missing"]["model_utility"] = f"{', '.join(not_finite)} came out NaN or inf ({NON_FINITE})"
     else:
         results["model_utility"] = M.harmonic_mean([results[key] for key in parts])
-    if gold_forget_truth_ratios is None:
+    if "forget_truth_ratios" not in results:
+        results["missing"]["forget_quality"] = "the forget rows have no perturbed_answer (wrong answers)"
+    elif gold_forget_truth_ratios is None:
         results["missing"]["forget_quality"] = "no gold (retain-only) model's forget truth ratios were given"
     elif any(math.isnan(ratio) for ratio in results["forget_truth_ratios"]):
         results["missing"]["forget_quality"] = f"the forget truth ratios hold NaN ({NON_FINITE})"
@@ -251,7 +263,7 @@ def _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, priv
     """The suite's options, before any row is scored."""
     if gold_forget_truth_ratios is not None:
         numbers_array("gold_forget_truth_ratios", gold_forget_truth_ratios, allow_inf=True, minimum=0)
-    check_number("gold_mia_auc", gold_mia_auc, 0, 1, low_open=True, none="no PrivLeak",
+    check_number("gold_mia_auc", gold_mia_auc, 0, 1, high_open=True, none="no PrivLeak",
                  note="the gold model's mia_<attack>_auc from its own run")  # fmt: skip
     attacks = MIA_ATTACKS if reference_model is not None else MIA_ATTACKS[:-1]
     note = "'reference' needs reference_model" if reference_model is None else ""
@@ -289,14 +301,21 @@ def _check_strings_in(rows, name: str, fields) -> None:
                                 f"pass the {field} as a string.")  # fmt: skip
 
 
-def _check_qa_rows(rows, name: str) -> None:
-    """TOFU-style rows: `question`, `answer` (strings), `perturbed_answer` (a non-empty list of strings) and, on every
-    row or none, `paraphrased_answer` (a string)."""
-    check_rows(rows, name, ("question", "answer", "perturbed_answer"),
+def _check_qa_rows(rows, name: str, perturbed_required: bool = True) -> None:
+    """TOFU-style rows: `question`, `answer` (strings), `perturbed_answer` (a non-empty list of strings; on every row or
+    none when not `perturbed_required`) and, on every row or none, `paraphrased_answer` (a string)."""
+    check_rows(rows, name, ("question", "answer", "perturbed_answer") if perturbed_required else ("question", "answer"),
                hint="TOFU's *_perturbed splits have them; hf_unlearn.synthetic.add_truth_ratio_fields adds them to "
                     "question/answer rows.")  # fmt: skip
     _check_strings_in(rows, name, ("question", "answer", "paraphrased_answer"))
     paraphrased = "paraphrased_answer" in rows[0]
+    if not perturbed_required:
+        for index in range(len(rows)):
+            if ("perturbed_answer" in rows[index]) != ("perturbed_answer" in rows[0]):
+                raise ValueError(f"{name}[{index}] and {name}[0] differ in having 'perturbed_answer': give every row "
+                                 "of a split wrong answers, or none (the truth ratio is then not computed).")
+        if "perturbed_answer" not in rows[0]:
+            return
     for index in range(len(rows)):
         row = rows[index]
         perturbed = row["perturbed_answer"]

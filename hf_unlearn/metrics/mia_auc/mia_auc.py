@@ -16,8 +16,11 @@ Scores are "membership scores": higher means the example looks more like trainin
 far more familiar than unseen data; 0.5 = indistinguishable.
 
 Given the AUC of the gold (retain-only) model on the same forget/holdout data, the module also returns MUSE's
-PrivLeak (Shi et al. 2024, arXiv 2407.06460): (AUC_unlearned - AUC_gold) / AUC_gold * 100. 0 = leaks like a model
-never trained on the forget data; positive = under-unlearned; negative = over-unlearned.
+PrivLeak (Shi et al. 2025, arXiv 2407.06460) in MUSE's form and sign. MUSE orients the AUC the other way (1 - the AUC
+above: a model that memorised the forget set scores about 0), so PrivLeak = (A' - R') / R' * 100 with
+A' = 1 - AUC_unlearned and R' = 1 - AUC_gold, as open-unlearning computes it. 0 = leaks like a model never trained on
+the forget data; negative = under-unlearned (-100: every forget example outscores every holdout one); positive =
+over-unlearned. The returned `auc` keeps the orientation above (forget positive, 0.5 = chance).
 
 Input shape: evaluate stores a metric's inputs as the columns of one table, so every input column must have the same
 length, but the forget and holdout sets usually differ in size. The forget scores are therefore the metric's input
@@ -32,11 +35,11 @@ Args:
     forget_scores (`list` of `float`): the membership score of each forget example (higher = more member-like).
     holdout_scores (`list` of `float`, required): the membership score of each holdout (never-trained-on) example,
         computed the same way; its length may differ from `forget_scores`.
-    gold_auc (`float`, optional): the gold (retain-only) model's AUC with the same attack and data; when given, the
-        result also holds `privleak`.
+    gold_auc (`float`, optional): the gold (retain-only) model's AUC with the same attack and data, oriented like
+        `auc` (in [0, 1)); when given, the result also holds `privleak`.
 Returns:
     auc (`float`): the ROC AUC, forget positive and holdout negative, in [0, 1].
-    privleak (`float`): MUSE's PrivLeak in percent, only when `gold_auc` is given.
+    privleak (`float`): MUSE's PrivLeak in percent (< 0: under-unlearned), only when `gold_auc` is given.
 Examples:
     >>> import os
     >>> import evaluate
@@ -45,9 +48,9 @@ Examples:
     >>> # 3 of the 4 (forget, holdout) pairs rank the forget example higher: 0.9 > 0.5, 0.9 > 0.1, 0.3 > 0.1
     >>> mia_auc.compute(forget_scores=[0.9, 0.3], holdout_scores=[0.5, 0.1])
     {'auc': 0.75}
-    >>> # PrivLeak against a gold model at chance: (0.75 - 0.5) / 0.5 * 100 = 50
+    >>> # PrivLeak against a gold model at chance, on MUSE's 1 - AUC: (0.25 - 0.5) / 0.5 * 100 = -50 (under-unlearned)
     >>> mia_auc.compute(forget_scores=[0.9, 0.3], holdout_scores=[0.5, 0.1], gold_auc=0.5)
-    {'auc': 0.75, 'privleak': 50.0}
+    {'auc': 0.75, 'privleak': -50.0}
 """
 
 
