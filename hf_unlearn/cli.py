@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         qa = {"test": "", "heldout": "; qa suite: question/answer rows never trained on (the MIAs' non-members)"}
         qa = qa.get(split, "; qa suite: the same as question/answer rows")
         eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label){qa}.")
+    eval_parser.add_argument("--gradnorm", action="store_true", help="tofu and qa suites: add the GradNorm attack "
+                             "(mia_gradnorm_auc; one backward pass per forget and held-out row).")
     eval_parser.add_argument("--roc-plot", help="Also draw the membership-inference ROC of each evaluated model into "
                              "this PNG file (tofu and qa suites).")
 
@@ -643,7 +645,7 @@ def _evaluate(args) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens or 64,
-               "batch_size": args.batch_size or 32, "limit": args.limit,
+               "batch_size": args.batch_size or 32, "limit": args.limit, "gradnorm": args.gradnorm,
                "generation_batch_size": args.generation_batch_size}  # fmt: skip
     columns, gold_args = {}, {}
     reference = load(args.reference_model) if args.reference_model else None
@@ -688,7 +690,7 @@ def _evaluate_qa(args) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"max_new_tokens": args.max_new_tokens or 64, "batch_size": args.batch_size or 32,
-               "generation_batch_size": args.generation_batch_size}  # fmt: skip
+               "gradnorm": args.gradnorm, "generation_batch_size": args.generation_batch_size}  # fmt: skip
 
     reference = load_pretrained(AutoModelForCausalLM, args.reference_model) if args.reference_model else None
 

@@ -13,18 +13,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hf_unlearn.pipeline import finetune  # noqa: E402
+from hf_unlearn.progress import show_progress  # noqa: E402
 from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer  # noqa: E402
 
 # Tiny models run fastest on one thread, and a second thread contends with anything else on a 2-core machine.
 torch.set_num_threads(1)
 
 
+show_progress(False)  # session fixtures (the memorised model's fine-tune) run before the per-test fixture below
+
+
 @pytest.fixture(autouse=True)
 def no_progress_bars():
     """Tests run without bars or printed training logs (`hf-unlearn run` in-process turns them on: reset after each);
     tests/test_cli_product.py checks the bars in a subprocess."""
-    from hf_unlearn.progress import show_progress
-
     show_progress(False)
     yield
     show_progress(False)

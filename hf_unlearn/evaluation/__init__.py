@@ -29,7 +29,7 @@ from .metrics import (
     truth_ratio_score,
 )
 from .muse import evaluate_muse, load_muse, score_muse_gold
-from .probability import answer_nll, answer_stats, token_statistics
+from .probability import answer_nll, answer_stats, gradient_norms, token_statistics
 from .tofu import evaluate_qa_suite, evaluate_tofu
 
 __all__ = [
@@ -38,5 +38,5 @@ __all__ = [
     "exact_memorization", "extraction_strength", "forget_quality", "greedy_answers", "harmonic_mean", "load_muse",
     "membership_score", "metrics", "mia_auc", "mia_roc", "min_k_plus_plus_z", "min_k_score", "model_utility",
     "normalised_probability", "privleak", "rouge_l_f1", "rouge_l_recall", "score_muse_gold", "token_statistics",
-    "truth_ratio", "truth_ratio_score",
+    "truth_ratio", "truth_ratio_score", "gradient_norms",
 ]  # fmt: skip

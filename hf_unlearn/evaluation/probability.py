@@ -193,3 +193,37 @@ def answer_stats(model, rows, batch_size: int = 32, pad_token_id: int = 0) -> di
     """`{"probability": mean exp(−ℓ), "loss": mean ℓ}` over rows, ℓ the per-example mean answer-token NLL."""
     nll = answer_nll(model, rows, batch_size, pad_token_id)
     return {"probability": nll.neg().exp().mean().item(), "loss": nll.mean().item()}
+
+
+GRADNORM_NORMS = (1, 2, float("inf"))
+
+
+def gradient_norms(model, rows, p: float = 2) -> torch.Tensor:
+    """The GradNorm attack's statistic (Wang et al. 2024, arXiv 2402.17012; as open-unlearning computes it): per row,
+    the mean over the model's trainable parameter tensors of the `p`-norm of the gradient of the row's mean
+    answer-token NLL. A member (trained on) has a small gradient; the attack's score is the negative norm.
+
+    One row at a time (a microbatch of 1: a batched forward would make each row's backward pass as costly as the
+    whole batch's), in eval mode (open-unlearning uses train mode, so dropout would make the scores random); the
+    gradients come from `torch.autograd.grad`, so the model's `.grad` is left as it was."""
+    check_token_rows(rows, 1, 0)
+    if p not in GRADNORM_NORMS:
+        raise ValueError(f"p={show(p)} is not a GradNorm norm: use 1, 2 or float('inf').")
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not parameters:
+        raise ValueError("the model has no trainable parameter (requires_grad): GradNorm needs the gradient of at "
+                         "least one; unfreeze the weights to score, e.g. model.requires_grad_(True).")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    norms = []
+    try:
+        for index in bar(range(len(rows)), "gradient norms"):
+            ids, labels = (torch.as_tensor(rows[index][key], device=device)[None] for key in ("input_ids", "labels"))
+            logps, mask = token_logps(model(input_ids=ids).logits, labels)
+            loss = -(logps * mask).sum() / mask.sum()
+            grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+            norms.append(torch.stack([g.detach().float().norm(p) for g in grads if g is not None]).mean().cpu())
+    finally:
+        model.train(was_training)
+    return torch.stack(norms)

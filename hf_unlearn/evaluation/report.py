@@ -26,6 +26,7 @@ TOFU_ROWS = [
     ("mia_min_k_auc", "0.5"),
     ("mia_min_k_plus_plus_auc", "0.5"),
     ("mia_reference_auc", "0.5"),
+    ("mia_gradnorm_auc", "0.5"),
     ("privleak", "0 (< 0: under-unlearned, > 0: over-unlearned)"),
     ("extraction_strength", "lower"),
     ("exact_memorization", "lower"),

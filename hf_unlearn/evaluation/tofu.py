@@ -21,7 +21,7 @@ from .checks import (
     show,
 )
 from .generation import DEFAULT_MAX_NEW_TOKENS, greedy_answers
-from .probability import token_statistics
+from .probability import gradient_norms, token_statistics
 
 TEMPLATE = "Question: {question}\nAnswer:"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
@@ -30,9 +30,15 @@ MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 NON_FINITE = "the model's log-probabilities are not finite: its weights or logits hold NaN or inf"
 
 
-def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plus=False):
-    rows = prepare_dataset([{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)],
+def _tokenised(tokenizer, rows, answers=None):
+    """Question/answer rows tokenised as the suite scores them (`answers` replaces the rows' own)."""
+    answers = [row["answer"] for row in rows] if answers is None else answers
+    return prepare_dataset([{"question": row["question"], "answer": a} for row, a in zip(rows, answers, strict=True)],
                            "evaluation rows", tokenizer, TEMPLATE, 512)  # fmt: skip
+
+
+def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plus=False):
+    rows = _tokenised(tokenizer, [{"question": q} for q in questions], answers)
     return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0, min_k_plus_plus)
 
 
@@ -76,11 +82,13 @@ def evaluate_tofu(
     batch_size: int = 32,
     limit: int | None = None,
     generation_batch_size: int | None = None,
+    gradnorm: bool = False,
 ) -> dict:
     """Every TOFU number for `model`, as a flat dict with the leaderboards' keys.
 
     `forget_quality` needs the gold model's forget truth ratios (`result["forget_truth_ratios"]` of an
     `evaluate_tofu` run on it) and `privleak` its MIA AUC; without them those keys are absent and `missing` says why.
+    `gradnorm=True` adds the GradNorm attack (`mia_gradnorm_auc`: one backward pass per forget and holdout row).
     `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row): None or >= 1.
     `batch_size` rows are scored per forward pass and `generation_batch_size` (default: `batch_size`) questions
     answered per `generate` call; larger generation batches cost KV-cache memory and save time per token.
@@ -106,7 +114,7 @@ def evaluate_tofu(
     return evaluate_qa_suite(
         model, tokenizer, rows_of(f"{forget_split}_perturbed"), rows_of(forget_split.replace("forget", "holdout")),
         utility, gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens, batch_size,
-        generation_batch_size,
+        generation_batch_size, gradnorm,
     )  # fmt: skip
 
 
@@ -144,6 +152,7 @@ def evaluate_qa_suite(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
     generation_batch_size: int | None = None,
+    gradnorm: bool = False,
 ) -> dict:
     """The TOFU suite on any question/answer rows: forget / utility splits, MIA forget vs `holdout_rows`. Rows that
     carry TOFU's fields (`perturbed_answer`, and `paraphrased_answer` on the forget and retain splits) also give the
@@ -227,6 +236,8 @@ def evaluate_qa_suite(
             "min_k": M.min_k_score(stats["token_logps"], stats["mask"]),
             "min_k_plus_plus": M.lowest_k_mean(stats["min_k_plus_plus"], stats["mask"]),
         }
+        if gradnorm:  # opt-in: one backward pass per row
+            scores[side]["gradnorm"] = -gradient_norms(model, _tokenised(tokenizer, rows))
         if reference_model is not None:
             ref = _statistics(reference_model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows],
                               batch_size)  # fmt: skip
