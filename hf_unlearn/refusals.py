@@ -19,6 +19,8 @@ import torch
 from .data import (
     ForgetRetainDataset,
     UnlearningCollator,
+    check_forget_retain,
+    check_row_containers,
     check_rows_fit_model,
     check_vocabulary,
     row_format,
@@ -270,3 +272,17 @@ class AlternateAnswersMixin:
             chunks.append(sequence_logps(model(**model_inputs(batch)).logits, batch["labels"])[0].float().cpu())
         model.train(was_training)
         self.reference_alternate_cache = torch.cat(chunks)
+
+
+class RefusalAnswersMixin(AlternateAnswersMixin):
+    """The alternate answers are refusals: one per forget row, from the config's list, chosen by the row's index and
+    the run's seed (IdkNLL, IdkDPO)."""
+
+    def __init__(self, model=None, args=None, forget_dataset=None, **kwargs):
+        args = self._as_config(args, model)
+        check_row_containers(forget_dataset=forget_dataset)
+        check_forget_retain(forget_dataset, None)
+        # prepare_rows (run inside super().__init__) tokenises these beside the forget rows
+        self.alternate_answers = refusal_answers(len(forget_dataset), args.refusal_list(), args.seed)
+        super().__init__(model=model, args=args, forget_dataset=forget_dataset, **kwargs)
+        self.check_alternates_fit()

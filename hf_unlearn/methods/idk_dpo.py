@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
-from ..data import check_forget_retain, check_row_containers
 from ..losses import dpo_loss
-from ..refusals import AlternateAnswersMixin, RefusalConfigMixin, refusal_answers
+from ..refusals import RefusalAnswersMixin, RefusalConfigMixin
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
 
@@ -36,7 +35,7 @@ class IdkDPOConfig(RefusalConfigMixin, UnlearningConfig):
                              f"paper's IdkDPO); {BETA_SATURATES}")  # fmt: skip
 
 
-class IdkDPOTrainer(AlternateAnswersMixin, UnlearningTrainer):
+class IdkDPOTrainer(RefusalAnswersMixin, UnlearningTrainer):
     """IdkDPO, the refusal-preference baseline of "Negative Preference Optimization" (Zhang, Lin, Bai, Mei; arXiv
     2404.05868): DPO (Rafailov et al. 2023) with a refusal, tokenised with the forget row's prompt template and
     `max_length`, as the preferred answer and the forget answer as the rejected one."""
@@ -49,14 +48,8 @@ class IdkDPOTrainer(AlternateAnswersMixin, UnlearningTrainer):
         "id": "2404.05868",
     }
 
-    def __init__(self, model=None, args=None, forget_dataset=None, **kwargs):
-        args = self._as_config(args, model)
-        check_row_containers(forget_dataset=forget_dataset)
-        check_forget_retain(forget_dataset, None)
-        # prepare_rows (run inside super().__init__) tokenises these beside the forget rows
-        self.alternate_answers = refusal_answers(len(forget_dataset), args.refusal_list(), args.seed)
-        super().__init__(model=model, args=args, forget_dataset=forget_dataset, **kwargs)
-        self.check_alternates_fit()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         if self.args.precompute_reference:
             self.precompute_reference_alternates()
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import UnlearningConfig
-from ..data import check_forget_retain, check_row_containers
 from ..losses import mean_nll
-from ..refusals import AlternateAnswersMixin, RefusalConfigMixin, refusal_answers
+from ..refusals import RefusalAnswersMixin, RefusalConfigMixin
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
 
@@ -20,7 +19,7 @@ class IdkNLLConfig(RefusalConfigMixin, UnlearningConfig):
     (Maini et al. 2024, arXiv 2401.06121); the NPO paper names it IdkNLL."""
 
 
-class IdkNLLTrainer(AlternateAnswersMixin, UnlearningTrainer):
+class IdkNLLTrainer(RefusalAnswersMixin, UnlearningTrainer):
     """IdkNLL, TOFU's refusal baseline (Maini et al. 2024, arXiv 2401.06121): the forget answers are never scored; each
     forget question is trained toward a refusal, tokenised with the same prompt template and `max_length`."""
 
@@ -28,15 +27,6 @@ class IdkNLLTrainer(AlternateAnswersMixin, UnlearningTrainer):
     _name = "IdkNLL"
     _tag_names = UnlearningTrainer._tag_names + ["idk_nll"]
     _paper = {"title": "TOFU: A Task of Fictitious Unlearning for LLMs", "id": "2401.06121"}
-
-    def __init__(self, model=None, args=None, forget_dataset=None, **kwargs):
-        args = self._as_config(args, model)
-        check_row_containers(forget_dataset=forget_dataset)
-        check_forget_retain(forget_dataset, None)
-        # prepare_rows (run inside super().__init__) tokenises these beside the forget rows
-        self.alternate_answers = refusal_answers(len(forget_dataset), args.refusal_list(), args.seed)
-        super().__init__(model=model, args=args, forget_dataset=forget_dataset, **kwargs)
-        self.check_alternates_fit()
 
     def compute_unlearning_loss(self, model, inputs):
         refusal_nll = mean_nll(*self.alternate_logps(model, inputs)).mean()
