@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_parser = command("run", "Fine-tune (optional), unlearn and report; offline demo by default.")
     run_parser.add_argument("config", nargs="?", help="YAML run config; omit for the offline demo.")
+    run_parser.add_argument("--config", dest="config_option", metavar="CONFIG", help="The run config, as TRL's "
+                            "command lines name it (`--config config.yaml --beta 0.2`); the same as the positional.")
     run_parser.add_argument("--output-dir", help="Override the config's output_dir.")
     run_parser.add_argument("--method", help="Override the config's method (e.g. ga, grad_diff, npo, simnpo).")
     run_parser.add_argument("--overwrite-output-dir", action="store_true", help="Replace a model already saved in "
@@ -320,6 +322,10 @@ def _run(args) -> int:
     from .pipeline import METHODS, check_run_config, load_run_config, run
 
     _progress(args)
+    if args.config_option:
+        if args.config and args.config != args.config_option:
+            raise ValueError(f"two run configs: {args.config} and --config {args.config_option}; pass one.")
+        args.config = args.config_option
     config = load_run_config(args.config)
     if args.output_dir:
         config["output_dir"] = args.output_dir

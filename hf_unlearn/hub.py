@@ -114,7 +114,8 @@ def _grouped(reasons: list[tuple[str, str, str]]) -> list[dict[str, str]]:
     lines: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (why, metric), models in models_of.items():
         lines.setdefault((why, tuple(models)), []).append(metric)
-    return [{"metrics": ", ".join(f"`{m}`" for m in metrics), "models": " and ".join(models), "why": why,
+    return [{"metrics": ", ".join(f"`{m}`" for m in metrics), "why": why,
+             "models": " and ".join([", ".join(models[:-1]), models[-1]] if len(models) > 2 else models),
              "plural": len(models) > 1} for (why, models), metrics in lines.items()]  # fmt: skip
 
 

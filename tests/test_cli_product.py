@@ -93,6 +93,10 @@ def test_method_fields_are_flags_that_override_the_config(tmp_path, capsys, monk
     assert main(argv) == 0
     args = plans[0].args
     assert (args.beta, args.learning_rate, args.retain_loss, args.num_train_epochs) == (0.2, 3e-4, "kl", 20)
+    config = tmp_path / "run.yaml"
+    config.write_text("method: simnpo\nunlearn: {num_train_epochs: 3}\n")
+    assert main(["run", "--config", str(config), "--delta", "0.5", "--output-dir", str(tmp_path / "b")]) == 0
+    assert (plans[1].args.delta, plans[1].args.num_train_epochs, plans[1].config["method"]) == (0.5, 3, "simnpo")
     assert main(["run", "--check", "--bta", "0.2"]) == 2
     assert "--bta is not an option of `hf-unlearn run` nor a field of NPOConfig: did you mean --beta?" in (
         capsys.readouterr().err)
