@@ -324,5 +324,4 @@ def activation_distance(hidden: torch.Tensor, target: torch.Tensor, mask: torch.
     `target` broadcasts to it (θ_0's activations `[B, T, d]`, or the steering vector c·u `[d]`). Returns `[B]` in
     float32 (float64 kept); a row with no counted token gives 0."""
     squared = (_wide(hidden) - _wide(target)).pow(2).mean(-1)
-    mask = mask.to(squared.dtype)
-    return (squared * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return _per_answer_mean(squared, mask.to(squared.dtype))

@@ -143,6 +143,28 @@ def privleak(auc_unlearned: float, auc_gold: float) -> float:
     return (muse_unlearned - muse_gold) / muse_gold * 100
 
 
+def add_mia_results(results: dict, scores: dict, privleak_attack: str, gold_auc: float | None, non_finite: str,
+                    no_gold: str) -> None:
+    """Fill a suite's `results` from membership `scores` (`{"forget": {attack: [N]}, "holdout": {...}}`): each
+    attack's ROC and AUC (`mia_<attack>_auc`) or, where a score is NaN/inf, the reason `non_finite` under `missing`;
+    then `privleak` of `privleak_attack` against the gold model's AUC, or the reason it is missing (`no_gold`)."""
+    results["mia_roc"] = {}
+    for attack in scores["forget"]:
+        forget, holdout = scores["forget"][attack], scores["holdout"][attack]
+        if not (forget.isfinite().all() and holdout.isfinite().all()):
+            results["missing"][f"mia_{attack}_auc"] = f"a membership score came out NaN or inf ({non_finite})"
+            continue
+        results["mia_roc"][attack] = mia_roc(forget, holdout)
+        results[f"mia_{attack}_auc"] = results["mia_roc"][attack]["auc"]
+    if gold_auc is None:
+        results["missing"]["privleak"] = no_gold
+    elif f"mia_{privleak_attack}_auc" not in results:
+        reason = results["missing"][f"mia_{privleak_attack}_auc"]
+        results["missing"]["privleak"] = f"mia_{privleak_attack}_auc is missing: {reason}"
+    else:
+        results["privleak"] = privleak(results[f"mia_{privleak_attack}_auc"], gold_auc)
+
+
 def loss_score(mean_nll: torch.Tensor) -> torch.Tensor:
     """LOSS attack membership score: the negative mean answer-token NLL."""
     return -mean_nll

@@ -243,26 +243,11 @@ def evaluate_muse(
         results[key] = _mean(M.rouge_l_f1(answers, [row["answer"] for row in qa]))
 
     scores = {side: membership_scores(model, tokenizer, texts[side], batch_size, max_length) for side in texts}
-    results["mia_roc"] = {}
-    for attack in PRIVLEAK_ATTACKS:
-        forget, holdout = scores["forget"][attack], scores["holdout"][attack]
-        if not (forget.isfinite().all() and holdout.isfinite().all()):
-            results["missing"][f"mia_{attack}_auc"] = (
-                f"a membership score came out NaN or inf (a token of probability 0, or {NON_FINITE})"
-            )
-            continue
-        results["mia_roc"][attack] = M.mia_roc(forget, holdout)
-        results[f"mia_{attack}_auc"] = results["mia_roc"][attack]["auc"]
+    M.add_mia_results(results, scores, privleak_attack, gold_auc, f"a token of probability 0, or {NON_FINITE}",
+                      "no gold (retrained, retain-only) model's MIA AUC was given (gold_auc)")  # fmt: skip
     if any(score.isnan().any() for side in scores.values() for score in side.values()):
         # NaN logits: the greedy tokens were argmaxes of NaN, not continuations
         results["verbmem_f"] = results["knowmem_f"] = results["knowmem_r"] = math.nan
-    if gold_auc is None:
-        results["missing"]["privleak"] = "no gold (retrained, retain-only) model's MIA AUC was given (gold_auc)"
-    elif f"mia_{privleak_attack}_auc" not in results:
-        reason = results["missing"][f"mia_{privleak_attack}_auc"]
-        results["missing"]["privleak"] = f"mia_{privleak_attack}_auc is missing: {reason}"
-    else:
-        results["privleak"] = M.privleak(results[f"mia_{privleak_attack}_auc"], gold_auc)
     return move_non_finite(results, NON_FINITE)
 
 

@@ -242,26 +242,11 @@ def evaluate_qa_suite(
             ref = _statistics(reference_model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows],
                               batch_size)  # fmt: skip
             scores[side]["reference"] = M.reference_score(nll, -ref["sum_logps"] / ref["num_tokens"])
-    results["mia_roc"] = {}
-    for attack in scores["forget"]:
-        forget_scores, holdout_scores = scores["forget"][attack], scores["holdout"][attack]
-        if not (forget_scores.isfinite().all() and holdout_scores.isfinite().all()):
-            results["missing"][f"mia_{attack}_auc"] = (
-                "a membership score came out NaN or inf (an answer token of probability 0, or a model whose logits "
-                "are not finite)"
-            )
-            continue
-        results["mia_roc"][attack] = M.mia_roc(forget_scores, holdout_scores)
-        results[f"mia_{attack}_auc"] = results["mia_roc"][attack]["auc"]
+    M.add_mia_results(results, scores, privleak_attack, gold_mia_auc,
+                      "an answer token of probability 0, or a model whose logits are not finite",
+                      "no gold (retain-only) model's MIA AUC was given")  # fmt: skip
     if reference_model is None:
         results["missing"]["mia_reference_auc"] = "no reference model was given"
-    if gold_mia_auc is None:
-        results["missing"]["privleak"] = "no gold (retain-only) model's MIA AUC was given"
-    elif f"mia_{privleak_attack}_auc" not in results:
-        reason = results["missing"][f"mia_{privleak_attack}_auc"]
-        results["missing"]["privleak"] = f"mia_{privleak_attack}_auc is missing: {reason}"
-    else:
-        results["privleak"] = M.privleak(results[f"mia_{privleak_attack}_auc"], gold_mia_auc)
     results["extraction_strength"] = M.extraction_strength(member["correct"], member["mask"]).mean().item()
     results["exact_memorization"] = M.exact_memorization(member["correct"], member["mask"]).mean().item()
     if member["token_logps"].isnan().any():  # argmax matches of NaN logits
