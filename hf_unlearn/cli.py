@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 SMOKE_ROWS = 8  # --max-steps evaluates the first rows of each split only
 TOFU_LOCAL = "--tofu-path ../shared/data/tofu (a folder of TOFU's JSONL files)"
+CONVENTIONS = ("leaderboard", "hf-unlearn")  # evaluation.metrics.CONVENTIONS (not imported: --help stays fast)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -117,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         qa = {"test": "", "heldout": "; qa suite: question/answer rows never trained on (the MIAs' non-members)"}
         qa = qa.get(split, "; qa suite: the same as question/answer rows")
         eval_parser.add_argument(f"--{split}", help=f"classifier suite: JSONL of the {split} rows (text + label){qa}.")
+    eval_parser.add_argument("--gold-results", help="tofu, qa and muse suites: the gold model's eval_results.json from "
+                             "an earlier `hf-unlearn eval --model GOLD` with the same suite, split, --limit and "
+                             "--conventions; gives forget_quality and privleak without evaluating the gold again.")
+    eval_parser.add_argument("--conventions", choices=CONVENTIONS, default="leaderboard", help="How extraction "
+                             "strength, exact memorisation, Min-K, Min-K++ and ZLib count tokens: the leaderboards' "
+                             "(open-unlearning's) or hf-unlearn's own (docs/evaluation.md).")
     eval_parser.add_argument("--gradnorm", action="store_true", help="tofu and qa suites: add the GradNorm attack "
                              "(mia_gradnorm_auc; one backward pass per forget and held-out row).")
     eval_parser.add_argument("--roc-plot", help="Also draw the membership-inference ROC of each evaluated model into "
@@ -433,7 +440,9 @@ def _card(args) -> int:
     current = manifest["requests"][0]
     results = folder / "eval_results.json"
     if results.is_file():  # `hf-unlearn eval --output <folder>/eval_results.json`, run after the unlearning
-        current.setdefault("metrics", {})["unlearned"] = _read_json(results)
+        from .evaluation.report import flat_numbers
+
+        current.setdefault("metrics", {})["unlearned"] = flat_numbers(_read_json(results))  # not its settings
     state = folder / "trainer_state.json"
     if not current.get("curves") and state.is_file():
         current["curves"] = loss_curves(_read_json(state).get("log_history", []))
@@ -652,29 +661,67 @@ def _evaluate(args) -> int:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"forget_split": args.forget_split, "path": args.tofu_path, "max_new_tokens": args.max_new_tokens or 64,
                "batch_size": args.batch_size or 32, "limit": args.limit, "gradnorm": args.gradnorm,
-               "generation_batch_size": args.generation_batch_size}  # fmt: skip
+               "generation_batch_size": args.generation_batch_size, "conventions": args.conventions}  # fmt: skip
+    settings = {"suite": "tofu", "forget_split": args.forget_split, "limit": args.limit,
+                "conventions": args.conventions}  # fmt: skip
     columns, gold_args = {}, {}
     reference = load(args.reference_model) if args.reference_model else None
-    if args.gold_model:
+    if args.gold_results:
+        columns["gold"] = _stored_gold(args, settings)
+    elif args.gold_model:
         with phase("evaluate gold"):
             columns["gold"] = evaluate_tofu(load(args.gold_model), tokenizer, reference_model=reference, **options)
+    if columns:
         gold_args = score_gold(columns["gold"])
     with phase("evaluate model"):
         results = evaluate_tofu(load(args.model), tokenizer, reference_model=reference, **gold_args, **options)
     columns = {"model": results, **columns}
-    return _write_evaluation(args, columns)
+    return _write_evaluation(args, columns, settings=settings)
 
 
-def _write_evaluation(args, columns: dict, rows=None) -> int:
-    """Print the columns side by side; write the evaluated model's numbers (and the ROC plot when asked)."""
+def _stored_gold(args, settings: dict) -> dict:
+    """The gold model's results from `--gold-results` (an earlier `hf-unlearn eval` of it), checked to have been
+    computed with this evaluation's settings, ready for `score_gold`."""
+    what = "the gold model's eval_results.json, written by `hf-unlearn eval --model GOLD --output FILE`"
+    _need_file(args.gold_results, "--gold-results", what)
+    if args.gold_model:
+        raise ValueError("--gold-model and --gold-results both give the gold model: pass one (--gold-results reuses "
+                         "its stored evaluation; --gold-model evaluates it again).")  # fmt: skip
+    stored = _read_json(Path(args.gold_results))
+    if not isinstance(stored, dict) or not isinstance(stored.get("evaluation"), dict):
+        raise ValueError(f"--gold-results {args.gold_results} holds no 'evaluation' settings: it is not {what} (this "
+                         f"version writes them); evaluate the gold model again with --output {args.gold_results}.")
+    theirs = stored["evaluation"]
+    differ = [key for key in settings if theirs.get(key) != settings[key]]
+    if differ:
+        raise ValueError(f"--gold-results {args.gold_results} was evaluated with "
+                         f"{', '.join(f'{k}={theirs.get(k)!r}' for k in differ)}, this evaluation uses "
+                         f"{', '.join(f'{k}={settings[k]!r}' for k in differ)}: the gold and the model must be scored "
+                         "alike; evaluate the gold model again with these options, or pass its options here.")
+    stored["missing"] = {}
+    if settings["suite"] != "muse" and "forget_truth_ratios" not in stored:  # the gold's rows had no wrong answers
+        stored["forget_truth_ratios"] = [float("nan")]
+        stored["missing"]["forget_quality"] = f"--gold-results {args.gold_results} holds no forget_truth_ratios"
+    return stored
+
+
+def _write_evaluation(args, columns: dict, rows=None, settings: dict | None = None) -> int:
+    """Print the columns side by side; write the evaluated model's numbers (and the ROC plot when asked). With the
+    suite's `settings`, the file also holds them and the per-question forget truth ratios, so that it can serve as a
+    later evaluation's `--gold-results`."""
     import json
 
     from .evaluation.report import TOFU_ROWS, flat_numbers, format_table
     from .plots import plot_mia_roc
 
     print(format_table(columns, rows or TOFU_ROWS))
+    stored = flat_numbers(columns["model"])
+    if settings is not None:
+        if "forget_truth_ratios" in columns["model"]:
+            stored["forget_truth_ratios"] = columns["model"]["forget_truth_ratios"]
+        stored["evaluation"] = settings
     with open(args.output, "w") as handle:
-        json.dump(flat_numbers(columns["model"]), handle, indent=2)
+        json.dump(stored, handle, indent=2)
     written = [args.output]
     if args.roc_plot and plot_mia_roc({name: result.get("mia_roc") or {} for name, result in columns.items()},
                                       args.roc_plot):  # fmt: skip
@@ -696,7 +743,9 @@ def _evaluate_qa(args) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"max_new_tokens": args.max_new_tokens or 64, "batch_size": args.batch_size or 32,
-               "gradnorm": args.gradnorm, "generation_batch_size": args.generation_batch_size}  # fmt: skip
+               "gradnorm": args.gradnorm, "generation_batch_size": args.generation_batch_size,
+               "conventions": args.conventions}  # fmt: skip
+    settings = {"suite": "qa", "forget_rows": len(forget), "limit": args.limit, "conventions": args.conventions}
 
     reference = load_pretrained(AutoModelForCausalLM, args.reference_model) if args.reference_model else None
 
@@ -707,13 +756,13 @@ def _evaluate_qa(args) -> int:
                                      **gold, **options)  # fmt: skip
 
     columns, gold = {}, {}
-    if args.gold_model:
-        columns["gold"] = suite("gold", args.gold_model)
+    if args.gold_results or args.gold_model:
+        columns["gold"] = _stored_gold(args, settings) if args.gold_results else suite("gold", args.gold_model)
         gold = score_gold(columns["gold"])
     if args.original_model:
         columns["original"] = suite("original", args.original_model, **gold)
     columns = {"model": suite("model", args.model, **gold), **columns}
-    return _write_evaluation(args, columns)
+    return _write_evaluation(args, columns, settings=settings)
 
 
 def _evaluate_muse(args) -> int:
@@ -728,8 +777,13 @@ def _evaluate_muse(args) -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"path": args.muse_path, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size or 8,
-               "generation_batch_size": args.generation_batch_size, "limit": args.limit}  # fmt: skip
+               "generation_batch_size": args.generation_batch_size, "limit": args.limit,
+               "conventions": args.conventions}  # fmt: skip
+    settings = {"suite": "muse", "limit": args.limit, "conventions": args.conventions}
     columns, gold = {}, {}
+    if args.gold_results:
+        columns["gold"] = _stored_gold(args, settings)
+        gold = score_muse_gold(columns["gold"])
     for name, model_name in (("gold", args.gold_model), ("original", args.original_model), ("model", args.model)):
         if model_name:
             with phase(f"evaluate {name}"):
@@ -738,7 +792,7 @@ def _evaluate_muse(args) -> int:
             if name == "gold":
                 gold = score_muse_gold(columns["gold"])
     columns = {"model": columns.pop("model"), **columns}
-    return _write_evaluation(args, columns, MUSE_ROWS)
+    return _write_evaluation(args, columns, MUSE_ROWS, settings)
 
 
 def _qa_rows(args) -> tuple[list[dict], list[dict], list[dict]]:

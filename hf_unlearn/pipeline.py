@@ -59,7 +59,7 @@ RUN_TYPES: dict[str, tuple[tuple, str]] = {
     "finetune": ((dict, None), "a mapping of TrainingArguments fields, or null"),
     "unlearn": ((dict, None), "a mapping of the method config's fields, or null"),
     "gold": ((bool,), "true or false"),
-    "evaluate": ((bool, dict), "true or false, or a mapping of limit, max_new_tokens, batch_size"),
+    "evaluate": ((bool, dict), "true or false, or a mapping of limit, max_new_tokens, batch_size, conventions"),
     "output_dir": ((str,), "a folder path"), "overwrite_output_dir": ((bool,), "true or false"),
     "seed": ((int,), "an integer"), "description": ((str, None), "a sentence, or null"),
     "push": ((str, dict, None), "a Hub repo id, or a mapping with repo_id (and private, revision, overwrite, token)"),
@@ -70,6 +70,7 @@ DATA_KEYS = {
     "jsonl": {"forget": str, "retain": str, "heldout": str},
 }
 EVALUATE_KEYS = ("limit", "max_new_tokens", "batch_size")  # `evaluate: {limit: 8}`: the suite's options, integers >= 1
+CONVENTIONS = ("leaderboard", "hf-unlearn")  # `evaluate: {conventions: hf-unlearn}`: evaluation.metrics.CONVENTIONS
 PUSH_KEYS = ("repo_id", "private", "revision", "overwrite", "token", "commit_message")
 # Fields the run sets itself: the top-level key (or the fine-tune's fixed settings) that holds each.
 RESERVED = {
@@ -137,10 +138,15 @@ def _merge(user: Any, at: str = "") -> dict[str, Any]:
     evaluate = user.get("evaluate")
     if isinstance(evaluate, dict):
         for key, value in evaluate.items():
+            if key == "conventions":
+                if value not in CONVENTIONS:
+                    raise ValueError(f"{at}evaluate conventions={value!r}: use {' or '.join(CONVENTIONS)} (how "
+                                     "extraction strength, exact memorisation, Min-K and ZLib count tokens).")
+                continue
             if key not in EVALUATE_KEYS or not _is(value, (int,)) or value < 1:
                 problem = f"has an unknown key {key!r}" if key not in EVALUATE_KEYS else f"{key}={value!r}"
-                raise ValueError(f"{at}evaluate {problem}: it takes {list(EVALUATE_KEYS)}, each an integer >= 1, e.g. "
-                                 "evaluate: {limit: 8} (the first 8 rows of each split).")  # fmt: skip
+                raise ValueError(f"{at}evaluate {problem}: it takes {list(EVALUATE_KEYS)}, each an integer >= 1, and "
+                                 "conventions, e.g. evaluate: {limit: 8} (the first 8 rows of each split).")
         user["evaluate"] = user["evaluate"] or True
     push = user.get("push")
     if isinstance(push, dict):

@@ -303,8 +303,10 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         metrics = {name: numbers for name, numbers in self._flat_metrics.items() if numbers}
         eval_file = os.path.join(self.args.output_dir, "eval_results.json")
         if "unlearned" not in metrics and os.path.isfile(eval_file):  # written by `hf-unlearn eval --output`
+            from .evaluation.report import flat_numbers
+
             with open(eval_file) as handle:
-                metrics["unlearned"] = json.load(handle)
+                metrics["unlearned"] = flat_numbers(json.load(handle))  # its numbers, not its settings
         datasets = kwargs.get("dataset_tags") or kwargs.get("dataset")
         datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
         split = kwargs.get("dataset_args")

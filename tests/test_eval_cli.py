@@ -37,6 +37,9 @@ def test_without_gold_the_table_says_why(model_dirs, tofu_path, tmp_path, capsys
     assert "n/a: forget_quality (model): no gold (retain-only) model's forget truth ratios were given" in printed
     for key in ("model_utility", "forget_truth_ratio", "mia_min_k_plus_plus_auc", "extraction_strength"):
         assert 0 <= results[key] <= 1
+    settings = results.pop("evaluation")
+    assert settings == {"suite": "tofu", "forget_split": "forget01", "limit": 5, "conventions": "leaderboard"}
+    assert len(results.pop("forget_truth_ratios")) == 5  # what a later evaluation's --gold-results needs
     assert all(isinstance(value, float) for value in results.values())
 
 
@@ -62,3 +65,40 @@ def test_gold_trains_on_the_retain_split_with_the_recipe(model_dirs, tofu_path, 
     gold = AutoModelForCausalLM.from_pretrained(tmp_path / "gold")
     changed = [n for n, p in gold.named_parameters() if not p.equal(base.get_parameter(n))]
     assert changed and (tmp_path / "gold" / "tokenizer.json").is_file()
+
+
+def test_gold_results_give_the_numbers_of_evaluating_the_gold_again(model_dirs, tofu_path, tmp_path, capsys):
+    """A stored gold evaluation (`--gold-results`) gives the same forget quality and PrivLeak as `--gold-model`; one of
+    other settings, or both options at once, is refused with the settings that differ."""
+    gold_file = tmp_path / "gold.json"
+    argv = ["eval", "--model", str(model_dirs / "gold"), "--suite", "tofu", "--forget-split", "forget01",
+            "--tofu-path", str(tofu_path), "--limit", "5", "--max-new-tokens", "6", "--output", str(gold_file)]
+    assert main(argv) == 0
+    again = run_eval(model_dirs, tmp_path, "--gold-model", str(model_dirs / "gold"), tofu_path=tofu_path)
+    stored = run_eval(model_dirs, tmp_path, "--gold-results", str(gold_file), tofu_path=tofu_path)
+    for key in ("forget_quality", "privleak"):
+        assert stored[key] == pytest.approx(again[key], rel=1e-6), key
+    base = ["eval", "--model", str(model_dirs / "unlearned"), "--suite", "tofu", "--forget-split", "forget01",
+            "--tofu-path", str(tofu_path), "--limit", "5", "--output", str(tmp_path / "refused.json")]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"forget_quality": 1.0}))
+    for extra, message in (
+        (["--gold-results", str(gold_file), "--conventions", "hf-unlearn"],
+         "was evaluated with conventions='leaderboard', this evaluation uses conventions='hf-unlearn'"),
+        (["--gold-results", str(gold_file), "--limit", "4"],
+         "was evaluated with limit=5, this evaluation uses limit=4"),
+        (["--gold-results", str(gold_file), "--gold-model", str(model_dirs / "gold")],
+         "--gold-model and --gold-results both give the gold model"),
+        (["--gold-results", str(old)], "holds no 'evaluation' settings"),
+    ):  # fmt: skip
+        capsys.readouterr()
+        assert main(base + extra) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "refused.json").exists()
+
+
+def test_conventions_choices_are_the_metrics_presets():
+    from hf_unlearn import cli, pipeline
+    from hf_unlearn.evaluation import CONVENTIONS
+
+    assert list(cli.CONVENTIONS) == list(pipeline.CONVENTIONS) == list(CONVENTIONS)

@@ -58,11 +58,41 @@ def test_min_k_plus_plus_standardisation():
 
 
 def test_min_k_takes_the_lowest_share_of_answer_tokens():
-    """Answer log-probs −1, −5, −3, −2 (a fifth, masked position holds 99): k = 0.4 keeps ceil(1.6) = 2 tokens,
-    −5 and −3, mean −4."""
+    """Answer log-probs −1, −5, −3, −2 (a fifth, masked position holds 99): k = 0.4 of 4 tokens is 1.6; the
+    leaderboards' floor keeps 1 token (−5), ceil keeps 2 (−5 and −3, mean −4). Of 2 tokens (0.8), floor still keeps
+    1."""
     values = torch.tensor([[-1.0, -5.0, -3.0, -2.0, 99.0]])
     mask = torch.tensor([[True, True, True, True, False]])
-    assert M.min_k_score(values, mask, k=0.4).item() == pytest.approx(-4.0)
+    assert M.min_k_score(values, mask, k=0.4).item() == pytest.approx(-5.0)
+    assert M.min_k_score(values, mask, k=0.4, rounding="ceil").item() == pytest.approx(-4.0)
+    two = torch.tensor([[False, True, True, False, False]])
+    assert M.min_k_score(values, two, k=0.4).item() == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="rounding='round'"):
+        M.min_k_score(values, mask, rounding="round")
+
+
+def test_scored_mask_leaves_out_each_rows_last_answer_token_unless_asked():
+    """Rows [prompt, a, b, END] and [prompt, a, END, pad]: the leaderboards score a, b and a; with end_token every
+    answer position. A row of one answer token keeps it (there would be nothing to score)."""
+    mask = torch.tensor([[False, True, True, True], [False, True, True, False], [False, False, True, False]])
+    assert M.scored_mask(mask, end_token=False).tolist() == [[False, True, True, False], [False, True, False, False],
+                                                             [False, False, True, False]]  # fmt: skip
+    assert M.scored_mask(mask, end_token=True).tolist() == mask.tolist()
+    # extraction strength of [right, wrong, END right]: with the end token k = 2 of 3, without it k = 2 of 2
+    correct = torch.tensor([[False, True, False, True]])
+    assert M.extraction_strength(correct, mask[:1]).item() == pytest.approx(1 / 3)
+    assert M.extraction_strength(correct, M.scored_mask(mask[:1], False)).item() == pytest.approx(0.0)
+
+
+def test_conventions_presets_and_bad_values():
+    assert M.conventions(None) == M.conventions("leaderboard") == M.Conventions()
+    assert M.conventions("hf-unlearn") == M.Conventions(end_token=True, min_k_rounding="ceil", zlib_text="raw")
+    with pytest.raises(ValueError, match="conventions='tofu'.*'leaderboard' or 'hf-unlearn'"):
+        M.conventions("tofu")
+    with pytest.raises(ValueError, match="zlib_text='text'"):
+        M.Conventions(zlib_text="text")
+    with pytest.raises(TypeError, match="end_token='yes'"):
+        M.Conventions(end_token="yes")
 
 
 def test_extraction_strength_on_a_planted_prefix():

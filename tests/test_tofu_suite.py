@@ -78,3 +78,28 @@ def test_one_pass_per_split_gives_each_answer_kind_its_own_numbers(tofu_model, t
         assert torch.allclose(paraphrased, mean_logps([r["paraphrased_answer"] for r in rows]), atol=1e-4)
     else:
         assert paraphrased is None
+
+
+def test_conventions_change_only_the_metrics_they_name(tofu_model, tofu_path):
+    """The leaderboards' conventions and ours give the same probabilities, ROUGE, truth ratios and LOSS AUC; exact
+    memorisation and extraction strength leave each answer's end token out (leaderboard) or count it (ours), as worked
+    out here from the per-token statistics, row by row."""
+    from hf_unlearn.evaluation.tofu import _statistics
+
+    model, tokenizer = tofu_model
+    runs = {name: evaluate_tofu(model, tokenizer, "forget01", tofu_path, max_new_tokens=4, limit=6, conventions=name)
+            for name in ("leaderboard", "hf-unlearn")}  # fmt: skip
+    for key in ("forget_probability", "retain_rouge", "forget_truth_ratio", "model_utility", "mia_loss_auc"):
+        assert runs["leaderboard"][key] == runs["hf-unlearn"][key], key
+    rows = [dict(r) for r in load_tofu("forget01_perturbed", tofu_path).select(range(6))]
+    stats = _statistics(model, tokenizer, [r["question"] for r in rows], [r["answer"] for r in rows], 32, True)
+    for name, drop in (("leaderboard", 1), ("hf-unlearn", 0)):
+        shares = []
+        for correct, mask in zip(stats["correct"], stats["mask"], strict=True):
+            flags = correct[mask].tolist()
+            flags = flags[:len(flags) - drop]
+            shares.append(sum(flags) / len(flags))
+        assert runs[name]["exact_memorization"] == pytest.approx(sum(shares) / len(shares), rel=1e-6), name
+    assert runs["leaderboard"]["exact_memorization"] != runs["hf-unlearn"]["exact_memorization"]
+    with pytest.raises(ValueError, match="conventions='open-unlearning'"):
+        evaluate_tofu(model, tokenizer, "forget01", tofu_path, conventions="open-unlearning")

@@ -12,6 +12,8 @@ from .classifier import (
 )
 from .generation import greedy_answers
 from .metrics import (
+    CONVENTIONS,
+    Conventions,
     exact_memorization,
     extraction_strength,
     forget_quality,
@@ -33,6 +35,7 @@ from .probability import answer_nll, answer_stats, gradient_norms, token_statist
 from .tofu import evaluate_qa_suite, evaluate_tofu
 
 __all__ = [
+    "CONVENTIONS", "Conventions",
     "accuracy_and_macro_f1", "answer_nll", "answer_stats", "audit", "audit_encoder", "classifier_mia_auc",
     "classifier_outputs", "evaluate_classifier", "evaluate_muse", "evaluate_qa_suite", "evaluate_tofu",
     "exact_memorization", "extraction_strength", "forget_quality", "greedy_answers", "harmonic_mean", "load_muse",

@@ -14,12 +14,65 @@ import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..losses import token_logps
-from .checks import check_fraction, check_number, check_strings, kind, numbers_array
+from .checks import check_choice, check_fraction, check_number, check_strings, kind, numbers_array, show
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How the metrics whose definition differs between implementations are computed. The defaults are the
+    leaderboards' (open-unlearning, which the TOFU and MUSE leaderboards run on); `CONVENTIONS["hf-unlearn"]` is
+    this package's own choice, with the reasons below. Every other metric has one definition (docs/evaluation.md).
+
+    - `end_token`: count the last answer token (a question/answer row's end-of-answer token) in extraction strength,
+      exact memorisation, Min-K and Min-K++. The leaderboards leave the last scored token out (on MUSE's raw texts,
+      a text's last word). Ours counts it: knowing where an answer stops is part of having memorised it.
+    - `min_k_rounding`: Min-K and Min-K++ average the lowest `floor(k·n)` ("floor", the leaderboards') or
+      `ceil(k·n)` ("ceil", ours: a short answer's k-share is never rounded down) of `n` tokens, at least one.
+    - `zlib_text`: ZLib divides the NLL by the zlib-compressed length of the answer's tokens decoded ("decoded",
+      the leaderboards') or of the answer text as written ("raw", ours: the same number whatever the tokenizer).
+    """
+
+    end_token: bool = False
+    min_k_rounding: str = "floor"
+    zlib_text: str = "decoded"
+
+    def __post_init__(self):
+        if not isinstance(self.end_token, bool):
+            raise TypeError(f"end_token={show(self.end_token)} is {kind(self.end_token)}: pass True or False.")
+        check_choice("min_k_rounding", self.min_k_rounding, ("floor", "ceil"))
+        check_choice("zlib_text", self.zlib_text, ("decoded", "raw"))
+
+
+CONVENTIONS = {"leaderboard": Conventions(), "hf-unlearn": Conventions(True, "ceil", "raw")}
+
+
+def conventions(value) -> Conventions:
+    """A `Conventions` from itself, a preset's name (`"leaderboard"`, `"hf-unlearn"`) or None (the leaderboards')."""
+    if value is None:
+        return CONVENTIONS["leaderboard"]
+    if isinstance(value, Conventions):
+        return value
+    if isinstance(value, str) and value in CONVENTIONS:
+        return CONVENTIONS[value]
+    raise ValueError(f"conventions={show(value)}: pass {' or '.join(repr(n) for n in CONVENTIONS)}, or a "
+                     "hf_unlearn.evaluation.Conventions(end_token=..., min_k_rounding=..., zlib_text=...).")
+
+
+def scored_mask(mask: torch.Tensor, end_token: bool) -> torch.Tensor:
+    """The answer positions a per-token metric scores: all of `mask` with `end_token`, else all but each row's last
+    (a row of one answer token keeps it)."""
+    mask = torch.as_tensor(mask).bool()
+    if end_token:
+        return mask
+    last = mask & (mask.long().cumsum(-1) == mask.sum(-1, keepdim=True))
+    kept = mask & ~last
+    return torch.where(kept.any(-1, keepdim=True), kept, mask)
 
 
 def _non_empty(values, name: str) -> np.ndarray:
@@ -176,9 +229,23 @@ def zlib_score(mean_nll: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
     return -mean_nll / lengths
 
 
-def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> torch.Tensor:
-    """Per row, the mean of the lowest `ceil(k·n)` of its `n` unmasked values (at least one)."""
+def membership_scores(mean_nll: torch.Tensor, stats: dict, texts: Sequence[str], conventions: Conventions) -> dict:
+    """Per example, the LOSS, ZLib, Min-K (k = 0.4) and Min-K++ (k = 0.4) membership scores from `token_statistics`'
+    `stats` (with `min_k_plus_plus`), `texts` the strings ZLib compresses, under `conventions`."""
+    mask = scored_mask(stats["mask"], conventions.end_token)
+    return {
+        "loss": loss_score(mean_nll),
+        "zlib": zlib_score(mean_nll, texts),
+        "min_k": min_k_score(stats["token_logps"], mask, 0.4, conventions.min_k_rounding),
+        "min_k_plus_plus": lowest_k_mean(stats["min_k_plus_plus"], mask, 0.4, conventions.min_k_rounding),
+    }
+
+
+def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float = 0.4, rounding: str = "floor") -> torch.Tensor:
+    """Per row, the mean of the lowest `floor(k·n)` (`rounding="ceil"`: `ceil(k·n)`) of its `n` unmasked values, at
+    least one."""
     check_fraction("k", k, note="the share of lowest answer-token values averaged, e.g. 0.4 for Min-40%")
+    check_choice("rounding", rounding, ("floor", "ceil"))
     values, mask = torch.as_tensor(values), torch.as_tensor(mask)
     if values.shape != mask.shape or values.dim() < 1:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)}: pass two [N, T] tensors of one "
@@ -188,14 +255,15 @@ def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> t
     if (counts == 0).any():
         raise ValueError("a row has no answer token: every label is masked.")
     ordered = values.masked_fill(~mask, math.inf).sort(dim=-1).values
-    keep = (counts.float() * k).ceil().clamp(min=1).long()
+    share = counts.double() * k
+    keep = (share.ceil() if rounding == "ceil" else share.floor()).clamp(min=1).long()
     taken = torch.arange(values.shape[-1], device=values.device) < keep.unsqueeze(-1)
     return (ordered.masked_fill(~taken, 0)).sum(-1) / keep
 
 
-def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = 0.4) -> torch.Tensor:
-    """Min-K% Prob (Shi et al. 2024): the mean of the lowest k% answer-token log-probs."""
-    return lowest_k_mean(token_logps, mask, k)
+def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = 0.4, rounding: str = "floor") -> torch.Tensor:
+    """Min-K% Prob (Shi et al. 2024): the mean of the lowest k% answer-token log-probs (`rounding`: `lowest_k_mean`)."""
+    return lowest_k_mean(token_logps, mask, k, rounding)
 
 
 def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -215,7 +283,7 @@ def standardised_logps(logits: torch.Tensor, label_logps: torch.Tensor) -> torch
     logp = logits.float().log_softmax(-1)
     weighted = logp.exp() * logp  # p·log p, reused for both moments
     mu = weighted.sum(-1)
-    sigma = ((weighted * logp).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
+    sigma = ((weighted * logp).sum(-1) - mu.square()).clamp(min=1e-6).sqrt()  # variance floor 1e-6, as open-unlearning
     return (label_logps - mu) / sigma
 
 

@@ -8,9 +8,9 @@ The settings are those of MUSE's code (github.com/swj0419/muse_bench, `eval.py`)
 - KnowMem (C2 on D_f, C4 on D_r): the greedy answer (32 new tokens) to `Question: {q}\\nAnswer: ` after MUSE's
   in-context examples (`*_qa_icl`, each `Question: {q}\\nAnswer: {a}\\n\\n`), cut at `\\n\\n`, `\\nQuestion` or
   `Question:`; ROUGE-L F1 against the answer;
-- PrivLeak (C3): Min-K% Prob (k = 40%) over every token of each `privleak` text (its first 2,048 tokens, as
-  open-unlearning), ROC AUC of forget vs holdout texts, relative to the retrained model's AUC in MUSE's form and sign
-  (`metrics.privleak`: 0 ideal, < 0 under-unlearned, > 0 over-unlearned).
+- PrivLeak (C3): Min-K% Prob (k = 40%) over the tokens of each `privleak` text (its first 2,048 tokens, the last
+  left out, as open-unlearning), ROC AUC of forget vs holdout texts, relative to the retrained model's AUC in MUSE's
+  form and sign (`metrics.privleak`: 0 ideal, < 0 under-unlearned, > 0 over-unlearned).
 ROUGE-L stems words (Porter), as open-unlearning does (MUSE's own code does not). Scores are in [0, 1]; MUSE's paper
 prints them × 100. The `mia_*_auc` keys keep the membership-inference orientation (forget positive, 0.5 = chance).
 """
@@ -157,19 +157,18 @@ def text_rows(tokenizer, texts, max_length: int = MAX_LENGTH) -> list[dict]:
     return rows
 
 
-def membership_scores(model, tokenizer, texts, batch_size: int = 8, max_length: int = MAX_LENGTH) -> dict:
+def membership_scores(model, tokenizer, texts, batch_size: int = 8, max_length: int = MAX_LENGTH,
+                      conventions: M.Conventions | str = "leaderboard") -> dict:  # fmt: skip
     """Per text, the membership scores MUSE's PrivLeak can use (higher = more member-like): `loss` (−mean NLL),
-    `zlib` (−NLL / zlib length), `min_k` (Min-40% Prob) and `min_k_plus_plus` (Min-40%++), over all its tokens."""
+    `zlib` (−NLL / zlib length), `min_k` (Min-40% Prob) and `min_k_plus_plus` (Min-40%++), over its tokens as
+    `conventions` count them (`metrics.Conventions`; the leaderboards' leave each text's last token out)."""
+    conventions = M.conventions(conventions)
     rows = text_rows(tokenizer, texts, max_length)
     stats = token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0, min_k_plus_plus=True)
     nll = -stats["sum_logps"] / stats["num_tokens"]
-    scored = tokenizer.batch_decode([row["input_ids"] for row in rows], skip_special_tokens=True)
-    return {
-        "loss": M.loss_score(nll),
-        "zlib": M.zlib_score(nll, scored),
-        "min_k": M.min_k_score(stats["token_logps"], stats["mask"], 0.4),
-        "min_k_plus_plus": M.lowest_k_mean(stats["min_k_plus_plus"], stats["mask"], 0.4),
-    }
+    scored = (list(texts) if conventions.zlib_text == "raw"
+              else tokenizer.batch_decode([row["input_ids"] for row in rows], skip_special_tokens=True))  # fmt: skip
+    return M.membership_scores(nll, stats, scored, conventions)
 
 
 def evaluate_muse(
@@ -183,6 +182,7 @@ def evaluate_muse(
     limit: int | None = None,
     generation_batch_size: int | None = None,
     max_length: int = MAX_LENGTH,
+    conventions: M.Conventions | str = "leaderboard",
 ) -> dict:
     """Every MUSE-News number for `model`, as a flat dict: `verbmem_f`, `knowmem_f`, `knowmem_r` (ROUGE-L F1 in
     [0, 1]), `mia_{loss,zlib,min_k,min_k_plus_plus}_auc` (forget vs holdout `privleak` texts, forget positive),
@@ -194,7 +194,8 @@ def evaluate_muse(
     `max_new_tokens`: None for MUSE's budgets (128 for VerbMem, 32 for KnowMem), or one cap for both (quick checks).
     `limit`: the first rows of each split (quick checks; MUSE's numbers use every row). `batch_size` texts are scored
     per forward pass, `generation_batch_size` (default `batch_size`) prompts continued per `generate` call;
-    `max_length`: tokens of each PrivLeak text scored.
+    `max_length`: tokens of each PrivLeak text scored; `conventions`: how Min-K, Min-K++ and ZLib count tokens
+    (`metrics.Conventions`: the leaderboards' by default, `"hf-unlearn"` for ours).
 
     Every argument is checked, and every file read, before the model runs.
     """
@@ -213,6 +214,7 @@ def evaluate_muse(
                        note="0 would score no row" if limit == 0 else "a negative limit would drop the last rows")
     check_positive_int("generation_batch_size", generation_batch_size, none="batch_size", unit="prompts per call")
     check_int("max_length", max_length, 2, unit="tokens", note="a membership score needs two tokens")
+    conventions = M.conventions(conventions)
     if path is not None:
         folder = _check_folder(path)
         absent = [f"{subset}/{_file_names(subset, split)[-1]}.json" for subset, split in SUITE_SPLITS
@@ -242,7 +244,8 @@ def evaluate_muse(
                                  max_new_tokens or KNOWMEM_MAX_NEW_TOKENS, generation_batch_size, KNOWMEM_STOP)
         results[key] = _mean(M.rouge_l_f1(answers, [row["answer"] for row in qa]))
 
-    scores = {side: membership_scores(model, tokenizer, texts[side], batch_size, max_length) for side in texts}
+    scores = {side: membership_scores(model, tokenizer, texts[side], batch_size, max_length, conventions)
+              for side in texts}
     M.add_mia_results(results, scores, privleak_attack, gold_auc, f"a token of probability 0, or {NON_FINITE}",
                       "no gold (retrained, retain-only) model's MIA AUC was given (gold_auc)")  # fmt: skip
     if any(score.isnan().any() for side in scores.values() for score in side.values()):

@@ -37,6 +37,14 @@ def _tokenised(tokenizer, rows, answers=None):
                            "evaluation rows", tokenizer, TEMPLATE, 512)  # fmt: skip
 
 
+def _answer_texts(tokenizer, rows, conventions) -> list[str]:
+    """The answers ZLib compresses: as written, or their scored tokens decoded (`conventions.zlib_text`)."""
+    if conventions.zlib_text == "raw":
+        return [row["answer"] for row in rows]
+    labels = [[t for t in row["labels"] if t != -100] for row in _tokenised(tokenizer, rows)]
+    return tokenizer.batch_decode(labels, skip_special_tokens=True)
+
+
 def _statistics(model, tokenizer, questions, answers, batch_size, min_k_plus_plus=False):
     rows = _tokenised(tokenizer, [{"question": q} for q in questions], answers)
     return token_statistics(model, rows, batch_size, tokenizer.pad_token_id or 0, min_k_plus_plus)
@@ -83,6 +91,7 @@ def evaluate_tofu(
     limit: int | None = None,
     generation_batch_size: int | None = None,
     gradnorm: bool = False,
+    conventions: M.Conventions | str = "leaderboard",
 ) -> dict:
     """Every TOFU number for `model`, as a flat dict with the leaderboards' keys.
 
@@ -92,6 +101,9 @@ def evaluate_tofu(
     `limit` keeps the first rows of each split (for quick checks; leaderboard numbers use every row): None or >= 1.
     `batch_size` rows are scored per forward pass and `generation_batch_size` (default: `batch_size`) questions
     answered per `generate` call; larger generation batches cost KV-cache memory and save time per token.
+    `conventions`: how the metrics whose definitions differ between implementations are computed (extraction
+    strength, exact memorisation, Min-K, Min-K++, ZLib): the leaderboards' by default, `"hf-unlearn"` for ours, or a
+    `Conventions` (hf_unlearn.evaluation.metrics).
 
     Every argument is checked before the model runs (a `ValueError`/`TypeError`/`FileNotFoundError` that names it and
     the fix). A metric that comes out NaN or inf (a model whose logits are not finite) is left out and put in
@@ -102,6 +114,7 @@ def evaluate_tofu(
                        note="0 would score no row" if limit == 0 else "a negative limit would drop the last rows")
     _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
                    batch_size, generation_batch_size)  # fmt: skip
+    M.conventions(conventions)
     splits = [f"{forget_split}_perturbed", forget_split.replace("forget", "holdout")]
     splits += [f"{name}_perturbed" for name in UTILITY_SPLITS]
     _check_tofu_path(path, splits)
@@ -114,7 +127,7 @@ def evaluate_tofu(
     return evaluate_qa_suite(
         model, tokenizer, rows_of(f"{forget_split}_perturbed"), rows_of(forget_split.replace("forget", "holdout")),
         utility, gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens, batch_size,
-        generation_batch_size, gradnorm,
+        generation_batch_size, gradnorm, conventions,
     )  # fmt: skip
 
 
@@ -153,6 +166,7 @@ def evaluate_qa_suite(
     batch_size: int = 32,
     generation_batch_size: int | None = None,
     gradnorm: bool = False,
+    conventions: M.Conventions | str = "leaderboard",
 ) -> dict:
     """The TOFU suite on any question/answer rows: forget / utility splits, MIA forget vs `holdout_rows`. Rows that
     carry TOFU's fields (`perturbed_answer`, and `paraphrased_answer` on the forget and retain splits) also give the
@@ -163,7 +177,8 @@ def evaluate_qa_suite(
 
     Rows are lists of dicts (or `datasets.Dataset`s), checked before the model runs: `question` and `answer` strings;
     `perturbed_answer` (a non-empty list of strings; not on `holdout_rows`) and `paraphrased_answer` each on every row
-    of a split or on none. NaN or infinite metrics go to `missing` with the reason (as in `evaluate_tofu`).
+    of a split or on none. NaN or infinite metrics go to `missing` with the reason (as in `evaluate_tofu`), and
+    `conventions` is `evaluate_tofu`'s.
     """
     _check_qa_rows(forget_rows, "forget_rows", perturbed_required=False)
     check_rows(holdout_rows, "holdout_rows", ("question", "answer"))
@@ -180,6 +195,7 @@ def evaluate_qa_suite(
         _check_qa_rows(rows, f"utility_splits[{name!r}]", perturbed_required=False)
     _check_options(gold_forget_truth_ratios, gold_mia_auc, reference_model, privleak_attack, max_new_tokens,
                    batch_size, generation_batch_size)  # fmt: skip
+    conventions = M.conventions(conventions)
 
     results: dict = {"missing": {}}
     for name, rows in {"forget": forget_rows, **utility_splits}.items():
@@ -230,12 +246,7 @@ def evaluate_qa_suite(
     scores = {}
     for side, stats, rows in (("forget", member, forget_rows), ("holdout", nonmember, holdout_rows)):
         nll = -stats["sum_logps"] / stats["num_tokens"]
-        scores[side] = {
-            "loss": M.loss_score(nll),
-            "zlib": M.zlib_score(nll, [r["answer"] for r in rows]),
-            "min_k": M.min_k_score(stats["token_logps"], stats["mask"]),
-            "min_k_plus_plus": M.lowest_k_mean(stats["min_k_plus_plus"], stats["mask"]),
-        }
+        scores[side] = M.membership_scores(nll, stats, _answer_texts(tokenizer, rows, conventions), conventions)
         if gradnorm:  # opt-in: one backward pass per row
             scores[side]["gradnorm"] = -gradient_norms(model, _tokenised(tokenizer, rows))
         if reference_model is not None:
@@ -247,8 +258,9 @@ def evaluate_qa_suite(
                       "no gold (retain-only) model's MIA AUC was given")  # fmt: skip
     if reference_model is None:
         results["missing"]["mia_reference_auc"] = "no reference model was given"
-    results["extraction_strength"] = M.extraction_strength(member["correct"], member["mask"]).mean().item()
-    results["exact_memorization"] = M.exact_memorization(member["correct"], member["mask"]).mean().item()
+    scored = M.scored_mask(member["mask"], conventions.end_token)
+    results["extraction_strength"] = M.extraction_strength(member["correct"], scored).mean().item()
+    results["exact_memorization"] = M.exact_memorization(member["correct"], scored).mean().item()
     if member["token_logps"].isnan().any():  # argmax matches of NaN logits
         results["extraction_strength"] = results["exact_memorization"] = math.nan
     return move_non_finite(results, NON_FINITE)
