@@ -12,6 +12,8 @@ import yaml
 from transformers import TrainingArguments
 
 RETAIN_LOSSES = ("nll", "kl")
+NLL_REDUCTIONS = ("example", "token")
+RETAIN_SAMPLINGS = ("permutation", "replacement")
 # Float fields where +inf has a meaning (no clipping, no cap); NaN is refused everywhere.
 # NPO-style β above this saturates the forget term after the first step: σ(β·Δ) underflows once the log-ratio Δ has
 # dropped by a few hundredths, so the run stops moving the model while its card would call it unlearned.
@@ -129,6 +131,25 @@ class UnlearningConfig(SafeArgumentsMixin, TrainingArguments):
             "choices": list(RETAIN_LOSSES),
         },
     )
+    nll_reduction: str = field(
+        default="example",
+        metadata={
+            "help": "How an NLL term (GA's and GradDiff's forget term, the 'nll' retain term) averages a batch: "
+            "'example' (each answer's mean token NLL, then the mean over answers: every answer weighs the same) or "
+            "'token' (the mean over all answer tokens of the batch, as open-unlearning and TOFU's code: a long "
+            "answer weighs more).",
+            "choices": list(NLL_REDUCTIONS),
+        },
+    )
+    retain_sampling: str = field(
+        default="permutation",
+        metadata={
+            "help": "How each forget row gets its retain row: 'permutation' (a seeded permutation of the retain set "
+            "per epoch: no retain row twice before all were drawn) or 'replacement' (seeded draws with replacement, "
+            "as open-unlearning). Both depend on (seed, epoch, process rank) only, so a resumed run draws the same.",
+            "choices": list(RETAIN_SAMPLINGS),
+        },
+    )
     max_length: int = field(default=512, metadata={"help": "Question+answer rows are truncated to this many tokens."})
     prompt_template: str = field(
         default="Question: {question}\nAnswer:",
@@ -162,6 +183,11 @@ class UnlearningConfig(SafeArgumentsMixin, TrainingArguments):
             raise ValueError(f"alpha={self.alpha} is negative: the retain term's weight must be >= 0 (0 disables it).")
         if self.retain_loss not in RETAIN_LOSSES:
             raise ValueError(f"retain_loss={self.retain_loss!r} is unknown: use one of {list(RETAIN_LOSSES)}.")
+        if self.nll_reduction not in NLL_REDUCTIONS:
+            raise ValueError(f"nll_reduction={self.nll_reduction!r} is unknown: use one of {list(NLL_REDUCTIONS)}.")
+        if self.retain_sampling not in RETAIN_SAMPLINGS:
+            raise ValueError(f"retain_sampling={self.retain_sampling!r} is unknown: use one of "
+                             f"{list(RETAIN_SAMPLINGS)}.")  # fmt: skip
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small: a row needs a prompt and an answer token.")
         check_prompt_template(self.prompt_template)

@@ -374,12 +374,14 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     """One epoch is one pass over the forget set; each forget example is paired with one retain example.
 
     The retain example for forget index `i` in epoch `e` on process `rank` is `retain_indices(e)[i]`, drawn without
-    replacement (cycling when the forget set is larger) by a generator seeded by (seed, e, rank) only. So processes
-    draw different retain examples, and a run resumed from a checkpoint draws exactly what the uninterrupted run did.
+    replacement (cycling when the forget set is larger; `replacement=True`: with replacement, as open-unlearning
+    draws) by a generator seeded by (seed, e, rank) only. So processes draw different retain examples, and a run
+    resumed from a checkpoint draws exactly what the uninterrupted run did.
     """
 
-    def __init__(self, forget, retain=None, seed: int = 0, rank: int = 0):
+    def __init__(self, forget, retain=None, seed: int = 0, rank: int = 0, replacement: bool = False):
         self.forget, self.retain, self.seed, self.rank = forget, retain, seed, rank
+        self.replacement = replacement
         self.epoch = 0
         self._cache: tuple[int, torch.Tensor] | None = None
 
@@ -391,8 +393,10 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
             return self._cache[1]
         generator = torch.Generator().manual_seed(pairing_seed(self.seed, epoch, self.rank))
         n, m = len(self.forget), len(self.retain)
-        draws = [torch.randperm(m, generator=generator) for _ in range(math.ceil(n / m))]
-        indices = torch.cat(draws)[:n]
+        if self.replacement:
+            indices = torch.randint(m, (n,), generator=generator)
+        else:
+            indices = torch.cat([torch.randperm(m, generator=generator) for _ in range(math.ceil(n / m))])[:n]
         self._cache = (epoch, indices)
         return indices
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import Any
 
@@ -22,7 +23,7 @@ from .data import (
     prepare_dataset,
 )
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
-from .losses import kl_divergence, mean_nll, sequence_logps
+from .losses import IGNORE_INDEX, kl_divergence, mean_nll, sequence_logps
 from .mixins import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_source, starting_point
 from .sources import check_model_source
 
@@ -30,6 +31,29 @@ from .sources import check_model_source
 def model_inputs(batch: dict) -> dict:
     """The batch without `labels`, so the model does not compute a loss we do not use."""
     return {key: value for key, value in batch.items() if key != "labels"}
+
+
+def logits_to_keep(model, labels: torch.Tensor) -> dict:
+    """`{"logits_to_keep": k}` for a causal LM that takes it: the last `k` positions, from the one that predicts the
+    batch's earliest answer token, so the vocabulary projection skips the prompts (about 40% of a TOFU row); `{}` for
+    a classifier (`labels` `[B]`) or a model without the argument."""
+    if labels.dim() != 2 or not _takes_logits_to_keep(model):
+        return {}
+    first_answer = int((labels != IGNORE_INDEX).float().argmax(-1).min())
+    return {"logits_to_keep": labels.shape[-1] - max(first_answer - 1, 0)}
+
+
+def kept_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The labels of the positions `logits` kept (all of them for a classifier's `[B]` labels)."""
+    return labels if labels.dim() != 2 else labels[:, labels.shape[-1] - logits.shape[1]:]
+
+
+def _takes_logits_to_keep(model) -> bool:
+    """Whether the causal LM under the wrappers (DDP, DeepSpeed, PEFT) has `logits_to_keep` in its forward."""
+    while hasattr(model, "module"):  # DDP / DeepSpeed engines
+        model = model.module
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(target.forward).parameters
 
 
 class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
@@ -171,7 +195,8 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
 
     def make_pairing(self, forget_rows, retain_rows, args) -> ForgetRetainDataset:
         """The training dataset: each forget row with a retain row (a method may pair more, e.g. by class)."""
-        return ForgetRetainDataset(forget_rows, retain_rows, seed=args.seed, rank=args.process_index)
+        return ForgetRetainDataset(forget_rows, retain_rows, seed=args.seed, rank=args.process_index,
+                                   replacement=args.retain_sampling == "replacement")  # fmt: skip
 
     def make_collator(self, pad_token_id: int) -> UnlearningCollator:
         return UnlearningCollator(pad_token_id)
@@ -198,8 +223,8 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
 
     def answer_logps(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example sum of answer-token log-probs under `model`, and the answer-token counts."""
-        logits = model(**model_inputs(batch)).logits
-        return sequence_logps(logits, batch["labels"])
+        logits = model(**model_inputs(batch), **logits_to_keep(model, batch["labels"])).logits
+        return sequence_logps(logits, kept_labels(batch["labels"], logits))
 
     @torch.no_grad()
     def reference_logits(self, model, batch: dict) -> torch.Tensor:
@@ -225,7 +250,9 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
         """Per-example answer log-probs under `θ_0`: from the precomputed cache when there is one."""
         if self.reference_logps is not None and forget_index is not None:
             return self.reference_logps[forget_index.cpu()].to(batch["labels"].device)
-        return sequence_logps(self.reference_logits(model, batch), batch["labels"])[0]
+        keep = logits_to_keep(self.reference_model or model, batch["labels"])
+        logits = self.reference_forward(model, batch, **keep).logits
+        return sequence_logps(logits, kept_labels(batch["labels"], logits))[0]
 
     def add_retain_term(self, model, inputs: dict, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`terms` plus `"retain"` when the retain term is on (`alpha > 0`)."""
@@ -239,8 +266,16 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             logits = model(**model_inputs(retain)).logits
             loss = kl_divergence(self.reference_logits(model, retain), logits, retain["labels"]).mean()
         else:
-            loss = mean_nll(*self.answer_logps(model, retain)).mean()
+            loss = self.answer_nll(model, retain)
         return self.args.alpha * loss
+
+    def answer_nll(self, model, batch: dict) -> torch.Tensor:
+        """The batch's answer NLL, averaged per `nll_reduction`: over answers of their mean token NLL ("example"), or
+        over all answer tokens of the batch ("token")."""
+        sum_logps, num_tokens = self.answer_logps(model, batch)
+        if self.args.nll_reduction == "token":
+            return -sum_logps.sum() / num_tokens.sum().clamp(min=1)
+        return mean_nll(sum_logps, num_tokens).mean()
 
     @torch.no_grad()
     def precompute_reference_logps(self) -> torch.Tensor:

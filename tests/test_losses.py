@@ -101,3 +101,45 @@ def test_token_kl_by_hand():
     assert kept[0, 0].item() == pytest.approx(0.5 * math.log(2), abs=1e-6)
     half = token_kl(reference.bfloat16(), policy.bfloat16(), labels)
     assert half.dtype == torch.float32 and half.tolist() == [pytest.approx(row, abs=1e-2) for row in expected]
+
+
+def test_nll_reduction_by_hand():
+    """Answers of 1 and 3 tokens with summed log-probs −2 and −9: per example the NLLs are 2 and 3, mean 2.5 (each
+    answer weighs the same); over the batch's tokens 11 / 4 = 2.75 (open-unlearning's and TOFU's reduction)."""
+    from types import SimpleNamespace
+
+    from hf_unlearn.trainer import UnlearningTrainer
+
+    def nll(reduction):
+        trainer = SimpleNamespace(args=SimpleNamespace(nll_reduction=reduction),
+                                  answer_logps=lambda model, batch: (torch.tensor([-2.0, -9.0]), torch.tensor([1, 3])))
+        return UnlearningTrainer.answer_nll(trainer, None, {}).item()
+
+    assert nll("example") == pytest.approx(2.5)
+    assert nll("token") == pytest.approx(2.75)
+
+
+def test_answer_logps_projects_only_from_the_first_answer_and_gives_the_full_numbers():
+    """Prompts of 3 and 5 tokens: the vocabulary projection keeps the last T − 2 positions (from the one predicting the
+    earliest answer token), for a plain and a PEFT model, and the log-probs equal those of all positions' logits."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_unlearn.trainer import UnlearningTrainer, logits_to_keep
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
+    ids = torch.randint(1, 50, (2, 9))
+    labels = ids.clone()
+    labels[0, :3] = labels[1, :5] = -100
+    labels[0, 7:] = -100  # padding
+    batch = {"input_ids": ids, "attention_mask": (labels != -100) | (torch.arange(9) < 5), "labels": labels}
+    for model in (LlamaForCausalLM(config), get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2))):
+        assert logits_to_keep(model, labels) == {"logits_to_keep": 7}
+        kept = UnlearningTrainer.answer_logps(SimpleNamespace(), model, batch)
+        full = sequence_logps(model(input_ids=ids, attention_mask=batch["attention_mask"]).logits, labels)
+        assert torch.allclose(kept[0], full[0], atol=1e-5) and torch.equal(kept[1], full[1])
+    assert logits_to_keep(model, torch.tensor([1, 0])) == {}  # a classifier's labels

@@ -15,6 +15,7 @@ METHOD_CASES = [
     ("ga", {}),
     ("grad_diff", {}),
     ("grad_diff", {"retain_loss": "kl"}),
+    ("grad_diff", {"nll_reduction": "token", "retain_sampling": "replacement"}),  # open-unlearning's conventions
     ("npo", {}),
     ("npo", {"precompute_reference": True}),
     ("npo", {"retain_loss": "kl"}),

@@ -41,6 +41,17 @@ def test_without_replacement_and_cycling_when_retain_is_smaller():
     assert sorted(small[:4].tolist()) == [0, 1, 2, 3] and sorted(small[4:8].tolist()) == [0, 1, 2, 3]
 
 
+def test_with_replacement_repeats_draws_and_stays_deterministic():
+    """open-unlearning's sampling: 10 draws from 4 retain rows with replacement. Over 20 seeds some epoch draws one
+    row more than the cycle's ceil(10/4) = 3 times (impossible without replacement); each draw is seeded."""
+    def draws(seed):
+        return ForgetRetainDataset(FORGET, RETAIN[:4], seed=seed, replacement=True).retain_indices(0)
+
+    assert torch.equal(draws(3), draws(3))
+    assert any(torch.bincount(draws(seed), minlength=4).max() > 3 for seed in range(20))
+    assert all(0 <= i < 4 for seed in range(20) for i in draws(seed).tolist())
+
+
 def test_collator_pads_each_part():
     collator = UnlearningCollator(pad_token_id=0)
     dataset = ForgetRetainDataset(FORGET[:2], RETAIN, seed=0)

@@ -61,6 +61,10 @@ def test_missing_retain_when_the_retain_term_is_on(tmp_path, make_model, tokeniz
 def test_bad_config_values(tmp_path):
     with pytest.raises(ValueError, match=r"retain_loss='mse' is unknown: use one of \['nll', 'kl'\]"):
         NPOConfig(output_dir=str(tmp_path), retain_loss="mse")
+    with pytest.raises(ValueError, match=r"nll_reduction='mean' is unknown: use one of \['example', 'token'\]"):
+        NPOConfig(output_dir=str(tmp_path), nll_reduction="mean")
+    with pytest.raises(ValueError, match=r"retain_sampling='random' is unknown: use one of \['permutation', "):
+        NPOConfig(output_dir=str(tmp_path), retain_sampling="random")
     with pytest.raises(ValueError, match=r"beta=0 is out of range: use 0 < beta <= 100"):
         NPOConfig(output_dir=str(tmp_path), beta=0)
     with pytest.raises(ValueError, match=r"gradient ascent has no retain term; use grad_diff"):

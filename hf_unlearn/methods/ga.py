@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import UnlearningConfig
-from ..losses import mean_nll
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
 
@@ -32,7 +31,7 @@ class GATrainer(UnlearningTrainer):
     _paper = {"title": "TOFU: A Task of Fictitious Unlearning for LLMs", "id": "2401.06121"}
 
     def compute_unlearning_loss(self, model, inputs):
-        forget_nll = mean_nll(*self.answer_logps(model, inputs["forget"])).mean()
+        forget_nll = self.answer_nll(model, inputs["forget"])
         return {"forget": -self.args.gamma * forget_nll}
 
 
