@@ -70,6 +70,10 @@ tokenizer, out = AutoTokenizer.from_pretrained(sys.argv[2]), {}
 for split in sys.argv[5:]:
     data = QADataset(dict(path="json", data_files=f"{sys.argv[3]}/{split}.jsonl", split="train"), template, tokenizer)
     out[split] = [[data[i]["input_ids"].tolist(), data[i]["labels"].tolist()] for i in range(len(data))]
+from transformers import AutoModelForCausalLM
+row = data[0]  # the last split's first row
+model = AutoModelForCausalLM.from_pretrained(sys.argv[2])
+out["loss"] = model(input_ids=row["input_ids"][None], labels=row["labels"][None]).loss.item()
 json.dump(out, open(sys.argv[4], "w"))
 """
 
@@ -104,6 +108,7 @@ def build_model(seed: int):
 def fine_tuned(path: Path, train_split: str, tokenizer, args) -> Path:
     """PEER.md's fine-tune (batch 16, lr 1e-3, 5 epochs, plain Trainer) saved under `path`, or the one already there."""
     if (path / "config.json").exists():
+        portable(path)
         return path
     from hf_unlearn.data import UnlearningCollator, prepare_dataset, read_jsonl
 
@@ -115,7 +120,20 @@ def fine_tuned(path: Path, train_split: str, tokenizer, args) -> Path:
     log(f"fine-tuned in {seconds:.0f} s")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    portable(path)
     return path
+
+
+def portable(path: Path) -> None:
+    """Lets their transformers (4.45) read what ours (5.x) saved: the tokenizer class 4.45 knows, and the rope theta
+    and dtype under 4.45's keys (5.x nests them in `rope_parameters` and names the dtype `dtype`)."""
+    for name, update in (("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"}),
+                         ("config.json", {"rope_theta": 10000.0, "torch_dtype": "float32"})):  # fmt: skip
+        file = path / name
+        if file.exists():
+            config = json.loads(file.read_text())
+            config.update({k: v for k, v in update.items() if name != "config.json" or k not in config})
+            file.write_text(json.dumps(config, indent=2))
 
 
 def check_token_ids(model_dir: Path, args) -> str:
@@ -127,14 +145,30 @@ def check_token_ids(model_dir: Path, args) -> str:
 
     splits = ["forget10", "retain90", "holdout10"]
     out = args.workdir / "peer_ids.json"
-    subprocess.run([args.peer_python, "-c", PEER_IDS, str(args.peer_src), str(model_dir), str(args.tofu), str(out),
-                    *splits], check=True, env=peer_env(args), capture_output=True)  # fmt: skip
+    out.unlink(missing_ok=True)
+    command = [args.peer_python, "-c", PEER_IDS, str(args.peer_src), str(model_dir), str(args.tofu), str(out), *splits]
+    process = subprocess.run(command, env=peer_env(args), capture_output=True, text=True)
+    if not out.exists():
+        raise RuntimeError(f"their QADataset failed: {process.stderr[-3000:]}")
     theirs, tokenizer = json.loads(out.read_text()), AutoTokenizer.from_pretrained(model_dir)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids, labels = (torch.tensor([value]) for value in theirs[splits[-1]][0])
+    loss = AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids, labels=labels).loss.item()
+    assert abs(loss - theirs["loss"]) <= 1e-5 * abs(loss), f"the same model, another loss: {loss} / {theirs['loss']}"
     for split in splits:
         ours = prepare_dataset(read_jsonl(args.tofu / f"{split}.jsonl"), split, tokenizer, TEMPLATE, 512)
         for index, (row, (ids, labels)) in enumerate(zip(ours, theirs[split], strict=True)):
             assert row["input_ids"] == ids and row["labels"] == labels, f"{split} row {index} differs: {row} / {ids}"
-    return f"identical token ids and labels on all {sum(len(v) for v in theirs.values())} rows of {', '.join(splits)}"
+    rows = sum(len(theirs[split]) for split in splits)
+    return (f"Token ids and labels identical on all {rows} rows of {', '.join(splits)} (their QADataset, their "
+            f"venv); the fine-tuned model's loss on one row: {loss:.6f} (ours), {theirs['loss']:.6f} (theirs)")
+
+
+def model_paths(model: Path) -> list[str]:
+    """Hydra overrides naming the model (their experiment configs set a Hub id over model=tiny-llama's)."""
+    return [f"model.{part}.pretrained_model_name_or_path={model}" for part in ("model_args", "tokenizer_args")]
 
 
 def peer_env(args, model: Path | None = None, tofu: Path | None = None) -> dict:
@@ -170,7 +204,8 @@ def unlearn(job: str, side: str, out: Path, args) -> dict:
                f"trainer={JOBS[job][1]}", "model=tiny-llama", "forget_split=forget10", "retain_split=retain90",
                "holdout_split=holdout10", f"task_name=versus_{job}", f"paths.output_dir={out}", *PEER_TRAIN,
                "trainer.args.per_device_train_batch_size=4", f"+trainer.args.max_steps={args.steps}",
-               "trainer.args.save_strategy=no", "trainer.args.learning_rate=1e-4", f"trainer.args.seed={args.seed}"]
+               "trainer.args.save_strategy=no", "trainer.args.learning_rate=1e-4", f"trainer.args.seed={args.seed}",
+               *model_paths(args.original)]
     return measured(command, out.parent / f"{out.name}.log", args.peer_src, peer_env(args, args.original))
 
 
@@ -188,7 +223,7 @@ def evaluate(model: Path, side: str, out: Path, args, gold: Path | None) -> tupl
                "model=tiny-llama", "model.model_args.device_map=cpu", "forget_split=forget10",
                "holdout_split=holdout10", f"retain_logs_path={gold or 'null'}", PEER_MIAS, "eval.tofu.batch_size=32",
                "eval.tofu.overwrite=true", "task_name=versus_eval", f"paths.output_dir={out}",
-               *(rouge if args.max_new_tokens != 200 else [])]  # fmt: skip
+               *model_paths(model), *(rouge if args.max_new_tokens != 200 else [])]  # fmt: skip
     speed = measured(command, out.parent / f"{out.name}.log", args.peer_src, peer_env(args, model, args.eval_tofu))
     logs = json.loads((out / "TOFU_EVAL.json").read_text())
     return speed, {key: value["agg_value"] for key, value in logs.items() if isinstance(value, dict)
@@ -246,6 +281,7 @@ def worker(args) -> None:
     print(trainer.train().metrics, flush=True)
     trainer.model.save_pretrained(args.out)  # as theirs does at the end of every run (weights and tokenizer)
     tokenizer.save_pretrained(args.out)
+    portable(Path(args.out))
 
 
 def spread(values: list[float], digits: str) -> str:

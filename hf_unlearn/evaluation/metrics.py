@@ -280,11 +280,16 @@ def min_k_plus_plus_z(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 def standardised_logps(logits: torch.Tensor, label_logps: torch.Tensor) -> torch.Tensor:
     """`min_k_plus_plus_z` from the labels' log-probabilities already computed (`hf_unlearn.losses.token_logps`) and
     the aligned `logits` `[..., V]` they come from, whose distribution gives μ and σ."""
-    logp = logits.float().log_softmax(-1)
-    weighted = logp.exp() * logp  # p·log p, reused for both moments
-    mu = weighted.sum(-1)
-    sigma = ((weighted * logp).sum(-1) - mu.square()).clamp(min=1e-6).sqrt()  # variance floor 1e-6, as open-unlearning
-    return (label_logps - mu) / sigma
+    flat = logits.reshape(-1, logits.shape[-1])
+    rows = max(1, 2**22 // max(flat.shape[-1], 1))  # float32 temporaries of at most 16 MiB, never a [B, T, V] copy
+    mu, variance = [], []
+    for chunk in flat.split(rows):
+        logp = chunk.float().log_softmax(-1)
+        weighted = logp.exp() * logp  # p·log p, reused for both moments
+        mu.append(weighted.sum(-1))
+        variance.append((weighted * logp).sum(-1) - mu[-1].square())
+    mu, variance = torch.cat(mu).view(label_logps.shape), torch.cat(variance).view(label_logps.shape)
+    return (label_logps - mu) / variance.clamp(min=1e-6).sqrt()  # variance floor 1e-6, as open-unlearning
 
 
 def reference_score(mean_nll: torch.Tensor, reference_mean_nll: torch.Tensor) -> torch.Tensor:
