@@ -31,6 +31,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def load() -> str:
+    """The machine's 1-, 5- and 15-minute load averages, for the record beside a timing."""
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def parser(doc: str | None, section: str, *, seed: int | None = 0, cache: bool = False, device: bool = False,
            threads: bool = False) -> argparse.ArgumentParser:  # fmt: skip
     """An `ArgumentParser` described by the first paragraph of `doc`, with the flags every bench shares: `--output

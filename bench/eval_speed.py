@@ -1,10 +1,12 @@
-"""Wall time of the whole TOFU suite on forget10 (forget, retain_perturbed, holdout10, real authors, world facts) for an
-untrained Llama of about 7M parameters, so every greedy generation runs the full 64 new tokens. Target: under 60 s.
-`--budget` also prints the suite's matrix-multiply work and its floor at this machine's best measured `F.linear` rate.
+"""Wall time of the whole TOFU suite on forget10 (forget, retain_perturbed, holdout10, real authors, world facts), per
+model and per split, `--repeats` times: for an untrained Llama of about 7M parameters (the worst case: every greedy
+generation runs all its new tokens) and, with `--model DIR`, for a fine-tuned model (its answers end at EOS). `--budget`
+also prints the suite's matrix-multiply work and its floor at this machine's best measured `F.linear` rate.
 
-    python bench/eval_speed.py [--batch-size 32] [--generation-batch-size 128] [--budget] [--output]
+    python bench/eval_speed.py [--model DIR] [--repeats 2] [--max-new-tokens 64] [--batch-size 32] [--budget] [--output]
 """
 
+import statistics
 import sys
 import time
 
@@ -12,6 +14,7 @@ import common
 import torch
 
 from hf_unlearn.data import load_tofu
+from hf_unlearn.evaluation import tofu
 from hf_unlearn.evaluation.tofu import TEMPLATE, evaluate_tofu
 from hf_unlearn.synthetic import build_tiny_causal_lm, train_tokenizer
 
@@ -51,24 +54,96 @@ def budget(model, tokenizer, generation_batch: int) -> list[str]:
                     f"{max(rates) / 1e9:.0f} GFLOP/s" for name, value in flops.items()]  # fmt: skip
 
 
+class SplitClock:
+    """Seconds per split of one suite run: the suite scores and answers forget, retain, real authors and world facts in
+    that order (`_split_statistics`, then `greedy_answers`), then the holdout for the MIA; each split's time runs from
+    its first scoring call to the next split's."""
+
+    SPLITS = ("forget", "retain", "real_authors", "world_facts", "holdout (MIA)")
+
+    def __init__(self):
+        self.marks: list[float] = []
+        self.original = tofu._split_statistics
+
+    def __enter__(self):
+        def timed(*args, **kwargs):
+            self.marks.append(time.perf_counter())
+            return self.original(*args, **kwargs)
+
+        tofu._split_statistics = timed
+        return self
+
+    def __exit__(self, *exc):
+        tofu._split_statistics = self.original
+
+    def per_split(self, start: float, end: float) -> dict[str, float]:
+        """`start` and `end` of the run; the last split's end is taken where the last generation finished (the holdout
+        pass follows)."""
+        bounds = [start, *self.marks[1:], self.holdout_start, end]
+        return dict(zip(self.SPLITS, (b - a for a, b in zip(bounds, bounds[1:], strict=False)), strict=True))
+
+
+def timed_suite(model, tokenizer, args) -> tuple[float, dict[str, float], dict]:
+    """(seconds, seconds per split, results) of one whole suite run."""
+    original_greedy = tofu.greedy_answers
+    clock = SplitClock()
+
+    def greedy(*a, **k):
+        answers = original_greedy(*a, **k)
+        clock.holdout_start = time.perf_counter()
+        return answers
+
+    tofu.greedy_answers = greedy
+    try:
+        with clock:
+            start = time.perf_counter()
+            results = evaluate_tofu(model, tokenizer, FORGET, TOFU, max_new_tokens=args.max_new_tokens,
+                                    batch_size=args.batch_size, generation_batch_size=args.generation_batch_size)
+            end = time.perf_counter()
+    finally:
+        tofu.greedy_answers = original_greedy
+    return end - start, clock.per_split(start, end), results
+
+
 def main():
     parser = common.parser(__doc__, "eval_speed", seed=None)
+    parser.add_argument("--model", help="A fine-tuned causal LM folder (with its tokenizer) to time beside the "
+                                        "untrained one.")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=2, help="Runs of the suite per model (their spread is printed).")
+    parser.add_argument("--max-new-tokens", type=int, default=NEW_TOKENS, help="Greedy answer length for ROUGE.")
     parser.add_argument("--batch-size", type=int, default=32, help="Rows scored per forward pass.")
     parser.add_argument("--generation-batch-size", type=int, help="Questions per generate call (default: batch size).")
     parser.add_argument("--budget", action="store_true", help="Also print the compute the suite needs and its floor.")
     args = parser.parse_args()
+    args.generation_batch_size = args.generation_batch_size or args.batch_size
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in load_tofu("retain90", TOFU)], 8000)
-    model = build_tiny_causal_lm(tokenizer, hidden_size=256, num_layers=8, num_heads=4, max_position_embeddings=512)
-    start, generation_batch = time.perf_counter(), args.generation_batch_size or args.batch_size
-    results = evaluate_tofu(model, tokenizer, FORGET, TOFU, max_new_tokens=NEW_TOKENS, batch_size=args.batch_size,
-                            generation_batch_size=generation_batch)
+    models = {"untrained": (build_tiny_causal_lm(tokenizer, hidden_size=256, num_layers=8, num_heads=4,
+                                                 max_position_embeddings=512), tokenizer)}  # fmt: skip
+    if args.model:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        models["fine-tuned"] = (AutoModelForCausalLM.from_pretrained(args.model),
+                                AutoTokenizer.from_pretrained(args.model))  # fmt: skip
     lines = [f"Command: `python bench/eval_speed.py {' '.join(sys.argv[1:])}` ({torch.get_num_threads()} torch "
-             f"threads; Llama, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, vocab "
-             f"{len(tokenizer)}).", "", f"- TOFU suite on {FORGET} (max_new_tokens {NEW_TOKENS}, batch size "
-             f"{args.batch_size}, generation batch size {generation_batch}): **{time.perf_counter() - start:.1f} s** "
-             f"(target < 60 s); model_utility {results['model_utility']:.4f}"]  # fmt: skip
-    common.publish(args, "Evaluation speed (`bench/eval_speed.py`)",
-                   "\n".join(lines + (budget(model, tokenizer, generation_batch) if args.budget else [])))
+             f"threads; load {common.load()}); TOFU suite on {FORGET}, max_new_tokens {args.max_new_tokens}, batch "
+             f"size {args.batch_size}, generation batch size {args.generation_batch_size}.", "",
+             "| model | parameters | runs (s) | spread | " + " | ".join(SplitClock.SPLITS) + " | model_utility |",
+             "|---|---|---|---|" + "---|" * len(SplitClock.SPLITS) + "---|"]  # fmt: skip
+    runs = {name: [] for name in models}
+    for _ in range(args.repeats):  # interleaved, so a change in the machine's load reaches every model alike
+        for name, (model, model_tokenizer) in models.items():
+            runs[name].append(timed_suite(model, model_tokenizer, args))
+            common.log(f"{name}: {runs[name][-1][0]:.1f} s")
+    for name, (model, _) in models.items():
+        seconds = [run[0] for run in runs[name]]
+        spread = (max(seconds) - min(seconds)) / statistics.mean(seconds)
+        splits = [statistics.mean(run[1][split] for run in runs[name]) for split in SplitClock.SPLITS]
+        lines.append(f"| {name} | {model.num_parameters() / 1e6:.1f}M | {', '.join(f'{s:.1f}' for s in seconds)} | "
+                     f"{spread:.0%} | " + " | ".join(f"{s:.1f}" for s in splits) +
+                     f" | {runs[name][-1][2]['model_utility']:.4f} |")  # fmt: skip
+    if args.budget:
+        lines += [""] + budget(models["untrained"][0], tokenizer, args.generation_batch_size)
+    common.publish(args, "Evaluation speed (`bench/eval_speed.py`)", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ class UnlearningConfig(SafeArgumentsMixin, TrainingArguments):
             "help": "How an NLL term (GA's and GradDiff's forget term, the 'nll' retain term) averages a batch: "
             "'example' (each answer's mean token NLL, then the mean over answers: every answer weighs the same) or "
             "'token' (the mean over all answer tokens of the batch, as open-unlearning and TOFU's code: a long "
-            "answer weighs more).",
+            "answer weighs more; under gradient accumulation each micro-batch's token mean weighs the same).",
             "choices": list(NLL_REDUCTIONS),
         },
     )
