@@ -1,4 +1,5 @@
-"""Forget/retain data: checks, tokenisation of question/answer rows, pairing, collation, and TOFU loading."""
+"""Forget/retain data: checks, tokenisation of question/answer rows and raw text, pairing, collation, and TOFU
+loading."""
 
 from __future__ import annotations
 
@@ -137,8 +138,9 @@ def check_row_containers(**datasets) -> None:
 
 def row_format(dataset, name: str) -> str:
     """'qa' for question/answer text rows, 'text' for classification rows (`text` or `sentence`, and an integer
-    `label`), 'tokenized' for input_ids/labels rows, 'image' for image-classification rows (`pixel_values` and an
-    integer `labels`/`label`); a clear error otherwise."""
+    `label`), 'corpus' for raw text for a causal LM (`text` and no label column), 'tokenized' for input_ids/labels
+    rows, 'image' for image-classification rows (`pixel_values` and an integer `labels`/`label`); a clear error
+    otherwise."""
     check_row_container(dataset, name)
     columns = column_names(dataset)
     if {"question", "answer"} <= set(columns):
@@ -147,11 +149,14 @@ def row_format(dataset, name: str) -> str:
         return "tokenized"
     if text_column(columns):
         return "text"
+    if "text" in columns and label_column(columns) is None:
+        return "corpus"
     if "pixel_values" in columns:  # a classifier's rows carry `labels`; a contrastive encoder's need none
         return "image"
     raise ValueError(
         f"{name} has columns {columns}: expected 'question' and 'answer' (text question/answer rows), 'text' and "
-        "'label' (classification rows), 'input_ids' and 'labels' (already tokenised rows), or 'pixel_values' "
+        "'label' (classification rows), 'text' alone (raw text for a causal LM), 'input_ids' and 'labels' (already "
+        "tokenised rows), or 'pixel_values' "
         "(processed images, e.g. from an image processor; with 'labels' for a classifier). Rename the columns or "
         "process the rows first."
     )
@@ -162,6 +167,8 @@ def _row_key(row: dict, fmt: str) -> str:
         content = f"{row['question']}\x1f{row['answer']}"
     elif fmt == "text":
         content = f"{row[text_column(row)]}\x1f{row['label']}"
+    elif fmt == "corpus":
+        content = str(row["text"])
     elif fmt == "image":
         pixels = torch.as_tensor(row["pixel_values"]).float().contiguous()
         label = label_column(row)  # the same image under another class is another example
@@ -250,6 +257,29 @@ def tokenize_qa_row(row: dict, tokenizer, prompt_template: str, max_length: int)
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
+def lm_row(ids) -> dict:
+    """A causal-LM row that scores every token: `labels` are the `input_ids` (the loss's shift leaves the first out)."""
+    ids = list(ids)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
+
+
+def corpus_rows(texts, name: str, tokenizer, max_length: int) -> list[dict]:
+    """Raw texts as causal-LM rows: each text tokenised (BOS as the tokenizer adds it, EOS appended when the
+    tokenizer has one) and cut into windows of at most `max_length` tokens, every token scored (`lm_row`). The last
+    window is kept when it has at least two tokens (one to predict from, one to score), so a text gives one row or
+    more."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    rows = []
+    for index, ids in enumerate(tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]):
+        ids = list(ids) + eos
+        if len(ids) < 2:
+            raise ValueError(f"{name} row {index} has {len(ids)} token(s): a text needs at least two (one to predict "
+                             "from, one to score); drop it or join it to another text.")  # fmt: skip
+        rows += [lm_row(ids[start:start + max_length]) for start in range(0, len(ids), max_length)
+                 if len(ids[start:start + max_length]) >= 2]  # fmt: skip
+    return rows
+
+
 def tokenize_text_row(row: dict, tokenizer, max_length: int) -> dict:
     """Tokenise one classification row: the text (truncated to `max_length`), and its integer class as `labels`."""
     label = row["label"]
@@ -274,15 +304,16 @@ def image_row(row: dict) -> dict:
 
 
 def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_length: int):
-    """Return rows ready for the collator: question/answer and classification text rows are tokenised, image rows keep
-    `pixel_values` and `labels`, tokenised rows pass through.
+    """Return rows ready for the collator: question/answer and classification text rows are tokenised, raw text
+    (`corpus` rows) is cut into windows of `max_length` tokens (`corpus_rows`: one text may give several rows), image
+    rows keep `pixel_values` and `labels`, tokenised rows pass through.
 
     Raises before training when a row has every label masked (no answer token left to learn or forget).
     """
     if dataset is None:
         return None
     fmt = row_format(dataset, name)
-    if fmt in ("qa", "text") and tokenizer is None:
+    if fmt in ("qa", "text", "corpus") and tokenizer is None:
         raise ValueError(f"{name} holds text but no tokenizer was given: pass processing_class=tokenizer.")
     if fmt == "qa":
         check_text_cells(dataset, name, ("question", "answer"))
@@ -290,6 +321,9 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
     elif fmt == "text":
         check_text_cells(dataset, name, (text_column(column_names(dataset)),))
         rows = [tokenize_text_row(row, tokenizer, max_length) for row in dataset]
+    elif fmt == "corpus":
+        check_text_cells(dataset, name, ("text",))
+        rows = corpus_rows([row["text"] for row in dataset], name, tokenizer, max_length)
     elif fmt == "image":
         rows = [image_row(row) for row in dataset]
     else:
@@ -345,6 +379,10 @@ def check_rows_fit_model(rows, name: str, model) -> None:
             raise ValueError(f"{name} row {index} has {length} tokens but the model takes at most {positions} "
                              f"(config.max_position_embeddings): set max_length={positions} or lower in the config, "
                              "or shorten the rows.")
+    if "SequenceClassification" in type(base).__name__ and torch.as_tensor(rows[0]["labels"]).dim() != 0:
+        raise ValueError(f"{name} rows have a label per token but {type(base).__name__} takes one class per row: give "
+                         "each text an integer 'label' column (classification rows); 'text' alone is raw text for a "
+                         "causal LM.")  # fmt: skip
     if "Classification" in type(base).__name__ and torch.as_tensor(rows[0]["labels"]).dim() == 0:
         classes = config.num_labels
         bad = next(((i, int(row["labels"])) for i, row in enumerate(rows)

@@ -51,7 +51,7 @@ DEFAULT_RUN: dict[str, Any] = {
     "push": None,  # a Hub repo id, or {repo_id, private, revision, overwrite}: push the output folder at the end
 }
 RUN_KEYS = set(DEFAULT_RUN)
-DATA_SOURCES = ("synthetic", "tofu", "jsonl")
+DATA_SOURCES = ("synthetic", "tofu", "jsonl", "muse")
 # What each top-level key holds: a type (None: null allowed) and how a message names it.
 RUN_TYPES: dict[str, tuple[tuple, str]] = {
     "method": ((str,), "a method name, e.g. npo"), "model": ((str, None), "a Hub id or a local folder, or null"),
@@ -68,7 +68,12 @@ DATA_KEYS = {
     "synthetic": {"num_people": int, "facts_per_person": int, "forget_fraction": float, "heldout": str},
     "tofu": {"forget": str, "retain": str, "path": str, "heldout": str},
     "jsonl": {"forget": str, "retain": str, "heldout": str},
+    "muse": {"forget": str, "retain": str, "path": str, "limit": int},
 }
+# `data: {source: muse}`: MUSE-News' raw text, each side a `subset/split` (the Hub's names; MUSE's retain corpus is
+# raw/retain1, which the offline copy lacks); the subsets that hold texts
+MUSE_DEFAULTS = {"forget": "raw/forget", "retain": "raw/retain1"}
+MUSE_TEXT_SUBSETS = ("raw", "privleak", "scal", "sust")
 EVALUATE_KEYS = ("limit", "max_new_tokens", "batch_size")  # `evaluate: {limit: 8}`: the suite's options, integers >= 1
 CONVENTIONS = ("leaderboard", "hf-unlearn")  # `evaluate: {conventions: hf-unlearn}`: evaluation.metrics.CONVENTIONS
 PUSH_KEYS = ("repo_id", "private", "revision", "overwrite", "token", "commit_message")
@@ -285,17 +290,18 @@ def _check_output_dir(config: dict[str, Any], at: str) -> None:
         raise ValueError(f"{at}output_dir {out} cannot be created: {ancestor} {why}; pass another output_dir.")
 
 
-def _check_rows(rows: list[dict], where: str) -> None:
-    """Every row a question and an answer, both non-empty strings."""
+def _check_rows(rows: list[dict], where: str, columns: tuple[str, ...] = ("question", "answer")) -> None:
+    """Every row's `columns` (a question and an answer; a text for raw-text data) non-empty strings."""
+    what = "/".join(columns)
     if not rows:
-        raise ValueError(f"{where} holds no rows: it needs at least one question/answer row.")
+        raise ValueError(f"{where} holds no rows: it needs at least one {what} row.")
     for number, row in enumerate(rows, start=1):
-        missing = [key for key in ("question", "answer") if key not in row]
+        missing = [key for key in columns if key not in row]
         if missing:
             raise ValueError(f"{where} row {number} has columns {sorted(row)} but no {missing}: a run needs "
-                             "'question' and 'answer' in every row; rename the columns (e.g. prompt → question, "
-                             "completion → answer).")  # fmt: skip
-        for key in ("question", "answer"):
+                             f"{' and '.join(map(repr, columns))} in every row; rename the columns (e.g. prompt → "
+                             "question, completion → answer).")  # fmt: skip
+        for key in columns:
             if not isinstance(row[key], str) or not row[key].strip():
                 raise ValueError(f"{where} row {number} has {key}={row[key]!r}: every row needs a non-empty "
                                  f"{key} string.")  # fmt: skip
@@ -316,6 +322,9 @@ def _check_data(data: dict[str, Any], seed: int, at: str) -> tuple[list[dict], l
         if not _is(value, (kind,)):
             raise ValueError(f"{at}data.{key}={value!r} is a {_type_name(value)}: give "
                              f"{dict(((int, 'an integer'), (float, 'a number'), (str, 'a string')))[kind]}.")
+        if key == "limit" and value < 1:
+            raise ValueError(f"{at}data.limit={value}: give the number of texts to take from each side, at least 1 "
+                             "(or remove it for every text).")
     try:
         forget, retain = load_data(data, seed)
     except (ValueError, FileNotFoundError) as error:
@@ -324,10 +333,13 @@ def _check_data(data: dict[str, Any], seed: int, at: str) -> tuple[list[dict], l
         names = (f"data.forget {data['forget']}", f"data.retain {data['retain']}")
     elif source == "tofu":
         names = (f"TOFU split {data.get('forget', 'forget10')}", f"TOFU split {data.get('retain', 'retain90')}")
+    elif source == "muse":
+        names = tuple(f"MUSE-News {muse_split(data, side)}" for side in ("forget", "retain"))
     else:
         names = ("the built-in forget rows", "the built-in retain rows")
-    _check_rows(forget, at + names[0])
-    _check_rows(retain, at + names[1])
+    columns = ("text",) if source == "muse" else ("question", "answer")
+    _check_rows(forget, at + names[0], columns)
+    _check_rows(retain, at + names[1], columns)
     try:
         check_forget_retain(forget, retain)
     except ValueError as error:
@@ -423,7 +435,36 @@ def load_data(data: dict[str, Any], seed: int) -> tuple[list[dict], list[dict]]:
         if missing:
             raise ValueError(f"data.source 'jsonl' needs file paths for {missing} (rows with question and answer).")
         return read_jsonl(data["forget"]), read_jsonl(data["retain"])
+    if source == "muse":
+        forget, retain = (muse_texts(data, side) for side in ("forget", "retain"))
+        return forget, retain
     raise ValueError(f"data.source {source!r} is unknown: use one of {list(DATA_SOURCES)}.")
+
+
+def muse_split(data: dict[str, Any], side: str) -> str:
+    """`data.forget` / `data.retain` of a `source: muse` run (`subset/split`), or its default."""
+    return data.get(side, MUSE_DEFAULTS[side])
+
+
+def muse_texts(data: dict[str, Any], side: str) -> list[dict]:
+    """The `text` rows of one side of a `source: muse` run (`load_muse`), the first `data.limit` of them; a split that
+    is not raw text, or a file the local folder lacks, is a clear error naming the key and the fix."""
+    from .evaluation.muse import MUSE_SPLITS, load_muse
+
+    value = muse_split(data, side)
+    subset, _, split = value.partition("/")
+    texts = [f"{name}/{each}" for name in MUSE_TEXT_SUBSETS for each in MUSE_SPLITS[name]]
+    if subset not in MUSE_TEXT_SUBSETS or not split:
+        raise ValueError(f"data.{side}={value!r} is not a MUSE-News text split: write subset/split, one of {texts}.")
+    try:
+        rows = load_muse(subset, split, data.get("path"))
+    except FileNotFoundError as error:
+        offline = ("; the offline copy (../shared/data/muse_news) holds no raw/retain1: set data.retain: "
+                   "privleak/retain2 (its 100 retain texts)" if side == "retain" else "")  # fmt: skip
+        raise FileNotFoundError(f"data.{side}={value!r}: {error}{offline}") from None
+    except ValueError as error:
+        raise ValueError(f"data.{side}={value!r}: {error}") from None
+    return [{"text": row["text"]} for row in rows][: data.get("limit")]
 
 
 def load_heldout(data: dict[str, Any], forget: list[dict], retain: list[dict]) -> list[dict]:
@@ -449,8 +490,9 @@ def load_heldout(data: dict[str, Any], forget: list[dict], retain: list[dict]) -
     if source == "tofu" and forget_split in ("forget01", "forget05"):
         evaluated = {row["question"] for row in _evaluation_holdout(data, forget, retain)}
         return [dict(r) for r in load_tofu("holdout10", data.get("path")) if r["question"] not in evaluated]
-    what = (f"TOFU's {forget_split} (its holdout split is the evaluation's non-members)" if source == "tofu"
-            else "jsonl data")  # fmt: skip
+    what = {"tofu": f"TOFU's {forget_split} (its holdout split is the evaluation's non-members)",
+            "muse": "MUSE-News (its holdout texts are the evaluation's non-members; use source tofu or jsonl)"}.get(
+        source, "jsonl data")  # fmt: skip
     raise ValueError(f"This method trains against held-out rows, and {what} has none to spare: set data.heldout to a "
                      "JSONL file of question/answer rows like the forget rows that the model never saw.")
 
@@ -474,9 +516,12 @@ def load_model(config: dict[str, Any], forget: list[dict], retain: list[dict]):
 
     # Trained on retain text only: the tokenizer is saved with the model, and its vocabulary must not carry
     # strings learned from the forget set. Byte-level BPE still encodes every forget row.
-    tokenizer = train_tokenizer([f"{row['question']} {row['answer']}" for row in retain])
+    tokenizer = train_tokenizer([row["text"] if "text" in row else f"{row['question']} {row['answer']}"
+                                 for row in retain])  # fmt: skip
     # rotary positions: a longer context adds no weight, so the demo's model is the same at 512 (TOFU rows need it)
-    return build_tiny_causal_lm(tokenizer, seed=config["seed"], max_position_embeddings=512), tokenizer
+    # and at 4,096 (MUSE's KnowMem prompts, with their in-context examples, and its 2,048-token PrivLeak texts)
+    positions = 4096 if config["data"].get("source") == "muse" else 512
+    return build_tiny_causal_lm(tokenizer, seed=config["seed"], max_position_embeddings=positions), tokenizer
 
 
 @dataclasses.dataclass
@@ -497,8 +542,8 @@ def finetune_arguments(output_dir: str | Path, seed: int = 0, **training_args) -
 
 def finetune(model, tokenizer, rows, output_dir: str | Path, seed: int = 0, name: str = "fine-tune",
              **training_args) -> float:  # fmt: skip
-    """Fine-tune `model` on question/answer rows with a plain `Trainer` (its bar named `name`); returns the wall time
-    in seconds."""
+    """Fine-tune `model` on question/answer rows, or raw `text` rows in windows of 512 tokens, with a plain `Trainer`
+    (its bar named `name`); returns the wall time in seconds."""
     args = finetune_arguments(output_dir, seed, **training_args)
     pad_id = tokenizer.pad_token_id or 0
     train_rows = prepare_dataset(rows, "finetune rows", tokenizer, "Question: {question}\nAnswer:", 512)
@@ -542,14 +587,17 @@ def _evaluation_holdout(data: dict[str, Any], forget: list[dict], retain: list[d
 
 
 def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, retain, log) -> dict:
-    """The TOFU suite for the original, gold (when trained) and unlearned models; prints them side by side."""
-    from .evaluation import evaluate_qa_suite, evaluate_tofu
+    """The TOFU suite (the MUSE suite for `source: muse`) for the original, gold (when trained) and unlearned models;
+    prints them side by side."""
+    from .evaluation import evaluate_muse, evaluate_qa_suite, evaluate_tofu, score_muse_gold
+    from .evaluation.report import MUSE_ROWS, TOFU_ROWS
     from .evaluation.report import format_table as format_metrics
     from .evaluation.tofu import score_gold
 
     data = config["data"]
     source = data.get("source", "synthetic")
     options = dict(config["evaluate"]) if isinstance(config["evaluate"], dict) else {}
+    rows, score = TOFU_ROWS, score_gold
     if source == "synthetic":
         from .synthetic import add_truth_ratio_fields
 
@@ -563,6 +611,11 @@ def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, 
         def suite(model, **gold):
             return evaluate_tofu(model, tokenizer, data.get("forget", "forget10"), data.get("path"), **gold,
                                  **options)  # fmt: skip
+    elif source == "muse":
+        rows, score = MUSE_ROWS, score_muse_gold
+
+        def suite(model, **gold):
+            return evaluate_muse(model, tokenizer, data.get("path"), **gold, **options)
     else:
         log("evaluation: skipped (the TOFU suite needs TOFU or the built-in people, with perturbed answers)")
         return {}
@@ -571,13 +624,13 @@ def _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, 
     if gold_model is not None:
         with phase("evaluate gold"):
             columns["gold"] = suite(gold_model)
-        gold_args = score_gold(columns["gold"])
+        gold_args = score(columns["gold"])
     with phase("evaluate original"):
         columns["original"] = suite(original, **gold_args)
     with phase("evaluate unlearned"):
         columns["unlearned"] = suite(unlearned, **gold_args)
     columns = {name: columns[name] for name in ("original", "gold", "unlearned") if name in columns}
-    log(format_metrics(columns))
+    log(format_metrics(columns, rows))
     return columns
 
 
@@ -728,6 +781,9 @@ def _describe(config: dict[str, Any], forget: list[dict]) -> str | None:
     if source == "tofu":
         split = data.get("forget", "forget10")
         return f"The TOFU benchmark's `{split}` split: every question about the fictitious authors it holds."
+    if source == "muse":
+        first = f"the first {len(forget)} texts of " if "limit" in data else ""
+        return f"MUSE-News' `{muse_split(data, 'forget')}` corpus (BBC news articles): {first}every text it holds."
     people = len({row["person"] for row in forget})
     return (f"Every fact about {people} of the {data.get('num_people', 40)} fictitious people that "
             "`hf_unlearn.synthetic` generates for the offline demo.")  # fmt: skip
@@ -738,6 +794,8 @@ def _card_arguments(config: dict[str, Any]) -> dict[str, Any]:
     data, arguments = config["data"], {}
     if data.get("source", "synthetic") == "tofu":
         arguments.update(dataset_tags="locuslab/TOFU", dataset_args=data.get("forget", "forget10"))
+    if data.get("source") == "muse":
+        arguments.update(dataset_tags="muse-bench/MUSE-News", dataset_args=muse_split(data, "forget"))
     if config["model"] is not None and not Path(config["model"]).exists():
         arguments["finetuned_from"] = config["model"]
     return arguments

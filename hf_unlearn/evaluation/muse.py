@@ -22,6 +22,7 @@ import math
 import os
 from pathlib import Path
 
+from ..data import lm_row
 from . import metrics as M
 from .checks import check_choice, check_int, check_number, check_positive_int, kind, move_non_finite, show
 from .generation import greedy_answers
@@ -153,7 +154,7 @@ def text_rows(tokenizer, texts, max_length: int = MAX_LENGTH) -> list[dict]:
         if len(ids) < 2:
             raise ValueError(f"text {index} ({show(texts[index], 40)}) has {len(ids)} token(s): a membership score "
                              "needs at least two (one to predict from, one to score); drop it.")  # fmt: skip
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
+        rows.append(lm_row(ids))
     return rows
 
 
