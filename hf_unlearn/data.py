@@ -247,14 +247,21 @@ def check_tokenized_rows(rows, name: str) -> None:
 
 def tokenize_qa_row(row: dict, tokenizer, prompt_template: str, max_length: int) -> dict:
     """Tokenise one question/answer row: prompt tokens are masked (-100) in `labels`, answer tokens end with EOS."""
-    prompt = prompt_template.format(question=row["question"])
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    answer_ids = tokenizer(" " + str(row["answer"]), add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
-    input_ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+    return tokenize_qa_rows([row], tokenizer, prompt_template, max_length)[0]
+
+
+def tokenize_qa_rows(rows, tokenizer, prompt_template: str, max_length: int) -> list[dict]:
+    """`tokenize_qa_row` of every row, with one tokenizer call for all prompts and one for all answers (a fast
+    tokenizer encodes a list in one batch: 4,000 TOFU rows in a fraction of the time of 8,000 calls)."""
+    prompts = tokenizer([prompt_template.format(question=row["question"]) for row in rows], add_special_tokens=True)
+    answers = tokenizer([" " + str(row["answer"]) for row in rows], add_special_tokens=False)
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    tokenised = []
+    for prompt_ids, answer_ids in zip(prompts["input_ids"], answers["input_ids"], strict=True):
+        input_ids = (list(prompt_ids) + list(answer_ids) + end)[:max_length]
+        labels = ([IGNORE_INDEX] * len(prompt_ids) + list(answer_ids) + end)[:max_length]
+        tokenised.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels})
+    return tokenised
 
 
 def lm_row(ids) -> dict:
@@ -317,7 +324,7 @@ def prepare_dataset(dataset, name: str, tokenizer, prompt_template: str, max_len
         raise ValueError(f"{name} holds text but no tokenizer was given: pass processing_class=tokenizer.")
     if fmt == "qa":
         check_text_cells(dataset, name, ("question", "answer"))
-        rows = [tokenize_qa_row(row, tokenizer, prompt_template, max_length) for row in dataset]
+        rows = tokenize_qa_rows([dataset[i] for i in range(len(dataset))], tokenizer, prompt_template, max_length)
     elif fmt == "text":
         check_text_cells(dataset, name, (text_column(column_names(dataset)),))
         rows = [tokenize_text_row(row, tokenizer, max_length) for row in dataset]
