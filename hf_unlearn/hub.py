@@ -16,12 +16,16 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluation.report import TOFU_ROWS
+from .evaluation.report import MUSE_ROWS, TOFU_ROWS
 from .manifest import MANIFEST_NAME, NEVER_UPLOAD, SALT_NAME, find_request, is_hub_id, read_manifest, write_manifest
 from .model_cards import UNLEARNED, template_path
 
 TEMPLATE = template_path(UNLEARNED)
-MODEL_INDEX_METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "mia_min_k_auc", "privleak")
+# the leaderboards' headline numbers: TOFU's, then MUSE's (VerbMem, KnowMem on forget and retain)
+MODEL_INDEX_METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "mia_min_k_auc", "privleak",
+                       "verbmem_f", "knowmem_f", "knowmem_r")  # fmt: skip
+# the card's metric table: TOFU's rows, then MUSE's own, each with what good looks like
+SUITE_ROWS = TOFU_ROWS + [(key, goal) for key, goal in MUSE_ROWS if key not in dict(TOFU_ROWS)]
 PLOTS = {"loss_curves": "plots/loss_curves.png", "mia_roc": "plots/mia_roc.png"}
 
 
@@ -87,9 +91,9 @@ def _metric_table(metrics: dict[str, dict]) -> tuple[list[str], list[dict]]:
     columns = [name for name in ("original", "gold", "unlearned") if metrics.get(name)]
     rows = [
         {"name": key, "values": [_number(metrics[c].get(key)) for c in columns], "goal": goal}
-        for key, goal in TOFU_ROWS if any(key in metrics[c] for c in columns)
+        for key, goal in SUITE_ROWS if any(key in metrics[c] for c in columns)
     ]  # fmt: skip
-    known = {key for key, _ in TOFU_ROWS}
+    known = {key for key, _ in SUITE_ROWS}
     for key in sorted({k for c in columns for k in metrics[c]} - known):  # other suites' metrics, e.g. classifier
         rows.append({"name": key, "values": [_number(metrics[c].get(key)) for c in columns], "goal": ""})
     return columns, rows

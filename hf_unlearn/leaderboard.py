@@ -11,6 +11,7 @@ from .manifest import MANIFEST_NAME, RUN_ENVIRONMENT
 
 COLUMNS = ["forget_quality", "model_utility", "forget_truth_ratio", "forget_probability", "mia_min_k_auc",
            "privleak", "extraction_strength"]  # fmt: skip
+MUSE_COLUMNS = ["verbmem_f", "knowmem_f", "knowmem_r"]  # shown when a run has MUSE numbers
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -59,7 +60,8 @@ def leaderboard(run_dirs: list[str | Path]) -> tuple[str, str]:
     if not run_dirs:
         raise ValueError("leaderboard needs at least one run folder.")
     rows = rank([load_run(d) for d in run_dirs])
-    header = ["rank", "run", "method", "settings", *COLUMNS, "wall_time_s", "steps"]
+    muse = [name for name in MUSE_COLUMNS if any(name in row for row in rows)]
+    header = ["rank", "run", "method", "settings", *COLUMNS, *muse, "wall_time_s", "steps"]
     table = [[str(i + 1), *(_cell(row.get(name)) for name in header[1:])] for i, row in enumerate(rows)]
     widths = [max(len(cells[i]) for cells in [header, *table]) for i in range(len(header))]
 

@@ -35,6 +35,16 @@ def test_ranked_markdown_and_csv(tmp_path, capsys):
     assert markdown[0].startswith("| rank | run       | method | settings |")
     assert len({len(line) for line in markdown}) == 1  # every line padded to the same columns
     assert "| 1    | grad_diff |" in capsys.readouterr().out
+    assert "verbmem_f" not in rows[0]  # no run has MUSE numbers
+
+
+def test_muse_runs_get_their_columns(tmp_path):
+    runs = [write_run(tmp_path, "muse_npo", {"privleak": -20.0, "verbmem_f": 0.3, "knowmem_f": 0.2, "knowmem_r": 0.4}),
+            write_run(tmp_path, "tofu_npo", {"forget_quality": 0.5})]  # fmt: skip
+    assert main(["leaderboard", *runs, "--output", str(tmp_path / "b.md"), "--csv", str(tmp_path / "b.csv")]) == 0
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "b.csv").open())}
+    assert rows["muse_npo"]["verbmem_f"] == "0.3" and rows["muse_npo"]["knowmem_r"] == "0.4"
+    assert rows["tofu_npo"]["verbmem_f"] == "n/a" and rows["muse_npo"]["privleak"] == "-20"
 
 
 def test_missing_results_is_a_clear_error(tmp_path, capsys):

@@ -49,6 +49,16 @@ def test_card_reads_back_with_metadata_and_results():
     assert "Zelda" not in text and "violet" not in text  # the card never repeats the forget set
 
 
+def test_a_muse_run_reports_muse_numbers_in_the_model_index_and_the_table():
+    metrics = {"gold": {"verbmem_f": 0.2, "privleak": 0.0},
+               "unlearned": {"verbmem_f": 0.25, "knowmem_f": 0.3, "knowmem_r": 0.4, "privleak": -12.5}}  # fmt: skip
+    dataset = {"id": "muse-bench/MUSE-News", "split": "raw/forget", "public": True}
+    card = render_model_card(manifest(metrics=metrics, dataset=dataset))
+    results = {r.metric_type: r.metric_value for r in ModelCard(str(card)).data.eval_results}
+    assert results == {"verbmem_f": 0.25, "knowmem_f": 0.3, "knowmem_r": 0.4, "privleak": -12.5}
+    assert "| verbmem_f | 0.2 | 0.25 | lower, toward the retrained model's |" in str(card)
+
+
 def test_missing_pieces_are_said_not_left_empty(tmp_path):
     card = str(write_card_files(tmp_path, manifest(compute={}, metrics=None, description=None, settings={})))
     assert "has not been evaluated yet. Run `hf-unlearn eval" in card
