@@ -263,7 +263,7 @@ def worker(args) -> None:
     method, _, lora = JOBS[args.job]
     config_cls, trainer_cls = METHODS[method]
     names = {f.name for f in fields(config_cls)}
-    # TODO(issue 29): until UnlearningConfig has nll_reduction / retain_sampling, ours runs its own defaults
+    # where UnlearningConfig has the fields (hf-unlearn after issue 29); an older one runs its own defaults
     conventions = {key: value for key, value in PEER_CONVENTIONS.items() if key in names}
     print(f"@@conventions {json.dumps(conventions)}", flush=True)
     # the reference's other settings: weight decay 0.01, AdamW (torch), a log line every 5 steps, linear decay
