@@ -6,6 +6,7 @@ never recompute log-probabilities themselves.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -23,6 +24,29 @@ def align_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor) -> tuple
     if labels.dim() == 1:
         return logits.unsqueeze(1), labels.unsqueeze(1)
     return logits[:, :-1, :], labels[:, 1:]
+
+
+def logits_to_keep(model, labels: torch.Tensor) -> dict:
+    """`{"logits_to_keep": k}` for a causal LM that takes it: the last `k` positions, from the one that predicts the
+    batch's earliest answer token, so the vocabulary projection skips the prompts (about 40% of a TOFU row); `{}` for
+    a classifier (`labels` `[B]`) or a model without the argument. Pair the logits with `kept_labels`."""
+    if labels.dim() != 2 or not takes_logits_to_keep(model):
+        return {}
+    first_answer = int((labels != IGNORE_INDEX).float().argmax(-1).min())
+    return {"logits_to_keep": labels.shape[-1] - max(first_answer - 1, 0)}
+
+
+def kept_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The labels of the positions `logits` kept (all of them for a classifier's `[B]` labels)."""
+    return labels if labels.dim() != 2 else labels[:, labels.shape[-1] - logits.shape[1]:]
+
+
+def takes_logits_to_keep(model) -> bool:
+    """Whether the causal LM under the wrappers (DDP, DeepSpeed, PEFT) has `logits_to_keep` in its forward."""
+    while hasattr(model, "module"):  # DDP / DeepSpeed engines
+        model = model.module
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(target.forward).parameters
 
 
 def _wide(tensor: torch.Tensor) -> torch.Tensor:

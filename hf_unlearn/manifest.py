@@ -257,14 +257,16 @@ def build_request(*, method: str, method_name: str, paper, description, fingerpr
 
 def card_fields(card_kwargs: dict, output_dir: str, model, tags: list[str]) -> dict[str, Any]:
     """The manifest's fields about the card: the model's name (`model_name`, else output_dir's), the user's language,
-    license and tags, the library, the pipeline tag (`tasks` overrides the model's own) and the trainer's tags."""
+    license and tags, the library, the pipeline tag (`tasks` overrides the model's own), and the trainer's tags with
+    the model's own (`model.add_model_tags`, which `Trainer.push_to_hub` merges too)."""
     tasks = card_kwargs.get("tasks")
+    tags = list(tags) + [tag for tag in getattr(model, "model_tags", None) or [] if tag not in tags]
     return {
         "model_name": card_kwargs.get("model_name") or os.path.basename(os.path.abspath(output_dir)),
         "card": {key: card_kwargs.get(key) for key in ("language", "license", "tags")},
         "library_name": "peft" if hasattr(model, "peft_config") else "transformers",
         "pipeline_tag": tasks if isinstance(tasks, str) else pipeline_tag(model),
-        "tags": list(tags),
+        "tags": tags,
     }
 
 

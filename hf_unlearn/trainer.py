@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 from typing import Any
 
@@ -23,7 +22,7 @@ from .data import (
     prepare_dataset,
 )
 from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
-from .losses import IGNORE_INDEX, kl_divergence, mean_nll, sequence_logps
+from .losses import kept_labels, kl_divergence, logits_to_keep, mean_nll, sequence_logps
 from .mixins import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_source, starting_point
 from .sources import check_model_source
 
@@ -31,29 +30,6 @@ from .sources import check_model_source
 def model_inputs(batch: dict) -> dict:
     """The batch without `labels`, so the model does not compute a loss we do not use."""
     return {key: value for key, value in batch.items() if key != "labels"}
-
-
-def logits_to_keep(model, labels: torch.Tensor) -> dict:
-    """`{"logits_to_keep": k}` for a causal LM that takes it: the last `k` positions, from the one that predicts the
-    batch's earliest answer token, so the vocabulary projection skips the prompts (about 40% of a TOFU row); `{}` for
-    a classifier (`labels` `[B]`) or a model without the argument."""
-    if labels.dim() != 2 or not _takes_logits_to_keep(model):
-        return {}
-    first_answer = int((labels != IGNORE_INDEX).float().argmax(-1).min())
-    return {"logits_to_keep": labels.shape[-1] - max(first_answer - 1, 0)}
-
-
-def kept_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """The labels of the positions `logits` kept (all of them for a classifier's `[B]` labels)."""
-    return labels if labels.dim() != 2 else labels[:, labels.shape[-1] - logits.shape[1]:]
-
-
-def _takes_logits_to_keep(model) -> bool:
-    """Whether the causal LM under the wrappers (DDP, DeepSpeed, PEFT) has `logits_to_keep` in its forward."""
-    while hasattr(model, "module"):  # DDP / DeepSpeed engines
-        model = model.module
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(target.forward).parameters
 
 
 class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):

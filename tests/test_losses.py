@@ -121,13 +121,16 @@ def test_nll_reduction_by_hand():
 
 def test_answer_logps_projects_only_from_the_first_answer_and_gives_the_full_numbers():
     """Prompts of 3 and 5 tokens: the vocabulary projection keeps the last T − 2 positions (from the one predicting the
-    earliest answer token), for a plain and a PEFT model, and the log-probs equal those of all positions' logits."""
+    earliest answer token), for a plain and a PEFT model, in training and in evaluation alike, and the log-probs equal
+    those of all positions' logits."""
     from types import SimpleNamespace
 
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from hf_unlearn.trainer import UnlearningTrainer, logits_to_keep
+    from hf_unlearn.evaluation.probability import token_statistics
+    from hf_unlearn.losses import logits_to_keep
+    from hf_unlearn.trainer import UnlearningTrainer
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -142,4 +145,10 @@ def test_answer_logps_projects_only_from_the_first_answer_and_gives_the_full_num
         kept = UnlearningTrainer.answer_logps(SimpleNamespace(), model, batch)
         full = sequence_logps(model(input_ids=ids, attention_mask=batch["attention_mask"]).logits, labels)
         assert torch.allclose(kept[0], full[0], atol=1e-5) and torch.equal(kept[1], full[1])
+        rows = [{"input_ids": ids[i, :n].tolist(), "labels": labels[i, :n].tolist()} for i, n in enumerate((7, 9))]
+        calls = []
+        model.register_forward_pre_hook(lambda _, args, kwargs, calls=calls: calls.append(kwargs.get("logits_to_keep")),
+                                        with_kwargs=True)  # fmt: skip
+        scored = token_statistics(model, rows, batch_size=2, pad_token_id=0, min_k_plus_plus=False)
+        assert calls == [7] and torch.allclose(scored["sum_logps"], full[0], atol=1e-5)
     assert logits_to_keep(model, torch.tensor([1, 0])) == {}  # a classifier's labels

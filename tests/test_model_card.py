@@ -102,7 +102,8 @@ def test_plots_and_eval_results_written_for_a_public_benchmark(tmp_path):
 
 def test_cards_of_classifier_and_image_runs_name_their_task_and_method(tmp_path, digits_data):
     """The pipeline tag comes from the model (a text-generation card for a classifier would misfile it on the Hub),
-    the tags from the trainer's `_tag_names` and the method; `tasks=` overrides the detected tag."""
+    the tags from the trainer's `_tag_names`, the model's own (`add_model_tags`) and the method; `tasks=` overrides
+    the detected tag."""
     from conftest import training_args
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -118,6 +119,7 @@ def test_cards_of_classifier_and_image_runs_name_their_task_and_method(tmp_path,
         "deepcut": (bert, {"forget_dataset": rows[:4], "retain_dataset": rows[4:], "processing_class": tokenizer}),
         "ga": (build_tiny_image_classifier(), {"forget_dataset": digits_data["forget"][:4]}),
     }
+    runs["ga"][0].add_model_tags(["digits-demo"])
     for name, (model, data) in runs.items():
         config_cls, trainer_cls = hf_unlearn.METHODS[name]
         extra = {"alpha": 0} if name == "ga" else {}
@@ -130,5 +132,6 @@ def test_cards_of_classifier_and_image_runs_name_their_task_and_method(tmp_path,
         assert card.data.pipeline_tag == expected
         assert card.data.eval_results is None or all(r.task_type == expected for r in card.data.eval_results)
         assert {"hf-unlearn", "unlearning", name} <= set(card.data.tags)
+        assert ("digits-demo" in card.data.tags) == (name == "ga")
     trainer.create_model_card(tasks="image-feature-extraction")
     assert ModelCard.load(tmp_path / "ga" / "README.md").data.pipeline_tag == "image-feature-extraction"

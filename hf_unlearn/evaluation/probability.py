@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from ..data import UnlearningCollator
-from ..losses import IGNORE_INDEX, align_logits_and_labels, mean_nll, token_logps
+from ..losses import (
+    IGNORE_INDEX,
+    align_logits_and_labels,
+    kept_labels,
+    logits_to_keep,
+    mean_nll,
+    takes_logits_to_keep,
+    token_logps,
+)
 from ..progress import bar
 from .checks import check_int, check_positive_int, check_rows, show
 from .metrics import standardised_logps
@@ -52,17 +60,13 @@ def _batch_parts(logits, labels, min_k_plus_plus: bool) -> dict[str, torch.Tenso
 def _full_batches(model, rows, batch_size, pad, device, min_k_plus_plus):
     """Each row in one pass (rows sorted by length, so batches carry little padding)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     for start in bar(range(0, len(rows), batch_size), "scoring answers"):
         indices = order[start:start + batch_size]
         batch = {key: value.to(device) for key, value in pad([rows[i] for i in indices]).items()}
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
-        width = batch["labels"].shape[-1]
-        if accepts_logits_to_keep:  # the vocabulary projection only where answers are predicted
-            first_answer = int((batch["labels"] != IGNORE_INDEX).float().argmax(-1).min())
-            inputs["logits_to_keep"] = min(width, width - first_answer + 1)
-        logits = model(**inputs).logits
-        yield indices, _batch_parts(logits, batch["labels"][:, width - logits.shape[1]:], min_k_plus_plus)
+        # the vocabulary projection only where answers are predicted
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                       **logits_to_keep(model, batch["labels"])).logits  # fmt: skip
+        yield indices, _batch_parts(logits, kept_labels(batch["labels"], logits), min_k_plus_plus)
 
 
 def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, device, min_k_plus_plus):
@@ -74,7 +78,6 @@ def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, devi
     # continuations carry most of the compute: batch prompts whose longest continuations are alike (less padding)
     longest = [max(len(rows[i]["input_ids"]) for i in rows_of[j]) - len(prompts[j]) for j in range(len(prompts))]
     order = sorted(range(len(prompts)), key=longest.__getitem__)
-    accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     per_batch = max(1, round(batch_size * len(prompts) / len(rows)))  # about batch_size continuations a pass
     for start in bar(range(0, len(order), per_batch), "scoring answers"):
         chosen = order[start:start + per_batch]
@@ -86,7 +89,7 @@ def _prefix_batches(model, rows, prompts, of_row, batch_size, pad_token_id, devi
             prompt_mask[k, width - len(prompts[j]):] = 1
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        keep = {"logits_to_keep": 1} if accepts_logits_to_keep else {}  # only the last position predicts an answer
+        keep = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}  # only the last position predicts an answer
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **keep)
         indices = [i for j in chosen for i in rows_of[j]]
         source = torch.tensor([k for k, j in enumerate(chosen) for _ in rows_of[j]], device=device)
