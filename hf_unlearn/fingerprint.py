@@ -49,6 +49,14 @@ def content_columns(example: Mapping) -> list[str] | None:
     return ["question", "answer"] if {"question", "answer"} <= set(example) else None
 
 
+def dataset_hashes(dataset) -> tuple[list[str], list[str]]:
+    """The content columns of a dataset's rows (`content_columns` of its first) and the sorted hashes of its rows, as
+    the user holds them: computed in memory, for the card's keyed fingerprint."""
+    rows = [dataset[i] for i in range(len(dataset))]
+    columns = content_columns(rows[0])
+    return columns, example_hashes(rows, columns)
+
+
 def example_hashes(examples: Iterable[Mapping], columns: list[str] | None = None) -> list[str]:
     """Sorted `example_hash` of each example, restricted to `columns` when given."""
     hashes = []

@@ -255,6 +255,15 @@ def build_request(*, method: str, method_name: str, paper, description, fingerpr
     return request
 
 
+def dataset_entry(card_kwargs: dict) -> dict[str, Any] | None:
+    """The public forget-set dataset the card names (`dataset_tags` or `dataset`, its split from `dataset_args`)."""
+    datasets = card_kwargs.get("dataset_tags") or card_kwargs.get("dataset")
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+    split = card_kwargs.get("dataset_args")
+    split = split[0] if isinstance(split, (list, tuple)) else split
+    return {"id": datasets[0], "split": split, "public": True} if datasets else None
+
+
 def card_fields(card_kwargs: dict, output_dir: str, model, tags: list[str]) -> dict[str, Any]:
     """The manifest's fields about the card: the model's name (`model_name`, else output_dir's), the user's language,
     license and tags, the library, the pipeline tag (`tasks` overrides the model's own), and the trainer's tags with

@@ -21,7 +21,7 @@ from .data import (
     check_vocabulary,
     prepare_dataset,
 )
-from .fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
+from .fingerprint import dataset_hashes, fingerprint_from_hashes, new_salt
 from .losses import kept_labels, kl_divergence, logits_to_keep, mean_nll, sequence_logps
 from .mixins import CardFilesMixin, LossTermsMixin, check_output_dir, is_peft_model, model_source, starting_point
 from .sources import check_model_source
@@ -111,11 +111,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
                 "pass retain_dataset, or set alpha=0 to unlearn without one."
             )
         check_forget_retain(forget_dataset, retain_dataset)
-        # Hashes of the rows as the user holds them (in memory only), for the card's keyed fingerprint.
-        raw_rows = [forget_dataset[i] for i in range(len(forget_dataset))]
-        self._fingerprint_columns = content_columns(raw_rows[0])
-        self._forget_hashes = example_hashes(raw_rows, self._fingerprint_columns)
-        del raw_rows
+        self._fingerprint_columns, self._forget_hashes = dataset_hashes(forget_dataset)  # the card's fingerprint
         check_output_dir(args.output_dir, args.overwrite_output_dir, model_source(model))
         self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every request its own
@@ -306,22 +302,13 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
 
     def unlearning_manifest(self) -> dict[str, Any]:
         """This run's manifest: the request just served on top of the starting model's lineage."""
-        import json
-
-        from .manifest import build_request, card_fields, non_default_settings, with_request
+        from .evaluation.report import stored_numbers
+        from .manifest import build_request, card_fields, dataset_entry, non_default_settings, with_request
 
         kwargs = self._card_kwargs
         metrics = {name: numbers for name, numbers in self._flat_metrics.items() if numbers}
-        eval_file = os.path.join(self.args.output_dir, "eval_results.json")
-        if "unlearned" not in metrics and os.path.isfile(eval_file):  # written by `hf-unlearn eval --output`
-            from .evaluation.report import flat_numbers
-
-            with open(eval_file) as handle:
-                metrics["unlearned"] = flat_numbers(json.load(handle))  # its numbers, not its settings
-        datasets = kwargs.get("dataset_tags") or kwargs.get("dataset")
-        datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
-        split = kwargs.get("dataset_args")
-        split = split[0] if isinstance(split, (list, tuple)) else split
+        if "unlearned" not in metrics and (stored := stored_numbers(self.args.output_dir)):
+            metrics["unlearned"] = stored  # written by `hf-unlearn eval --output`
         no_step = self.state.global_step == 0
         request = build_request(
             method=vars(type(self)).get("_method_name", type(self).__name__),  # set by register_method
@@ -329,7 +316,7 @@ class UnlearningTrainer(LossTermsMixin, CardFilesMixin, Trainer):
             fingerprint=fingerprint_from_hashes(self._forget_hashes, self._salt, self._fingerprint_columns),
             settings=non_default_settings(self.args), log_history=self.state.log_history,
             steps=self.state.global_step,
-            dataset={"id": datasets[0], "split": split, "public": True} if datasets else None, metrics=metrics,
+            dataset=dataset_entry(kwargs), metrics=metrics,
             # why a metric is absent (e.g. an audit's Forgetting Score without the original encoder), per model
             metrics_missing={name: dict(results["missing"]) for name, results in self._evaluation.items()
                              if isinstance(results.get("missing"), dict) and results["missing"]},

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 # (key, what good looks like after unlearning), in the order the table prints them
 TOFU_ROWS = [
@@ -60,6 +63,13 @@ def flat_numbers(results: Mapping) -> dict[str, float]:
     NaN or infinite number (the suites report those under `missing`, with the reason)."""
     return {k: float(v) for k, v in results.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
+
+
+def stored_numbers(folder: str | os.PathLike) -> dict[str, float]:
+    """The numbers of `folder/eval_results.json` (written by `hf-unlearn eval --output`), not its settings; {} when
+    there is no such file."""
+    path = Path(folder) / "eval_results.json"
+    return flat_numbers(json.loads(path.read_text())) if path.is_file() else {}
 
 
 def format_rows(label: str, names, rows, label_width: int = 26, width: int = 12, rule: int | None = None) -> str:

@@ -36,7 +36,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..config import SafeArgumentsMixin, check_prompt_template
 from ..data import UnlearningCollator, _row_key, check_rows_fit_model, check_vocabulary, prepare_dataset, row_format
-from ..fingerprint import content_columns, example_hashes, fingerprint_from_hashes, new_salt
+from ..fingerprint import dataset_hashes, fingerprint_from_hashes, new_salt
 from ..losses import mean_nll, sequence_logps
 from ..mixins import CardFilesMixin, LossTermsMixin, check_engine, check_output_dir, model_source, starting_point
 from ..model_cards import PREPARED, template_path
@@ -244,11 +244,7 @@ class Ready2UnlearnTrainer(LossTermsMixin, CardFilesMixin, Trainer):
                              "query_batch=False.")  # fmt: skip
         if stable_dataset is None and args.lambda2 > 0:
             stable_dataset = self._sample_stable(train_dataset, revocable_dataset, fmt, args)
-        # Hashes of the revocable rows as the user holds them (in memory only), for the card's keyed fingerprint.
-        raw_rows = [revocable_dataset[i] for i in range(len(revocable_dataset))]
-        self._fingerprint_columns = content_columns(raw_rows[0])
-        self._revocable_hashes = example_hashes(raw_rows, self._fingerprint_columns)
-        del raw_rows
+        self._fingerprint_columns, self._revocable_hashes = dataset_hashes(revocable_dataset)  # the card's fingerprint
         check_output_dir(args.output_dir, args.overwrite_output_dir, model_source(model))
         self._made_output_dir = not os.path.exists(args.output_dir)  # Trainer.__init__ makes it
         self._salt = fingerprint_salt or new_salt()  # every preparation its own
