@@ -5,6 +5,7 @@ of that folder to the Hub), with where a run may save (`check_output_dir`) and w
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections import defaultdict
@@ -123,6 +124,41 @@ def check_engine(trainer, zero3_problem: str | None = None) -> None:
             f"{type(trainer).__name__} cannot run under DeepSpeed ZeRO-3: {zero3_problem} Use ZeRO-2 "
             f"(examples/accelerate/ds_zero2.json) or DDP; see {ENGINES_DOC}."
         )  # fmt: skip
+
+
+def whole_copy(model, main: bool, device: str | torch.device = "cpu"):
+    """A plain copy of `model` with its whole weights on the main process (None on the others), for work that needs
+    them in one process, such as evaluation. Under DeepSpeed ZeRO-3, where each process holds a shard of every
+    parameter, every process must call it: the parameters are gathered one at a time into a copy the main process
+    builds on `device` (no weight initialisation, the same dtypes), so no process holds more than one whole parameter
+    beyond its shards. Without ZeRO-3 it is a deep copy on the main process."""
+    if not any(hasattr(parameter, "ds_id") for parameter in model.parameters()):
+        return copy.deepcopy(model) if main else None
+    import deepspeed
+
+    plain = None
+    if main:
+        base = model.get_base_model() if is_peft_model(model) else model
+        with torch.device("meta"):
+            plain = type(base)(base.config)
+        plain = plain.to_empty(device=device)  # new tensors: the tied ones (lm_head and embeddings) untied
+        if hasattr(plain, "tie_weights"):
+            plain.tie_weights()
+        plain.generation_config = copy.deepcopy(getattr(base, "generation_config", None))
+        if is_peft_model(model):
+            from peft import get_peft_model
+
+            plain = get_peft_model(plain, model.peft_config[model.active_adapter])
+        for name, buffer in model.named_buffers():  # not partitioned: whole on every process
+            plain.get_buffer(name).data = buffer.detach().to(device, copy=True)
+    targets = dict(plain.named_parameters()) if main else {}
+    for name, parameter in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
+            if main:
+                targets.pop(name).data = parameter.data.detach().to(device, copy=True)
+    if targets:  # never evaluate uninitialised memory
+        raise RuntimeError(f"whole_copy: {sorted(targets)} of the copy have no counterpart in the model.")
+    return plain.eval() if main else None
 
 
 def model_source(model) -> str | None:

@@ -32,7 +32,7 @@ from .evaluation import answer_stats
 from .evaluation.report import flat_numbers
 from .manifest import SALT_NAME, holds_model
 from .methods import METHODS  # importing the package registers the built-in methods
-from .mixins import check_output_dir
+from .mixins import check_output_dir, whole_copy
 from .progress import name_progress, phase, showing
 from .sources import check_hub_reachable, check_model_source, load_pretrained
 
@@ -394,18 +394,18 @@ def check_run_config(config: dict[str, Any] | None = None, source: str | Path | 
         args = _method_args(config, config_cls, unlearn_args)
     except (TypeError, ValueError) as error:
         raise _again(error, f"{at}unlearn ({config_cls.__name__}): ") from None
-    phases = [key for key in ("finetune", "gold", "evaluate") if config[key]]
+    phases = [key for key in ("finetune", "gold") if config[key]]
     if phases and is_deepspeed_zero3_enabled():
         raise ValueError(
-            f"{at}under DeepSpeed ZeRO-3, `hf-unlearn run` runs the unlearning phase only ({', '.join(phases)} would "
-            "need whole weights in one process, and a model built between two ZeRO-3 runs can hang the launch): set "
-            f"{', '.join(f'{p}: {NO_PHASE[p]}' for p in phases)}, give `model:` an already fine-tuned model, and "
-            "evaluate the saved model afterwards with `hf-unlearn eval` (docs/scale.md); or launch with DDP or ZeRO-2."
+            f"{at}under DeepSpeed ZeRO-3, `hf-unlearn run` trains the unlearning phase only ({', '.join(phases)} would "
+            "train a second model, and a model built between two ZeRO-3 runs can hang the launch): set "
+            f"{', '.join(f'{p}: {NO_PHASE[p]}' for p in phases)} and give `model:` an already fine-tuned model "
+            "(docs/scale.md); or launch with DDP or ZeRO-2."
         )  # fmt: skip
     return RunPlan(config, forget, retain, heldout, config_cls, trainer_cls, args, unlearn_args)
 
 
-NO_PHASE = {"finetune": "null", "gold": "false", "evaluate": "false"}
+NO_PHASE = {"finetune": "null", "gold": "false"}
 TOFU_LOCAL = "`path: ../shared/data/tofu` in the run config's `data` (a folder of TOFU's JSONL files)"
 
 
@@ -511,6 +511,12 @@ def load_model(config: dict[str, Any], forget: list[dict], retain: list[dict]):
     """The run's model and tokenizer: from `config['model']`, or a tiny Llama with an in-process tokenizer."""
     if config["model"] is not None:
         tokenizer = load_pretrained(AutoTokenizer, config["model"], "tokenizer")
+        if is_deepspeed_zero3_enabled() and torch.distributed.is_initialized():
+            # loaded partitioned (zero.Init), whose config check counts the processes through DeepSpeed's own view of
+            # the process group: without it, one, and "train_batch_size is not equal to micro_batch_per_gpu * ..."
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), verbose=False)
         return load_pretrained(AutoModelForCausalLM, config["model"]), tokenizer
     from .synthetic import build_tiny_causal_lm, train_tokenizer
 
@@ -681,7 +687,8 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as scratch:  # the fine-tune's Trainer leaves nothing we keep
             rows = forget + retain
             finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"], **config["finetune"])
-    original = copy.deepcopy(model) if config.get("evaluate") and main else None
+    # the model before unlearning, whole on the main process (gathered there under ZeRO-3)
+    original = whole_copy(model, main, PartialState().device) if config.get("evaluate") else None
     gold_model = None
     if config.get("gold"):
         log("training the gold (retain-only) model with the same recipe ...")
@@ -717,8 +724,12 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         log(format_table(before, after))
 
     evaluation = {}
+    # under ZeRO-3 every process gathers its shards into a whole copy on the main one, which evaluates alone while the
+    # others wait at the save (within `ddp_timeout`)
+    zero3 = is_deepspeed_zero3_enabled()
+    unlearned = whole_copy(trainer.model, main, args.device) if config.get("evaluate") and zero3 else trainer.model
     if config.get("evaluate") and main:
-        columns = _evaluate_suite(config, original, gold_model, trainer.model, tokenizer, forget, retain, log)
+        columns = _evaluate_suite(config, original, gold_model, unlearned, tokenizer, forget, retain, log)
         trainer.record_evaluation(**columns)
         evaluation = {name: flat_numbers(result) for name, result in columns.items()}
         (output_dir / "eval_results.json").write_text(json.dumps(evaluation.get("unlearned", {}), indent=2) + "\n")

@@ -152,6 +152,8 @@ def test_zero3_matches_ddp(ddp, zero3, case):
     ddp_weights = ranks(ddp, case)[0]["checksum"]
     assert all(abs(v - ddp_weights[k]) <= 1e-5 * max(1.0, abs(v)) for k, v in first["checksum"].items())
     assert_saved_weights_are_the_gathered_ones(zero3 / case / "model", first["checksum"])
+    # the plain copy `whole_copy` gathers onto rank 0 (what `hf-unlearn run` evaluates) holds the gathered weights
+    assert first["whole_copy"] == {"missing": [], "max_difference": 0.0}
     if case in WITH_RETAIN_DRAWS:
         assert first["retain"] == ranks(ddp, case)[0]["retain"] != second["retain"]
 
@@ -258,21 +260,51 @@ def test_hf_unlearn_run_on_two_processes_evaluates_and_writes_once(tmp_path):
     assert len(json.loads((out / "unlearning_manifest.json").read_text())["requests"]) == 1
 
 
-def test_hf_unlearn_run_under_zero3_unlearns_only(tmp_path):
-    """Under ZeRO-3 the run is the unlearning phase alone (saved whole, as gathered); asking for a fine-tune, gold model
-    or evaluation is refused before anything trains, with the settings that work."""
+def test_hf_unlearn_run_under_zero3_evaluates_the_gathered_model_once(tmp_path):
+    """Under ZeRO-3 the run trains the unlearning phase alone (saved whole, as gathered) and evaluates on the main
+    process a copy gathered from the shards: the same numbers as one process evaluating the original and the reloaded
+    saved model. Asking for a fine-tune or a gold model is refused before anything trains, with the settings that
+    work."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import pipeline
+
     needs_deepspeed()
+    # a fine-tuned model to start from (it answers, so the generation pass has something to score), loaded by the run
+    # under ZeRO-3: partitioned at load, and gathered for the original's evaluation
+    plan = pipeline.check_run_config(yaml.safe_load(RUN_CONFIG % ("", tmp_path / "single")))
+    model, tokenizer = pipeline.load_model(plan.config, plan.forget, plan.retain)
+    pipeline.finetune(model, tokenizer, plan.forget + plan.retain, tmp_path / "scratch", num_train_epochs=40,
+                      learning_rate=3e-3, per_device_train_batch_size=8, use_cpu=True)  # fmt: skip
+    model.save_pretrained(tmp_path / "fine-tuned")
+    tokenizer.save_pretrained(tmp_path / "fine-tuned")
     out = tmp_path / "out"
-    result = run_command(tmp_path, RUN_CONFIG % (f", deepspeed: {ZERO3}", out) + "finetune: null\ngold: false\n"
-                         "evaluate: false\n")  # fmt: skip
+    recipe = (f"model: {tmp_path / 'fine-tuned'}\nfinetune: null\ngold: false\n"
+              "evaluate: {limit: 6, max_new_tokens: 12}\n")  # fmt: skip
+    result = run_command(tmp_path, RUN_CONFIG % (f", deepspeed: {ZERO3}", out) + recipe)
     assert result.returncode == 0, result.stderr[-4000:]
     reloaded = reload(out)
     assert sum(t.numel() for t in reloaded.values()) > 300_000  # whole tensors, not ZeRO-3's empty placeholders
-    assert json.loads((out / "summary.json").read_text())["before"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["before"] is None and (result.stdout + result.stderr).count("evaluating original") == 1
+
+    # one process, no engine: the original and the saved model as a fresh process loads them
+    plan = pipeline.check_run_config(yaml.safe_load(RUN_CONFIG % ("", tmp_path / "single") + recipe))
+    original, unlearned = (AutoModelForCausalLM.from_pretrained(folder) for folder in (tmp_path / "fine-tuned", out))
+    single = pipeline._evaluate_suite(plan.config, original, None, unlearned, tokenizer, plan.forget, plan.retain,
+                                      lambda *_: None)  # fmt: skip
+    assert single["original"]["forget_rouge"] > 0.5  # it answers: the generation pass is compared on real answers
+    for name in ("original", "unlearned"):
+        numbers = pipeline.flat_numbers(single[name])
+        assert numbers.keys() == summary["evaluation"][name].keys()
+        for key, value in numbers.items():
+            assert abs(summary["evaluation"][name][key] - value) <= 1e-5 * max(1.0, abs(value)), (name, key)
+    assert summary["evaluation"]["unlearned"] != summary["evaluation"]["original"]
 
     bad = tmp_path / "bad"
     (tmp_path / "bad").mkdir()
-    refused = run_command(bad, RUN_CONFIG % (f", deepspeed: {ZERO3}", bad / "out") + "gold: false\nevaluate: true\n")
+    refused = run_command(bad, RUN_CONFIG % (f", deepspeed: {ZERO3}", bad / "out") + "gold: true\nevaluate: true\n")
     assert refused.returncode != 0
-    assert "under DeepSpeed ZeRO-3, `hf-unlearn run` runs the unlearning phase only" in refused.stderr
-    assert "finetune: null, evaluate: false" in refused.stderr and not (bad / "out").exists()
+    assert "under DeepSpeed ZeRO-3, `hf-unlearn run` trains the unlearning phase only" in refused.stderr
+    assert "finetune: null, gold: false" in refused.stderr and not (bad / "out").exists()

@@ -44,13 +44,16 @@ def greedy_answers(
     order = sorted(range(len(prompts_all)), key=lambda i: len(prompts_all[i]))  # similar lengths: less padding
     answers: list[str] = [""] * len(prompts_all)
     cache = {"cache_implementation": "static"} if _takes_static_cache(model) else {}
+    # transformers steps the generate loops of all processes together under ZeRO-3 (each token's forward gathers the
+    # shards); a whole model (e.g. `whole_copy`'s, on the main process) generates alone
+    synced = any(hasattr(parameter, "ds_id") for parameter in model.parameters())
     try:
         for start in bar(range(0, len(order), batch_size), "generating answers"):
             indices = order[start:start + batch_size]
             prompts = [prompts_all[i] for i in indices]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
             output = model.generate(
-                **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True, **cache,
+                **batch, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True, **cache, synced_gpus=synced,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             )  # fmt: skip
             new_tokens = output[:, batch["input_ids"].shape[1]:]

@@ -17,6 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 import hf_unlearn
+from hf_unlearn.mixins import whole_copy
 from hf_unlearn.preparation import Ready2UnlearnConfig, Ready2UnlearnTrainer
 from hf_unlearn.refusals import AlternateCollator
 from hf_unlearn.synthetic import build_tiny_causal_lm, make_fictitious_qa, split_forget_retain, train_tokenizer
@@ -177,9 +178,16 @@ for case in cases:
     record = {"rank": args.process_index, "world_size": args.world_size, "logs": terms.logs, **drawn,
               "zero_stage": plugin.zero_stage if plugin else None}  # fmt: skip
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathered on rank 0 under ZeRO-3
+    # what `hf-unlearn run` evaluates under ZeRO-3: a plain copy gathered onto rank 0 (every rank takes part)
+    whole = whole_copy(trainer.model, args.process_index == 0) if record["zero_stage"] == 3 else None
     if args.process_index == 0:
         record["checksum"] = {k: float(v.double().sum()) for k, v in state.items()}
         record["initial"] = initial
+        if whole is not None:
+            copied, gathered = ({k.replace(".default", ""): v for k, v in weights.items()}
+                                for weights in (whole.state_dict(), state))  # fmt: skip
+            record["whole_copy"] = {"missing": sorted(gathered.keys() - copied.keys()), "max_difference": max(
+                float((copied[k] - v).abs().max()) for k, v in gathered.items() if k in copied)}
     with open(os.path.join(folder, f"rank{args.process_index}.json"), "w") as handle:
         json.dump(record, handle)
     trainer.accelerator.wait_for_everyone()
