@@ -37,8 +37,9 @@ class UnlearningEvalCallback(TrainerCallback):
     step's checkpoint is saved (unless `save_strategy="no"`: then the final model is the chosen one and no checkpoint
     is written), and the chosen step is recorded in `trainer.state.log_history` and in
     `<output_dir>/unlearning_eval.json`. In multi-process runs the main process computes the metrics and sends them
-    to the others, so every rank stops at the same step and the work is done once; under DeepSpeed ZeRO-3, whose
-    forward needs every process (each holds a shard of the weights), every rank computes them together.
+    to the others, so every rank stops at the same step and the work is done once; under DeepSpeed ZeRO-3 (each process
+    holds a shard of the weights) every process first helps gather a whole copy onto the main one
+    (`mixins.whole_copy`), which must fit on its device.
     """
 
     def __init__(
@@ -90,10 +91,15 @@ class UnlearningEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self._every:
             return
-        if args.world_size > 1 and not is_deepspeed_zero3_enabled():
+        if args.world_size > 1:
             from accelerate.utils import broadcast_object_list
 
+            from .mixins import whole_copy
+
             sent = [None]
+            # under ZeRO-3 each process holds a shard: all gather a plain copy onto the main one, which computes alone
+            if is_deepspeed_zero3_enabled():
+                model = whole_copy(model, state.is_world_process_zero, args.device)
             if state.is_world_process_zero:
                 try:
                     sent = [self.compute(model)]

@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: a short GradDiff run on CPU (gloo) that
 writes, per rank, which forget and retain examples it drew, the final weights' checksum, and where the evaluation
-callback stopped it (a target every rank meets at its first evaluation, step 2)."""
+callback stopped it (a target every rank meets at its first evaluation, step 2). A second argument, a DeepSpeed JSON,
+runs it under DeepSpeed instead of DDP."""
 
 import json
 import os
@@ -39,7 +40,7 @@ class LogTerms(TrainerCallback):
 
 args = GradDiffConfig(output_dir=output_dir, max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3,
                       logging_steps=1, report_to="none", save_strategy="steps", save_steps=1000, disable_tqdm=True,
-                      use_cpu=True)
+                      use_cpu=True, deepspeed=sys.argv[2] if len(sys.argv) > 2 else None)  # a DeepSpeed JSON, or DDP
 evaluation = UnlearningEvalCallback(eval_steps=2, stop_when={"forget_loss": (">=", 0.0)})
 computed = []  # the evaluations this rank computed itself (the main one computes, the others receive)
 compute = evaluation.compute
