@@ -207,6 +207,20 @@ def test_accelerate_launch_on_cpu(ddp, tmp_path, config):
     assert_saved_weights_are_the_gathered_ones(out / "grad_diff" / "model", first["checksum"])
 
 
+def test_deepspeed_launcher_on_cpu(ddp, tmp_path):
+    """DeepSpeed's own launcher (`deepspeed --num_gpus 2`, which passes `--local_rank=N` to the script) runs 2 CPU
+    processes under ZeRO-3 that match torchrun's DDP."""
+    needs_deepspeed()
+    launcher = [shutil.which("deepspeed", path=os.path.dirname(sys.executable)) or "deepspeed", "--num_gpus", "2",
+                "--master_port", str(free_port())]  # fmt: skip
+    out = launch(tmp_path, ZERO3, ["npo"], launcher=launcher)
+    first, second = ranks(out, "npo")
+    assert first["world_size"] == 2 and first["zero_stage"] == second["zero_stage"] == 3
+    assert_same_losses(first, ranks(ddp, "npo")[0])
+    assert first["retain"] == ranks(ddp, "npo")[0]["retain"] != second["retain"]
+    assert_saved_weights_are_the_gathered_ones(out / "npo" / "model", first["checksum"])
+
+
 def test_two_nodes_simulated_match_one_node(ddp, tmp_path):
     """2 nodes × 1 process (two torchrun launchers on the loopback address) = 1 node × 2 processes: the same losses,
     weights and per-global-rank retain draws."""

@@ -27,7 +27,8 @@ if os.environ.get("ENGINE_RUN_DUMP"):  # debugging a hang: every rank prints its
     import faulthandler
 
     faulthandler.dump_traceback_later(int(os.environ["ENGINE_RUN_DUMP"]), exit=True)
-out, engine, cases = sys.argv[1], sys.argv[2], sys.argv[3:]
+# the `deepspeed` launcher adds --local_rank=N (torchrun and accelerate set LOCAL_RANK only)
+out, engine, *cases = [arg for arg in sys.argv[1:] if not arg.startswith("--local_rank")]
 CASES = {  # name -> (registry name, config overrides)
     "ga": ("ga", {}),
     "grad_diff": ("grad_diff", {}),
