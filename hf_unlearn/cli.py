@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--conventions", choices=CONVENTIONS, default="leaderboard", help="How extraction "
                              "strength, exact memorisation, Min-K, Min-K++ and ZLib count tokens: the leaderboards' "
                              "(open-unlearning's) or hf-unlearn's own (docs/evaluation.md).")
-    eval_parser.add_argument("--gradnorm", action="store_true", help="tofu and qa suites: add the GradNorm attack "
-                             "(mia_gradnorm_auc; one backward pass per forget and held-out row).")
+    eval_parser.add_argument("--gradnorm", action="store_true", help="tofu, qa and muse suites: add the GradNorm "
+                             "attack (mia_gradnorm_auc; one backward pass per forget and held-out row or text).")
     eval_parser.add_argument("--roc-plot", help="Also draw the membership-inference ROC of each evaluated model into "
                              "this PNG file (tofu and qa suites).")
 
@@ -778,7 +778,7 @@ def _evaluate_muse(args) -> int:
         tokenizer.pad_token = tokenizer.eos_token
     options = {"path": args.muse_path, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size or 8,
                "generation_batch_size": args.generation_batch_size, "limit": args.limit,
-               "conventions": args.conventions}  # fmt: skip
+               "conventions": args.conventions, "gradnorm": args.gradnorm}  # fmt: skip
     settings = {"suite": "muse", "limit": args.limit, "conventions": args.conventions}
     columns, gold = {}, {}
     if args.gold_results:

@@ -194,6 +194,23 @@ def test_privleak_is_negative_for_a_model_trained_on_the_forget_texts(muse_path,
     assert plus["privleak"] < 0
 
 
+def test_gradnorm_attack_on_muse_texts(muse_path, muse_tokenizer):
+    """`gradnorm=True` adds GradNorm (score: −the mean per-tensor gradient 2-norm of a text's mean NLL) on the forget
+    vs holdout PrivLeak texts: equal to the AUC of `gradient_norms` on the same token rows, near 1 for a model that
+    memorised the forget texts, and with its ROC; off by default."""
+    from hf_unlearn.evaluation.probability import gradient_norms
+
+    texts = {side: [row["text"] for row in load_muse("privleak", side, muse_path)][:4]
+             for side in ("forget", "holdout")}  # fmt: skip
+    trained = train_on(muse_tokenizer, texts["forget"])
+    options = {"limit": 4, "max_new_tokens": 2, "max_length": 64}
+    results = evaluate_muse(trained, muse_tokenizer, muse_path, gradnorm=True, **options)
+    norms = {side: gradient_norms(trained, text_rows(muse_tokenizer, texts[side], 64)) for side in texts}
+    assert results["mia_gradnorm_auc"] == M.mia_auc(-norms["forget"], -norms["holdout"]) >= 0.75
+    assert "gradnorm" in results["mia_roc"]
+    assert "mia_gradnorm_auc" not in evaluate_muse(trained, muse_tokenizer, muse_path, **options)
+
+
 def test_score_muse_gold_without_a_usable_auc():
     gold = {"mia_min_k_auc": 1.0, "missing": {}}
     assert score_muse_gold(gold) == {"gold_auc": None}

@@ -26,7 +26,7 @@ from ..data import lm_row
 from . import metrics as M
 from .checks import check_choice, check_int, check_number, check_positive_int, kind, move_non_finite, show
 from .generation import greedy_answers
-from .probability import token_statistics
+from .probability import gradient_norms, token_statistics
 
 MUSE_HUB_ID = "muse-bench/MUSE-News"
 # subset -> its splits, as the Hub names them
@@ -184,6 +184,7 @@ def evaluate_muse(
     generation_batch_size: int | None = None,
     max_length: int = MAX_LENGTH,
     conventions: M.Conventions | str = "leaderboard",
+    gradnorm: bool = False,
 ) -> dict:
     """Every MUSE-News number for `model`, as a flat dict: `verbmem_f`, `knowmem_f`, `knowmem_r` (ROUGE-L F1 in
     [0, 1]), `mia_{loss,zlib,min_k,min_k_plus_plus}_auc` (forget vs holdout `privleak` texts, forget positive),
@@ -196,7 +197,8 @@ def evaluate_muse(
     `limit`: the first rows of each split (quick checks; MUSE's numbers use every row). `batch_size` texts are scored
     per forward pass, `generation_batch_size` (default `batch_size`) prompts continued per `generate` call;
     `max_length`: tokens of each PrivLeak text scored; `conventions`: how Min-K, Min-K++ and ZLib count tokens
-    (`metrics.Conventions`: the leaderboards' by default, `"hf-unlearn"` for ours).
+    (`metrics.Conventions`: the leaderboards' by default, `"hf-unlearn"` for ours). `gradnorm=True` adds the GradNorm
+    attack (`mia_gradnorm_auc`: one backward pass per forget and holdout text, each its first `max_length` tokens).
 
     Every argument is checked, and every file read, before the model runs.
     """
@@ -247,6 +249,9 @@ def evaluate_muse(
 
     scores = {side: membership_scores(model, tokenizer, texts[side], batch_size, max_length, conventions)
               for side in texts}
+    if gradnorm:  # opt-in: one backward pass per text
+        for side in texts:
+            scores[side]["gradnorm"] = -gradient_norms(model, text_rows(tokenizer, texts[side], max_length))
     M.add_mia_results(results, scores, privleak_attack, gold_auc, f"a token of probability 0, or {NON_FINITE}",
                       "no gold (retrained, retain-only) model's MIA AUC was given (gold_auc)")  # fmt: skip
     if any(score.isnan().any() for side in scores.values() for score in side.values()):
