@@ -130,8 +130,8 @@ def whole_copy(model, main: bool, device: str | torch.device = "cpu"):
     """A plain copy of `model` with its whole weights on the main process (None on the others), for work that needs
     them in one process, such as evaluation. Under DeepSpeed ZeRO-3, where each process holds a shard of every
     parameter, every process must call it: the parameters are gathered one at a time into a copy the main process
-    builds on `device` (no weight initialisation, the same dtypes), so no process holds more than one whole parameter
-    beyond its shards. Without ZeRO-3 it is a deep copy on the main process."""
+    builds on `device` (no weight initialisation, the same dtypes); the other processes never hold more than one whole
+    parameter beyond their shards. Without ZeRO-3 it is a deep copy on the main process."""
     if not any(hasattr(parameter, "ds_id") for parameter in model.parameters()):
         return copy.deepcopy(model) if main else None
     import deepspeed
