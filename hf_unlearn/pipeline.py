@@ -541,18 +541,19 @@ def finetune_arguments(output_dir: str | Path, seed: int = 0, **training_args) -
     training_args.setdefault("logging_steps", 0.1)
     training_args.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     quiet = showing() is False
+    training_args.setdefault("logging_strategy", "no" if quiet else "steps")
+    training_args.setdefault("disable_tqdm", quiet)
     return FinetuneArguments(output_dir=str(output_dir), seed=seed, report_to="none", save_strategy="no",
-                             logging_strategy="no" if quiet else "steps", disable_tqdm=quiet,
                              **training_args)  # fmt: skip
 
 
 def finetune(model, tokenizer, rows, output_dir: str | Path, seed: int = 0, name: str = "fine-tune",
-             **training_args) -> float:  # fmt: skip
-    """Fine-tune `model` on question/answer rows, or raw `text` rows in windows of 512 tokens, with a plain `Trainer`
-    (its bar named `name`); returns the wall time in seconds."""
+             max_length: int = 512, **training_args) -> float:  # fmt: skip
+    """Fine-tune `model` on question/answer rows, or raw `text` rows in windows of `max_length` tokens, with a plain
+    `Trainer` (its bar named `name`); returns the wall time in seconds."""
     args = finetune_arguments(output_dir, seed, **training_args)
     pad_id = tokenizer.pad_token_id or 0
-    train_rows = prepare_dataset(rows, "finetune rows", tokenizer, "Question: {question}\nAnswer:", 512)
+    train_rows = prepare_dataset(rows, "finetune rows", tokenizer, "Question: {question}\nAnswer:", max_length)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=UnlearningCollator(pad_id))
     name_progress(trainer, name)
     start = time.perf_counter()
@@ -686,7 +687,10 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         log("fine-tuning on forget + retain ...")
         with tempfile.TemporaryDirectory() as scratch:  # the fine-tune's Trainer leaves nothing we keep
             rows = forget + retain
-            finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"], **config["finetune"])
+            # the unlearning's rows and windows (a MUSE test prompt runs to ~1,000 tokens: the model must have seen
+            # those positions), so the fine-tune takes the method's max_length too
+            finetune_seconds = finetune(model, tokenizer, rows, scratch, config["seed"],
+                                        max_length=plan.args.max_length, **config["finetune"])  # fmt: skip
     # the model before unlearning, whole on the main process (gathered there under ZeRO-3)
     original = whole_copy(model, main, PartialState().device) if config.get("evaluate") else None
     gold_model = None
@@ -694,7 +698,8 @@ def _run(plan: RunPlan, log) -> dict[str, Any]:
         log("training the gold (retain-only) model with the same recipe ...")
         gold_model, _ = load_model(config, forget, retain)
         with tempfile.TemporaryDirectory() as scratch:
-            finetune(gold_model, tokenizer, retain, scratch, config["seed"], "gold model", **config["finetune"])
+            finetune(gold_model, tokenizer, retain, scratch, config["seed"], "gold model",
+                     max_length=plan.args.max_length, **config["finetune"])  # fmt: skip
 
     unlearn_args, trainer_cls = plan.unlearn_args, plan.trainer_cls
     args = _method_args(config, plan.config_cls, unlearn_args)  # built afresh after the fine-tunes' arguments

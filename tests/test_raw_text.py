@@ -137,13 +137,24 @@ def muse_config(path, tmp_path, **data) -> dict:
 def test_run_on_muse_news_fine_tunes_unlearns_and_scores_the_muse_suite(muse_path, tmp_path, monkeypatch):  # noqa: F811
     """`hf-unlearn run` with `data: {source: muse}`: the first 2 forget articles and 2 retain texts, the MUSE suite
     for the original, gold and unlearned models on the first 2 rows of each split (`evaluate: {limit: 2}`; its table
-    printed, eval_results.json written), the card naming the dataset and holding none of its text."""
+    printed, eval_results.json written), the card naming the dataset and holding none of its text; the fine-tune and
+    the gold model cut the texts into windows of the run's `unlearn.max_length`."""
     import hf_unlearn.evaluation as evaluation
+    import hf_unlearn.pipeline as pipeline
 
     limits, real = [], evaluation.evaluate_muse
     monkeypatch.setattr(evaluation, "evaluate_muse", lambda *a, **kw: limits.append(kw["limit"]) or real(*a, **kw))
+    windows, prepare = [], pipeline.prepare_dataset
+    monkeypatch.setattr(pipeline, "prepare_dataset",
+                        lambda rows, name, *a: windows.append((name, a[-1])) or prepare(rows, name, *a))  # fmt: skip
     logged = []
-    summary = run(muse_config(muse_path, tmp_path), log=logged.append)
+    config = muse_config(muse_path, tmp_path)
+    config["unlearn"]["max_length"] = 384
+    summary = run(config, log=logged.append)
+    # the fine-tune and the gold model window the texts as the unlearning does (MUSE's prompts run to ~1,000 tokens)
+    assert windows == [("finetune rows", 384), ("finetune rows", 384)]
+    # options the fine-tune sets by itself can be given when it is called from Python
+    assert pipeline.finetune_arguments(tmp_path / "x", logging_strategy="no").logging_strategy == "no"
     out = tmp_path / "out"
     assert summary["data_source"] == "muse" and summary["global_steps"] == 2
     assert summary["num_forget_examples"] == summary["num_retain_examples"] == 2
