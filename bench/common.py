@@ -137,6 +137,14 @@ def state_of(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def trained_once(cache: Cache, name: str, model: torch.nn.Module, train: Callable[[], float]):
+    """`model` with the weights `train()` gives it (run and timed once; later runs load them from `cache`), and that
+    training's wall time in seconds."""
+    stored = cache.get(name, lambda: {"seconds": train(), "state": state_of(model)})
+    model.load_state_dict(stored["state"])
+    return model, stored["seconds"]
+
+
 def train(model: torch.nn.Module, rows: list[dict], *, epochs: float, learning_rate: float, batch_size: int, seed: int,
           collator=None, device: str = "cpu", **arguments) -> float:  # fmt: skip
     """Trains `model` on `rows` with a plain `transformers.Trainer` (AdamW; a constant learning rate unless

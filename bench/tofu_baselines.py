@@ -14,7 +14,7 @@ import copy
 import sys
 import time
 
-from common import ROOT, Cache, parser, publish, setup, state_of
+from common import ROOT, Cache, parser, publish, setup, trained_once
 
 from hf_unlearn import METHODS
 from hf_unlearn.data import load_tofu, tofu_authors
@@ -58,16 +58,9 @@ def main():
         """A model fine-tuned on `train_rows` (or the cache's) and the fine-tune's wall time in seconds."""
         model = build_tiny_causal_lm(tokenizer, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=max(1, HIDDEN // 64),
                                      max_position_embeddings=512)  # fmt: skip
-
-        def make():
-            seconds = finetune(model, tokenizer, train_rows, f"/tmp/tofu-{name}", num_train_epochs=args.epochs,
-                               learning_rate=1e-3, per_device_train_batch_size=32, use_cpu=use_cpu,
-                               lr_scheduler_type="cosine", warmup_steps=50)  # fmt: skip
-            return {"state": state_of(model), "seconds": seconds}
-
-        stored = models.get(name, make)
-        model.load_state_dict(stored["state"])
-        return model, stored["seconds"]
+        return trained_once(models, name, model, lambda: finetune(
+            model, tokenizer, train_rows, f"/tmp/tofu-{name}", num_train_epochs=args.epochs, learning_rate=1e-3,
+            per_device_train_batch_size=32, use_cpu=use_cpu, lr_scheduler_type="cosine", warmup_steps=50))
 
     def evaluate(model, **gold_args):
         return evaluate_tofu(model.to(args.device), tokenizer, "forget10", args.tofu_path,
