@@ -84,6 +84,13 @@ class SafeArgumentsMixin:
         return state
 
 
+def check_beta(beta: float, default: str) -> None:
+    """An NPO-style inverse temperature β must lie in (0, MAX_BETA]; `default` names the method's default and its
+    source in the error, e.g. "the NPO paper uses 0.1"."""
+    if not 0 < beta <= MAX_BETA:
+        raise ValueError(f"beta={beta} is out of range: use 0 < beta <= {MAX_BETA:g} ({default}); {BETA_SATURATES}")
+
+
 def check_prompt_template(template: str) -> None:
     """A prompt template must be a string with a `{question}` placeholder and no other."""
     if not isinstance(template, str):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
+from ..config import UnlearningConfig, check_beta
 from ..data import check_forget_retain, check_row_containers, column_names, row_format
 from ..losses import dpo_loss
 from ..mixins import ENGINES_DOC
@@ -101,9 +101,7 @@ class AltPOConfig(UnlearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.beta <= MAX_BETA:
-            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} (default 0.1, the "
-                             f"AltPO paper's code); {BETA_SATURATES}")  # fmt: skip
+        check_beta(self.beta, "default 0.1, the AltPO paper's code")
         if self.num_alternates < 1:
             raise ValueError(f"num_alternates={self.num_alternates}: use 1 or more alternate answers per question "
                              "(allowed: integers >= 1; default 5).")  # fmt: skip

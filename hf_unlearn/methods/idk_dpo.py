@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
+from ..config import UnlearningConfig, check_beta
 from ..losses import dpo_loss
 from ..refusals import RefusalAnswersMixin, RefusalConfigMixin
 from ..registry import register_method
@@ -30,9 +30,7 @@ class IdkDPOConfig(RefusalConfigMixin, UnlearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.beta <= MAX_BETA:
-            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} (default 0.1, the NPO "
-                             f"paper's IdkDPO); {BETA_SATURATES}")  # fmt: skip
+        check_beta(self.beta, "default 0.1, the NPO paper's IdkDPO")
 
 
 class IdkDPOTrainer(RefusalAnswersMixin, UnlearningTrainer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
+from ..config import UnlearningConfig, check_beta
 from ..losses import npo_loss
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
@@ -25,9 +25,7 @@ class NPOConfig(UnlearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.beta <= MAX_BETA:
-            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} "
-                             f"(the NPO paper uses 0.1); {BETA_SATURATES}")
+        check_beta(self.beta, "the NPO paper uses 0.1")
 
 
 class NPOTrainer(UnlearningTrainer):

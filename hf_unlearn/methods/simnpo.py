@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import BETA_SATURATES, MAX_BETA, UnlearningConfig
+from ..config import UnlearningConfig, check_beta
 from ..losses import simnpo_loss
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
@@ -19,9 +19,7 @@ class SimNPOConfig(UnlearningConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.beta <= MAX_BETA:
-            raise ValueError(f"beta={self.beta} is out of range: use 0 < beta <= {MAX_BETA:g} "
-                             f"(the SimNPO paper uses 4.5 on TOFU); {BETA_SATURATES}")
+        check_beta(self.beta, "the SimNPO paper uses 4.5 on TOFU")
 
 
 class SimNPOTrainer(UnlearningTrainer):
