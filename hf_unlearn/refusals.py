@@ -26,7 +26,7 @@ from .data import (
     row_format,
     tokenize_qa_row,
 )
-from .losses import sequence_logps
+from .losses import dpo_loss, sequence_logps
 from .trainer import model_inputs
 
 # Written for this package in the style of TOFU's refusal answers (Maini et al. 2024, arXiv 2401.06121): short, varied,
@@ -250,6 +250,17 @@ class AlternateAnswersMixin:
         sums = torch.zeros(num_rows, dtype=values.dtype, device=values.device).index_add(0, owner, values)
         counts = torch.bincount(owner, minlength=num_rows).clamp(min=1).to(values.dtype)
         return sums / counts
+
+    def alternate_dpo_loss(self, model, inputs: dict) -> torch.Tensor:
+        """DPO with each alternate preferred over its forget row's answer (`losses.dpo_loss`, β = `args.beta`),
+        averaged over each forget row's alternates, then over the batch's forget rows (IdkDPO, AltPO)."""
+        chosen = self.alternate_logps(model, inputs)[0]
+        chosen_reference = self.reference_alternate_logps(model, inputs)
+        forget, owner = inputs["forget"], inputs["alternate_owner"]
+        rejected = self.answer_logps(model, forget)[0]
+        rejected_reference = self.reference_answer_logps(model, forget, inputs["forget_index"])
+        pairs = dpo_loss(chosen, chosen_reference, rejected[owner], rejected_reference[owner], self.args.beta)
+        return self.mean_per_forget_row(pairs, owner, len(rejected)).mean()
 
     def reference_alternate_logps(self, model, inputs: dict) -> torch.Tensor:
         """Per alternate: the sum of its answer-token log-probs under `θ_0` (from the cache when there is one)."""

@@ -26,7 +26,6 @@ import torch
 
 from ..config import UnlearningConfig, check_beta
 from ..data import check_forget_retain, check_row_containers, column_names, row_format
-from ..losses import dpo_loss
 from ..mixins import ENGINES_DOC
 from ..refusals import AlternateAnswersMixin, check_answers
 from ..registry import register_method
@@ -245,13 +244,7 @@ class AltPOTrainer(AlternateAnswersMixin, UnlearningTrainer):
         return super().needs_reference_model or not self.args.precompute_reference
 
     def compute_unlearning_loss(self, model, inputs):
-        chosen = self.alternate_logps(model, inputs)[0]
-        chosen_reference = self.reference_alternate_logps(model, inputs)
-        forget, owner = inputs["forget"], inputs["alternate_owner"]
-        rejected = self.answer_logps(model, forget)[0]
-        rejected_reference = self.reference_answer_logps(model, forget, inputs["forget_index"])
-        pairs = dpo_loss(chosen, chosen_reference, rejected[owner], rejected_reference[owner], self.args.beta)
-        loss = self.mean_per_forget_row(pairs, owner, len(rejected)).mean()
+        loss = self.alternate_dpo_loss(model, inputs)
         return self.add_retain_term(model, inputs, {"forget": self.args.gamma * loss})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import UnlearningConfig, check_beta
-from ..losses import dpo_loss
 from ..refusals import RefusalAnswersMixin, RefusalConfigMixin
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
@@ -56,12 +55,7 @@ class IdkDPOTrainer(RefusalAnswersMixin, UnlearningTrainer):
         return super().needs_reference_model or not self.args.precompute_reference
 
     def compute_unlearning_loss(self, model, inputs):
-        chosen = self.alternate_logps(model, inputs)[0]
-        chosen_reference = self.reference_alternate_logps(model, inputs)
-        forget, owner = inputs["forget"], inputs["alternate_owner"]
-        rejected = self.answer_logps(model, forget)[0]
-        rejected_reference = self.reference_answer_logps(model, forget, inputs["forget_index"])
-        loss = dpo_loss(chosen, chosen_reference, rejected[owner], rejected_reference[owner], self.args.beta).mean()
+        loss = self.alternate_dpo_loss(model, inputs)
         return self.add_retain_term(model, inputs, {"forget": self.args.gamma * loss})
 
 
