@@ -1,9 +1,11 @@
 """Wall time of the whole TOFU suite on forget10 (forget, retain_perturbed, holdout10, real authors, world facts), per
 model and per split, `--repeats` times: for an untrained Llama of about 7M parameters (the worst case: every greedy
 generation runs all its new tokens) and, with `--model DIR`, for a fine-tuned model (its answers end at EOS). `--budget`
-also prints the suite's matrix-multiply work and its floor at this machine's best measured `F.linear` rate.
+also prints the suite's matrix-multiply work and its floor at this machine's best measured `F.linear` rate;
+`--gradnorm` also times each model's suite with the GradNorm attack on (one backward pass per forget and holdout row).
 
-    python bench/eval_speed.py [--model DIR] [--repeats 2] [--max-new-tokens 64] [--batch-size 32] [--budget] [--output]
+    python bench/eval_speed.py [--model DIR] [--repeats 2] [--max-new-tokens 64] [--batch-size 32] [--budget]
+        [--gradnorm] [--output]
 """
 
 import statistics
@@ -83,7 +85,7 @@ class SplitClock:
         return dict(zip(self.SPLITS, (b - a for a, b in zip(bounds, bounds[1:], strict=False)), strict=True))
 
 
-def timed_suite(model, tokenizer, args) -> tuple[float, dict[str, float], dict]:
+def timed_suite(model, tokenizer, args, gradnorm: bool = False) -> tuple[float, dict[str, float], dict]:
     """(seconds, seconds per split, results) of one whole suite run."""
     original_greedy = tofu.greedy_answers
     clock = SplitClock()
@@ -98,7 +100,8 @@ def timed_suite(model, tokenizer, args) -> tuple[float, dict[str, float], dict]:
         with clock:
             start = time.perf_counter()
             results = evaluate_tofu(model, tokenizer, FORGET, TOFU, max_new_tokens=args.max_new_tokens,
-                                    batch_size=args.batch_size, generation_batch_size=args.generation_batch_size)
+                                    batch_size=args.batch_size, generation_batch_size=args.generation_batch_size,
+                                    gradnorm=gradnorm)  # fmt: skip
             end = time.perf_counter()
     finally:
         tofu.greedy_answers = original_greedy
@@ -114,6 +117,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32, help="Rows scored per forward pass.")
     parser.add_argument("--generation-batch-size", type=int, help="Questions per generate call (default: batch size).")
     parser.add_argument("--budget", action="store_true", help="Also print the compute the suite needs and its floor.")
+    parser.add_argument("--gradnorm", action="store_true", help="Also time each model's suite with GradNorm on.")
     args = parser.parse_args()
     args.generation_batch_size = args.generation_batch_size or args.batch_size
     tokenizer = train_tokenizer([f"{r['question']} {r['answer']}" for r in load_tofu("retain90", TOFU)], 8000)
@@ -124,6 +128,8 @@ def main():
 
         models["fine-tuned"] = (AutoModelForCausalLM.from_pretrained(args.model),
                                 AutoTokenizer.from_pretrained(args.model))  # fmt: skip
+    if args.gradnorm:
+        models |= {f"{name} + GradNorm": pair for name, pair in models.items()}
     lines = [f"Command: `python bench/eval_speed.py {' '.join(sys.argv[1:])}` ({torch.get_num_threads()} torch "
              f"threads; load {common.load()}); TOFU suite on {FORGET}, max_new_tokens {args.max_new_tokens}, batch "
              f"size {args.batch_size}, generation batch size {args.generation_batch_size}.", "",
@@ -132,7 +138,7 @@ def main():
     runs = {name: [] for name in models}
     for _ in range(args.repeats):  # interleaved, so a change in the machine's load reaches every model alike
         for name, (model, model_tokenizer) in models.items():
-            runs[name].append(timed_suite(model, model_tokenizer, args))
+            runs[name].append(timed_suite(model, model_tokenizer, args, gradnorm=name.endswith("GradNorm")))
             common.log(f"{name}: {runs[name][-1][0]:.1f} s")
     for name, (model, _) in models.items():
         seconds = [run[0] for run in runs[name]]
