@@ -95,13 +95,14 @@ def test_a_text_of_one_token_and_raw_text_for_a_classifier_are_refused(text_toke
         check_rows_fit_model(rows, "forget_dataset", classifier)
 
 
-@pytest.mark.parametrize("name", ["grad_diff", "npo"])
+@pytest.mark.parametrize("name", ["grad_diff", "npo", "undial", "wga", "ce_u"])
 def test_method_unlearns_raw_text_windows(name, tmp_path, texts, text_tokenizer, memorised_text_state):
-    """GradDiff and NPO on paragraphs cut into 24-token windows (each paragraph gives several rows): forget NLL rises,
-    retain NLL is held; the card's fingerprint counts the texts as given, not the windows. Every token is scored here,
-    the template the paragraphs share ("X was born in ...") too, unlike the masked prompts of test_methods.py, so
-    retain moves more: measured at seed 0, GradDiff retain under a quarter of its forget rise, NPO forget +1.45 / retain
-    +0.61; the bound is half the forget rise."""
+    """Methods at their defaults on paragraphs cut into 24-token windows (each paragraph gives several rows): forget
+    NLL rises, retain NLL is held; the card's fingerprint counts the texts as given, not the windows. Every token is
+    scored here, the template the paragraphs share ("X was born in ...") too, unlike the masked prompts of
+    test_methods.py, so retain moves more: measured at seed 0, GradDiff retain under a quarter of its forget rise, NPO
+    forget +1.45 / retain +0.61; the bound is half the forget rise. At these settings SimNPO (-0.11), SatImp (+0.10)
+    and RMU (-0.07, steering layer 1, all weights) move forget NLL too little to be rows here."""
     forget, retain = ([{"text": text} for text in side] for side in texts)
     model = build_tiny_causal_lm(text_tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
     model.load_state_dict(memorised_text_state)
