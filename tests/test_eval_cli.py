@@ -102,3 +102,19 @@ def test_conventions_choices_are_the_metrics_presets():
     from hf_unlearn.evaluation import CONVENTIONS
 
     assert list(cli.CONVENTIONS) == list(pipeline.CONVENTIONS) == list(CONVENTIONS)
+
+
+def test_gradnorm_flag_adds_the_attack_on_real_tofu(model_dirs, tofu_path, tmp_path):
+    """`--gradnorm` adds GradNorm's AUC (forget01 vs holdout01, first 5 rows each) to the flat JSON, the value
+    `evaluate_tofu(gradnorm=True)` gives the same model; without the flag there is none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn.evaluation import evaluate_tofu
+
+    results = run_eval(model_dirs, tmp_path, "--gradnorm", tofu_path=tofu_path)
+    path = model_dirs / "unlearned"
+    direct = evaluate_tofu(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), "forget01",
+                           tofu_path, limit=5, max_new_tokens=6, gradnorm=True)  # fmt: skip
+    assert 0 <= results["mia_gradnorm_auc"] <= 1
+    assert results["mia_gradnorm_auc"] == pytest.approx(direct["mia_gradnorm_auc"], abs=1e-9)
+    assert "mia_gradnorm_auc" not in run_eval(model_dirs, tmp_path, tofu_path=tofu_path)
