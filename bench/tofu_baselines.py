@@ -37,7 +37,9 @@ NOT_HERE = {"ac": "aligns an encoder's embeddings", "siu": "unlearns a concept o
 METHOD_SETTINGS = {
     "deepcut": {"group_column": "author"},  # DeepCUT's class: the question's author
     "rmu": {"steering_layer": LAYERS - 2},  # the paper's layer 7 is past this model's 4 layers; MLPs of 0..2 train
-    "altpo": {"num_alternates": 2, "alternate_max_tokens": 64},  # the model writes 2 alternates per question first
+    # the model samples 2 alternates per question first, from the fine-tune's own prompt: a model trained only on
+    # TOFU follows no instruction, and AltPO's default prompt (asking for changed facts) gets empty answers from it
+    "altpo": {"num_alternates": 2, "alternate_max_tokens": 64, "alternate_prompt": "Question: {question}\nAnswer:"},
 }
 
 
